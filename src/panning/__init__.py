@@ -1,0 +1,36 @@
+"""panning: screen the sparse network worth training, before training.
+
+Example:
+    >>> import panning, torch
+    >>> model = panning.models.create("lenet300", in_channels=1, num_classes=10)
+    >>> masks = panning.prune(model, sparsity=0.99, method="synflow", input_shape=(1, 28, 28), iterations=5)
+    >>> masks.kept()
+    2662
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from panning import data, masks, models, scores
+from panning.connectivity import connectivity, effective_masks, effective_sparsity
+from panning.errors import UserError, UserTypeError
+from panning.masks import Masks
+from panning.pruning import method_names, prune, register_method
+
+__all__ = [
+    "Masks",
+    "UserError",
+    "UserTypeError",
+    "__version__",
+    "connectivity",
+    "data",
+    "effective_masks",
+    "effective_sparsity",
+    "masks",
+    "method_names",
+    "models",
+    "prune",
+    "register_method",
+    "scores",
+]

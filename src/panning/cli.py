@@ -1,0 +1,228 @@
+"""The ``panning`` command line: prune, train, run (prune then train) and info.
+
+Every user mistake ends with a one-line ``error: ...`` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+
+from panning import __version__
+from panning import data as datasets
+from panning import masks as masklib
+from panning import models
+from panning.connectivity import connectivity
+from panning.errors import UserError
+from panning.pruning import method_names, prune
+from panning.report import mask_table
+from panning.training import TrainConfig, build, resolve_device, train
+
+F = Callable[..., Any]
+
+
+def _options(*decorators: F) -> Callable[[F], F]:
+    def apply(function: F) -> F:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
+
+
+_common = _options(
+    click.option("--model", "model_name", required=True, type=click.Choice(models.names()), help="Model name."),
+    click.option("--dataset", required=True, type=click.Choice(datasets.names()), help="Dataset name."),
+    click.option("--seed", default=0, show_default=True, type=int, help="Seed of the initialisation and sampling."),
+    click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding <dataset>/ folders."),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
+)
+
+_prune_options = _options(
+    click.option("--method", required=True, type=click.Choice(method_names()), help="Screening method."),
+    click.option("--sparsity", required=True, type=float, help="Fraction of weights removed, in [0, 1)."),
+    click.option("--iterations", type=int, help="Pruning steps T (default: 100 for synflow/iter-snip, else 1)."),
+    click.option("--schedule", default="exponential", show_default=True,
+                 type=click.Choice(["exponential", "linear"])),
+    click.option("--regrowth/--no-regrowth", default=True, show_default=True,
+                 help="Let pruned weights come back in later steps (--no-regrowth: monotone masks)."),
+    click.option("--samples-per-class", default=10, show_default=True, type=int,
+                 help="Examples of each class in a scoring batch."),
+    click.option("--temperature", type=float, help="Logit temperature of snip/grasp (defaults 1 and 200)."),
+    click.option("--scope", default="global", show_default=True, type=click.Choice(["global", "layer"])),
+)
+
+_train_options = _options(
+    click.option("--epochs", required=True, type=int, help="Training epochs."),
+    click.option("--lr", default=0.1, show_default=True, type=float),
+    click.option("--batch-size", default=256, show_default=True, type=int),
+    click.option("--weight-decay", default=1e-4, show_default=True, type=float),
+    click.option("--momentum", default=0.9, show_default=True, type=float),
+    click.option("--val-size", default=5000, show_default=True, type=int,
+                 help="Training examples held out for validation."),
+    click.option("--normalization", default="standard", show_default=True, type=click.Choice(["standard", "half"]),
+                 help="standard: the dataset's mean/std; half: mean 0.5, std 0.5."),
+    click.option("--augment/--no-augment", default=None,
+                 help="Random crop and flip (default: on for CIFAR and Tiny-ImageNet only)."),
+    click.option("--resume", is_flag=True, help="Continue the unfinished run in --out."),
+    click.option("--quiet", is_flag=True, help="No progress bars."),
+)
+
+
+def _user_errors(function: F) -> F:
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except UserError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="panning")
+def cli() -> None:
+    """Screen the sparse network worth training, before training."""
+    warnings.showwarning = _show_warning
+
+
+def _train_config(model_name: str, dataset: str, seed: int, device: str, **kw: Any) -> TrainConfig:
+    return TrainConfig(
+        model=model_name, dataset=dataset, seed=seed, device=device, epochs=kw["epochs"], lr=kw["lr"],
+        batch_size=kw["batch_size"], weight_decay=kw["weight_decay"], momentum=kw["momentum"],
+        val_size=kw["val_size"], normalization=kw["normalization"], augment=kw["augment"],
+    ).validate()
+
+
+def _screen(model: torch.nn.Module, dataset: datasets.Dataset, kw: dict[str, Any], seed: int) -> masklib.Masks:
+    options = {"temperature": kw["temperature"]} if kw.get("temperature") is not None else {}
+    masks = prune(
+        model, kw["sparsity"], kw["method"], data=dataset, iterations=kw["iterations"], schedule=kw["schedule"],
+        regrowth=kw["regrowth"], samples_per_class=kw["samples_per_class"], seed=seed, scope=kw["scope"], **options,
+    )
+    masks.metadata.update(dataset=dataset.name, normalization=dataset.normalization, init_seed=seed)
+    return masks
+
+
+def _print_masks(model: torch.nn.Module, masks: masklib.Masks, input_shape: tuple[int, ...]) -> None:
+    report = connectivity(model, masks, input_shape=input_shape)
+    click.echo(mask_table(masks, report, masks.metadata.get("prune_seconds")))
+
+
+@cli.command("prune")
+@_common
+@_prune_options
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Mask file to write (.safetensors).")
+@_user_errors
+def prune_command(model_name: str, dataset: str, seed: int, data_dir: str | None, device: str, out: str,
+                  **kw: Any) -> None:
+    """Screen a model at initialisation and save its masks."""
+    config = TrainConfig(model=model_name, dataset=dataset, seed=seed, device=device, epochs=1)
+    model, data = build(config, data_dir)
+    model.to(resolve_device(device))
+    masks = _screen(model, data, kw, seed)
+    masks.metadata["model"] = model_name
+    masklib.save(masks, out)
+    _print_masks(model, masks, data.input_shape)
+    click.echo(f"wrote {out}")
+
+
+@cli.command("train")
+@_common
+@_train_options
+@click.option("--masks", "masks_path", type=click.Path(dir_okay=False), help="Mask file from `panning prune`.")
+@click.option("--dense", is_flag=True, help="Train without masks.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to create.")
+@_user_errors
+def train_command(model_name: str, dataset: str, seed: int, data_dir: str | None, device: str, out: str,
+                  masks_path: str | None, dense: bool, resume: bool, quiet: bool, **kw: Any) -> None:
+    """Train a model, masked or dense, into a run folder."""
+    if bool(masks_path) == dense:
+        raise UserError("pass exactly one of --masks FILE or --dense")
+    config = _train_config(model_name, dataset, seed, device, **kw)
+    masks = masklib.load(masks_path) if masks_path else None
+    if masks is not None and masks.metadata.get("init_seed", seed) != seed:
+        warnings.warn(
+            f"the masks were screened on the initialisation of seed {masks.metadata['init_seed']}, "
+            f"training starts from seed {seed}'s", stacklevel=1,
+        )
+    model, data = build(config, data_dir)
+    if masks is not None:
+        masks.check_fits(model)
+    metrics = train(model, data, config, out, masks=masks, resume=resume, progress=not quiet)
+    _print_result(metrics, out)
+
+
+@cli.command("run")
+@_common
+@_prune_options
+@_train_options
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to create.")
+@_user_errors
+def run_command(model_name: str, dataset: str, seed: int, data_dir: str | None, device: str, out: str,
+                resume: bool, quiet: bool, **kw: Any) -> None:
+    """Screen a model, then train it, into one run folder."""
+    config = _train_config(model_name, dataset, seed, device, **kw)
+    model, data = build(config, data_dir)
+    run_dir = Path(out)
+    if resume and (run_dir / "masks.safetensors").is_file():
+        masks = masklib.load(run_dir / "masks.safetensors")
+    else:
+        if run_dir.exists() and not resume and any(run_dir.iterdir()):
+            raise UserError(f"{out} is not empty; choose a new folder for --out (or --resume an unfinished run)")
+        model.to(resolve_device(device))
+        masks = _screen(model, data, kw, seed)
+        masks.metadata["model"] = model_name
+    _print_masks(model, masks, data.input_shape)
+    extra = {k: masks.metadata.get(k) for k in ("method", "options", "prune_seconds", "iterations", "regrowth")}
+    metrics = train(model, data, config, out, masks=masks, resume=resume, progress=not quiet, extra_metrics=extra)
+    _print_result(metrics, out)
+
+
+def _print_result(metrics: dict[str, Any], out: str) -> None:
+    dead = " (DEAD: constant prediction)" if metrics.get("dead") else ""
+    click.echo(f"final test accuracy: {metrics['test_accuracy']:.4f}{dead}  (run folder: {out})")
+
+
+@cli.command("info")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_user_errors
+def info_command(file: str) -> None:
+    """Show a mask file's metadata and per-layer table."""
+    masks = masklib.load(file)
+    meta = dict(masks.metadata)
+    meta.pop("shapes", None)
+    click.echo(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    report = None
+    if meta.get("model") in models.names() and meta.get("dataset") in datasets.names():
+        spec = datasets.spec(meta["dataset"])
+        model = models.create(meta["model"], spec.in_channels, spec.num_classes, spec.image_size)
+        try:
+            masks.check_fits(model)
+            report = connectivity(model, masks, input_shape=(spec.in_channels, spec.image_size, spec.image_size))
+        except UserError:
+            report = None
+    click.echo(mask_table(masks, report, meta.get("prune_seconds")))
+
+
+def main() -> None:
+    """Entry point of the ``panning`` console script."""
+    cli(prog_name="panning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Effective sparsity and layer collapse (SPEC §6; Vysogorets & Kempe, "Connectivity matters").
+
+A kept weight is *effective* only if it lies on a path from an input to an output through
+other kept weights. It is found like SynFlow: prunable weights become their (scaled) mask,
+biases and normalisation shifts zero, normalisation layers unit scale in eval mode, an
+all-ones input goes through, and a kept weight is effective when its gradient of the summed
+output is non-zero.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(2, 2, bias=False), nn.Linear(2, 1, bias=False))
+    >>> masks = {"0.weight": torch.tensor([[True, True], [False, False]]),
+    ...          "1.weight": torch.tensor([[False, True]])}
+    >>> effective_masks(net, masks, input_shape=(2,))["0.weight"].sum().item()  # row 0 leads nowhere
+    0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from panning.errors import UserError
+from panning.masks import Masks, prunable_parameters
+from panning.scores import _NORM_TYPES, _check_masks, preserved_modes
+
+
+def _infer_shape(input_shape: Sequence[int] | None, inputs: torch.Tensor | None) -> tuple[int, ...]:
+    if input_shape is not None:
+        return tuple(int(d) for d in input_shape)
+    if inputs is not None:
+        return tuple(inputs.shape[1:])
+    raise UserError("the connectivity analysis needs the input shape: pass input_shape=(C, H, W) or inputs")
+
+
+def effective_masks(
+    model: nn.Module,
+    masks: Mapping[str, torch.Tensor],
+    input_shape: Sequence[int] | None = None,
+    inputs: torch.Tensor | None = None,
+) -> Masks:
+    """The kept weights that lie on some input-to-output path of kept weights.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1))
+        >>> full = Masks.ones_like(net)
+        >>> effective_masks(net, full, input_shape=(3,)).kept() == full.kept()
+        True
+    """
+    shape = _infer_shape(input_shape, inputs)
+    weights = prunable_parameters(model, list(masks))
+    _check_masks(weights, masks)
+    device = next(iter(weights.values())).device
+    substitutes: dict[str, torch.Tensor] = {}
+    norm_modules = {name for name, module in model.named_modules() if isinstance(module, _NORM_TYPES)}
+    for name, param in model.named_parameters():
+        owner, _, leaf = name.rpartition(".")
+        if leaf == "bias" or leaf.startswith("bias"):
+            substitutes[name] = torch.zeros_like(param, dtype=torch.float64)
+        elif owner in norm_modules or (owner == "" and "" in norm_modules):
+            substitutes[name] = torch.ones_like(param, dtype=torch.float64)
+        else:
+            substitutes[name] = param.detach().abs().double()
+    for name, buffer in model.named_buffers():
+        owner, _, leaf = name.rpartition(".")
+        if leaf == "running_mean":
+            substitutes[name] = torch.zeros_like(buffer, dtype=torch.float64)
+        elif leaf == "running_var":
+            substitutes[name] = torch.ones_like(buffer, dtype=torch.float64)
+        else:
+            substitutes[name] = buffer.detach().double() if buffer.is_floating_point() else buffer.detach().clone()
+    # Each layer's mask is divided by its kept count per output unit: a positive constant per layer
+    # changes no zero pattern but keeps path counts of deep networks far from float64 overflow.
+    leaves = {}
+    for name, mask in masks.items():
+        value = mask.to(device=device, dtype=torch.float64)
+        scale = max(1.0, float(value.sum()) / max(1, value.shape[0]))
+        leaves[name] = (value / scale).requires_grad_(True)
+    substitutes.update(leaves)
+    ones = torch.ones((1, *shape), dtype=torch.float64, device=device)
+    with preserved_modes(model, train=False):
+        output = functional_call(model, substitutes, (ones,))
+    names = list(leaves)
+    grads = torch.autograd.grad(output.sum(), [leaves[n] for n in names], allow_unused=True)
+    result = Masks(metadata=getattr(masks, "metadata", {}))
+    for name, grad in zip(names, grads):
+        kept = masks[name].to(device).bool()
+        if grad is None:
+            result[name] = torch.zeros_like(kept)
+        else:
+            result[name] = kept & (grad != 0)
+    return result
+
+
+@dataclass(frozen=True)
+class LayerConnectivity:
+    """Nominal and effective counts of one prunable parameter."""
+
+    name: str
+    total: int
+    kept: int
+    effective: int
+
+    @property
+    def density(self) -> float:
+        return self.kept / self.total
+
+    @property
+    def effective_density(self) -> float:
+        return self.effective / self.total
+
+    @property
+    def collapsed(self) -> bool:
+        return self.effective == 0
+
+
+@dataclass(frozen=True)
+class Connectivity:
+    """Nominal and effective sparsity of a mask, overall and per layer."""
+
+    layers: tuple[LayerConnectivity, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(layer.total for layer in self.layers)
+
+    @property
+    def kept(self) -> int:
+        return sum(layer.kept for layer in self.layers)
+
+    @property
+    def effective(self) -> int:
+        return sum(layer.effective for layer in self.layers)
+
+    @property
+    def nominal_sparsity(self) -> float:
+        return 1.0 - self.kept / self.total
+
+    @property
+    def effective_sparsity(self) -> float:
+        return 1.0 - self.effective / self.total
+
+    @property
+    def collapsed_layers(self) -> list[str]:
+        return [layer.name for layer in self.layers if layer.collapsed]
+
+    @property
+    def collapsed(self) -> bool:
+        """True when some layer has no effective weight: the network is cut."""
+        return bool(self.collapsed_layers)
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-ready summary with a per-layer list."""
+        return {
+            "nominal_sparsity": self.nominal_sparsity,
+            "effective_sparsity": self.effective_sparsity,
+            "kept": self.kept,
+            "effective_kept": self.effective,
+            "total": self.total,
+            "collapsed_layers": self.collapsed_layers,
+            "layers": [
+                {"name": l.name, "total": l.total, "kept": l.kept, "effective": l.effective}
+                for l in self.layers
+            ],
+        }
+
+
+def connectivity(
+    model: nn.Module,
+    masks: Mapping[str, torch.Tensor],
+    input_shape: Sequence[int] | None = None,
+    inputs: torch.Tensor | None = None,
+) -> Connectivity:
+    """Per-layer nominal and effective counts of ``masks`` on ``model``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1))
+        >>> connectivity(net, Masks.ones_like(net), input_shape=(3,)).collapsed
+        False
+    """
+    effective = effective_masks(model, masks, input_shape, inputs)
+    return Connectivity(
+        tuple(
+            LayerConnectivity(name, mask.numel(), int(mask.sum()), int(effective[name].sum()))
+            for name, mask in masks.items()
+        )
+    )
+
+
+def effective_sparsity(
+    model: nn.Module,
+    masks: Mapping[str, torch.Tensor],
+    input_shape: Sequence[int] | None = None,
+    inputs: torch.Tensor | None = None,
+) -> float:
+    """Fraction of prunable weights that are pruned or carry no input signal, in [0, 1].
+
+    The input shape comes from ``input_shape``, ``inputs``, or ``masks.metadata["input_shape"]``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1))
+        >>> effective_sparsity(net, Masks.ones_like(net), input_shape=(3,))
+        0.0
+    """
+    if input_shape is None and inputs is None:
+        input_shape = getattr(masks, "metadata", {}).get("input_shape")
+    return connectivity(model, masks, input_shape, inputs).effective_sparsity
+
+
+__all__ = ["Connectivity", "LayerConnectivity", "connectivity", "effective_masks", "effective_sparsity"]

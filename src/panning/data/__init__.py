@@ -1,0 +1,364 @@
+"""Datasets of the pruning literature, held whole in memory as tensors.
+
+Look-up order for a dataset's files: an explicit ``data_dir``; ``$PANNING_DATA``; known system
+locations (Debian's ``dataset-fashion-mnist`` package, ...); ``~/.cache/panning``. A dataset
+missing everywhere is downloaded into the cache when the network is up, verified by checksum
+before it is used.
+
+Example:
+    >>> import panning
+    >>> panning.data.names()
+    ['cifar10', 'cifar100', 'fashion-mnist', 'mnist', 'tiny-imagenet']
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from panning.data import formats
+from panning.data.download import DownloadError, RemoteFile, extract, fetch
+from panning.errors import UserError, UserTypeError
+
+Split = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What the library knows about a dataset: shape, statistics, files and where to find them."""
+
+    name: str
+    in_channels: int
+    image_size: int
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: bool
+    find: Callable[[Path], Path | None]
+    read: Callable[[Path], dict[str, Split]]
+    remote: tuple[RemoteFile, ...] = ()
+    system_dirs: tuple[str, ...] = ()
+    how_to_get: str = ""
+
+
+def _mnist_like(folder: Path) -> Path | None:
+    return folder if formats.has_mnist(folder) else None
+
+
+_MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+_FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+_PACKAGE_ROOT = Path(__file__).resolve().parents[3]
+
+SPECS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec(
+            "mnist", 1, 28, 10, (0.1307,), (0.3081,), False, _mnist_like, formats.read_mnist,
+            remote=tuple(
+                RemoteFile(_MNIST_URL + f, md5)
+                for f, md5 in (
+                    ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+                    ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+                    ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+                    ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+                )
+            ),
+            system_dirs=("/usr/share/datasets/mnist", str(_PACKAGE_ROOT.parent / "shared/data/mnist"),
+                         "../shared/data/mnist"),
+            how_to_get="put the four IDX .gz files of MNIST in $PANNING_DATA/mnist",
+        ),
+        DatasetSpec(
+            "fashion-mnist", 1, 28, 10, (0.2860,), (0.3530,), False, _mnist_like, formats.read_mnist,
+            remote=tuple(
+                RemoteFile(_FASHION_URL + f, md5)
+                for f, md5 in (
+                    ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+                    ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
+                    ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
+                    ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
+                )
+            ),
+            system_dirs=("/usr/share/datasets/fashion-mnist",),
+            how_to_get="`apt-get install dataset-fashion-mnist`, or put the four IDX .gz files in "
+            "$PANNING_DATA/fashion-mnist",
+        ),
+        DatasetSpec(
+            "cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True,
+            lambda f: formats.cifar_folder(f, "cifar10"), lambda f: formats.read_cifar(f, "cifar10"),
+            remote=(RemoteFile("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                               "c58f30108f718f92721af3b95e74349a"),),
+            how_to_get="unpack cifar-10-python.tar.gz into $PANNING_DATA/cifar10",
+        ),
+        DatasetSpec(
+            "cifar100", 3, 32, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), True,
+            lambda f: formats.cifar_folder(f, "cifar100"), lambda f: formats.read_cifar(f, "cifar100"),
+            remote=(RemoteFile("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                               "eb9058c3a382ffc7106e4002c42a8d85"),),
+            how_to_get="unpack cifar-100-python.tar.gz into $PANNING_DATA/cifar100",
+        ),
+        DatasetSpec(
+            "tiny-imagenet", 3, 64, 200, (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262), True,
+            formats.tiny_imagenet_folder, formats.read_tiny_imagenet,
+            remote=(RemoteFile("http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+                               "90528d7ca1a48142e341f4ef8d21d0de"),),
+            how_to_get="unzip tiny-imagenet-200.zip into $PANNING_DATA/tiny-imagenet",
+        ),
+    )
+}
+
+
+def names() -> list[str]:
+    """Names of the supported datasets."""
+    return sorted(SPECS)
+
+
+def spec(name: str) -> DatasetSpec:
+    """The :class:`DatasetSpec` of ``name``; an unknown name lists the valid ones.
+
+    Example:
+        >>> spec("cifar10").num_classes
+        10
+    """
+    if not isinstance(name, str):
+        raise UserTypeError(f"dataset name must be a str, got {type(name).__name__}")
+    if name not in SPECS:
+        raise UserError(f"unknown dataset {name!r}; valid: {', '.join(names())}")
+    return SPECS[name]
+
+
+def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/panning`` or ``~/.cache/panning``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "panning"
+
+
+def candidate_dirs(name: str, data_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Folders searched for ``name``, in order."""
+    found: list[Path] = []
+    if data_dir is not None:
+        found += [Path(data_dir) / name, Path(data_dir)]
+    if os.environ.get("PANNING_DATA"):
+        found.append(Path(os.environ["PANNING_DATA"]) / name)
+    found += [Path(d) for d in spec(name).system_dirs]
+    found.append(cache_dir() / name)
+    return found
+
+
+def locate(name: str, data_dir: str | os.PathLike[str] | None = None, download: bool = True) -> Path:
+    """The folder holding ``name``'s files; downloads into the cache if it is nowhere.
+
+    Raises ``UserError`` saying where it looked and how to get the data.
+    """
+    info = spec(name)
+    searched = candidate_dirs(name, data_dir)
+    for folder in searched:
+        if folder.is_dir():
+            hit = info.find(folder)
+            if hit is not None:
+                return hit
+    problem = "downloads are off"
+    if download and info.remote:
+        target = cache_dir() / name
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            archives = [fetch(remote, target) for remote in info.remote]
+            if info.find(target) is None:
+                for archive in archives:
+                    extract(archive, target)
+            hit = info.find(target)
+            if hit is not None:
+                return hit
+            problem = "the downloaded files did not have the expected layout"
+        except (DownloadError, OSError) as error:
+            problem = str(error)
+    where = ", ".join(str(p) for p in searched)
+    raise UserError(
+        f"dataset {name!r} not found (looked in {where}; download: {problem}); "
+        f"to get it: {info.how_to_get}, or pass --data-dir"
+    )
+
+
+@dataclass
+class Dataset:
+    """A whole dataset in memory: uint8 images (N, C, H, W) and int64 labels per split.
+
+    ``train`` excludes the validation examples, which are carved out of the original
+    training set with a seeded permutation.
+    """
+
+    spec: DatasetSpec
+    train: Split
+    val: Split
+    test: Split
+    normalization: str = "standard"
+    split_seed: int = 0
+    source: str = ""
+    _stats: tuple[torch.Tensor, torch.Tensor] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.normalization == "standard":
+            mean, std = self.spec.mean, self.spec.std
+        elif self.normalization == "half":
+            mean, std = (0.5,) * self.spec.in_channels, (0.5,) * self.spec.in_channels
+        else:
+            raise UserError(f"unknown normalization {self.normalization!r}; valid: standard, half")
+        self._stats = (torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1))
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train[0].shape[1:])  # type: ignore[return-value]
+
+    def split(self, name: str) -> Split:
+        """One of ``train``, ``val``, ``test``."""
+        if name not in ("train", "val", "test"):
+            raise UserError(f"unknown split {name!r}; valid: train, val, test")
+        return getattr(self, name)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (or floats in [0, 1]) to normalised float32 on the same device."""
+        x = images.float()
+        if images.dtype == torch.uint8:
+            x = x / 255.0
+        mean, std = (s.to(x.device) for s in self._stats)
+        return (x - mean) / std
+
+    def batches(
+        self,
+        split: str,
+        batch_size: int,
+        device: torch.device | str = "cpu",
+        generator: torch.Generator | None = None,
+        augment: bool = False,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield normalised ``(inputs, targets)`` on ``device``; shuffled when a generator is given.
+
+        Augmentation (random crop with 4-pixel zero padding and horizontal flip) draws from
+        ``generator`` too, so a saved generator state replays the same epoch.
+        """
+        images, labels = self.split(split)
+        count = len(labels)
+        order = torch.randperm(count, generator=generator) if generator is not None else torch.arange(count)
+        for start in range(0, count, batch_size):
+            index = order[start : start + batch_size]
+            x = images[index].to(device)
+            if augment:
+                if generator is None:
+                    raise UserError("augmentation needs a generator for its random draws")
+                x = random_crop_flip(x, generator)
+            yield self.normalize(x), labels[index].to(device)
+
+    def tensors(self, split: str = "train", device: torch.device | str = "cpu") -> Split:
+        """A whole split, normalised: ``(inputs, targets)``."""
+        images, labels = self.split(split)
+        return self.normalize(images.to(device)), labels.to(device)
+
+
+def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """Random crop after zero padding, and a horizontal flip with probability 1/2, per image.
+
+    Random draws come from ``generator`` (on the CPU) so results do not depend on the device.
+
+    Example:
+        >>> x = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4)
+        >>> random_crop_flip(x, torch.Generator().manual_seed(0)).shape
+        torch.Size([1, 1, 4, 4])
+    """
+    batch, _, height, width = images.shape
+    padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
+    offsets = torch.randint(0, 2 * padding + 1, (2, batch), generator=generator).to(images.device)
+    flips = (torch.rand(batch, generator=generator) < 0.5).to(images.device)
+    rows = offsets[0][:, None] + torch.arange(height, device=images.device)
+    cols = offsets[1][:, None] + torch.arange(width, device=images.device)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    batch_index = torch.arange(batch, device=images.device)[:, None, None]
+    cropped = padded.permute(0, 2, 3, 1)[batch_index, rows[:, :, None], cols[:, None, :]]
+    return cropped.permute(0, 3, 1, 2).contiguous()
+
+
+def load(
+    name: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    val_size: int = 5000,
+    split_seed: int = 0,
+    normalization: str = "standard",
+    download: bool = True,
+) -> Dataset:
+    """Load a dataset by name, with a seeded validation split of ``val_size`` training examples.
+
+    Example:
+        >>> data = load("mnist")  # doctest: +SKIP
+        >>> len(data.train[1]), len(data.val[1]), len(data.test[1])  # doctest: +SKIP
+        (55000, 5000, 10000)
+    """
+    info = spec(name)
+    folder = locate(name, data_dir, download=download)
+    arrays = info.read(folder)
+    train_images, train_labels = arrays["train"]
+    if isinstance(val_size, bool) or not isinstance(val_size, int) or not 0 <= val_size < len(train_labels):
+        raise UserError(f"val_size must be an integer in [0, {len(train_labels)}), got {val_size!r}")
+    order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(split_seed))
+    train_index, val_index = order[: len(order) - val_size].sort().values, order[len(order) - val_size :].sort().values
+    labels_max = int(max(train_labels.max(), arrays["test"][1].max()))
+    if labels_max >= info.num_classes:
+        raise UserError(f"{folder}: label {labels_max} is out of range for {info.num_classes} classes; the files are corrupt")
+    return Dataset(
+        spec=info,
+        train=(train_images[train_index], train_labels[train_index]),
+        val=(train_images[val_index], train_labels[val_index]),
+        test=arrays["test"],
+        normalization=normalization,
+        split_seed=split_seed,
+        source=str(folder),
+    )
+
+
+def class_balanced_batch(
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    samples_per_class: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``samples_per_class`` random examples of every class present in ``targets``.
+
+    A class with fewer examples contributes all it has (the caller may warn).
+
+    Example:
+        >>> x, y = torch.arange(6.0).view(6, 1), torch.tensor([0, 0, 0, 1, 1, 1])
+        >>> _, picked = class_balanced_batch(x, y, 2, torch.Generator().manual_seed(0))
+        >>> picked.tolist()
+        [0, 0, 1, 1]
+    """
+    order = torch.randperm(len(targets), generator=generator).to(targets.device)
+    shuffled = targets[order]
+    chosen = []
+    for cls in torch.unique(targets).tolist():
+        chosen.append(order[shuffled == cls][:samples_per_class])
+    index = torch.cat(chosen)
+    return inputs[index], targets[index]
+
+
+__all__ = [
+    "Dataset",
+    "DatasetSpec",
+    "SPECS",
+    "cache_dir",
+    "candidate_dirs",
+    "class_balanced_batch",
+    "load",
+    "locate",
+    "names",
+    "random_crop_flip",
+    "spec",
+]

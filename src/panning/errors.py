@@ -1,0 +1,41 @@
+"""Errors that mean "the caller asked for something wrong" rather than "the library broke".
+
+The CLI turns these into a one-line message and exit status 2; everything else is a bug
+and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class UserError(ValueError):
+    """A bad value from the user: the message names the problem and the fix.
+
+    Example:
+        >>> try:
+        ...     raise UserError("sparsity 1.5 is outside [0, 1): pass a fraction such as 0.99")
+        ... except ValueError as error:
+        ...     print(error)
+        sparsity 1.5 is outside [0, 1): pass a fraction such as 0.99
+    """
+
+
+class UserTypeError(UserError, TypeError):
+    """A value of the wrong type from the user (also a ``TypeError``)."""
+
+
+def check_sparsity(sparsity: float) -> float:
+    """Return ``sparsity`` as a float after checking that it lies in [0, 1).
+
+    Example:
+        >>> check_sparsity(0.99)
+        0.99
+    """
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
+        raise UserTypeError(f"sparsity must be a number in [0, 1), got {type(sparsity).__name__}")
+    value = float(sparsity)
+    if not 0.0 <= value < 1.0:
+        raise UserError(
+            f"sparsity {sparsity} is outside [0, 1): it is the fraction of weights removed, "
+            "e.g. 0.99 keeps 1%"
+        )
+    return value

@@ -1,0 +1,518 @@
+"""Masks over prunable weights: the one mask type, exact top-K selection, applying and saving.
+
+A mask is a boolean tensor per prunable parameter, ``True`` where the weight is kept.
+``sparsity`` is the fraction of weights removed, ``density`` the fraction kept; the two are
+never mixed up.
+
+Masks are applied with PyTorch's own pruning reparametrization
+(:mod:`torch.nn.utils.prune`): the parameter becomes ``<name>_orig``, the mask a buffer
+``<name>_mask``, and a forward pre-hook recomputes ``<name> = <name>_orig * <name>_mask``.
+The optimizer keeps the same parameter object, so any training loop keeps working.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from panning.errors import UserError, UserTypeError, check_sparsity
+from panning.io import write_atomic
+
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_METADATA_KEY = "panning"
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    module_name, _, tensor_name = name.rpartition(".")
+    return module_name, tensor_name
+
+
+def _module_of(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    module_name, tensor_name = _split_name(name)
+    try:
+        module = model.get_submodule(module_name) if module_name else model
+    except AttributeError:
+        raise UserError(f"the model has no module {module_name!r} (for parameter {name!r})") from None
+    return module, tensor_name
+
+
+def prunable_parameters(
+    model: nn.Module, names: Sequence[str] | None = None
+) -> dict[str, torch.Tensor]:
+    """The prunable weights of ``model`` by parameter name, in module order.
+
+    By default the ``weight`` of every ``nn.Linear`` and ``nn.Conv1d/2d/3d``; a module that
+    appears twice is counted once. ``names`` selects parameters of the user's choice instead.
+    If masks are applied to the model, the underlying ``<name>_orig`` parameter is returned
+    under the plain name.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+        >>> list(prunable_parameters(net))
+        ['0.weight', '2.weight']
+    """
+    if not isinstance(model, nn.Module):
+        raise UserTypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    if names is not None:
+        if isinstance(names, str):
+            raise UserTypeError("parameters must be a list of parameter names, not one string")
+        selected: dict[str, torch.Tensor] = {}
+        for name in names:
+            module, tensor_name = _module_of(model, name)
+            tensor = getattr(module, tensor_name + "_orig", None)
+            if tensor is None:
+                tensor = getattr(module, tensor_name, None)
+            if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+                valid = ", ".join(n for n, _ in model.named_parameters())
+                raise UserError(f"{name!r} is not a floating-point parameter of the model; valid: {valid}")
+            selected[name] = tensor
+        return selected
+    found: dict[str, torch.Tensor] = {}
+    for module_name, module in model.named_modules():
+        if isinstance(module, PRUNABLE_TYPES):
+            tensor = getattr(module, "weight_orig", None)
+            if tensor is None:
+                tensor = module.weight
+            found[f"{module_name}.weight" if module_name else "weight"] = tensor
+    if not found:
+        raise UserError(
+            f"{type(model).__name__} has no prunable layer (nn.Linear or nn.Conv1d/2d/3d); "
+            "pass the names of the parameters to prune explicitly"
+        )
+    return found
+
+
+def _as_mask(name: str, value: Any) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise UserTypeError(f"mask {name!r} must be a torch.Tensor, got {type(value).__name__}")
+    if value.dtype == torch.bool:
+        return value
+    if value.is_floating_point() or value.dtype in (torch.uint8, torch.int8, torch.int32, torch.int64):
+        if bool(((value != 0) & (value != 1)).any()):
+            raise UserError(f"mask {name!r} holds values other than 0 and 1; a mask is boolean")
+        return value != 0
+    raise UserTypeError(f"mask {name!r} has dtype {value.dtype}; a mask is a bool tensor")
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """Counts of one masked parameter."""
+
+    name: str
+    shape: tuple[int, ...]
+    total: int
+    kept: int
+
+    @property
+    def density(self) -> float:
+        return self.kept / self.total if self.total else 0.0
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.density
+
+
+class Masks(MutableMapping[str, torch.Tensor]):
+    """A mapping from parameter name to a boolean mask tensor, validated on write.
+
+    ``True`` keeps a weight. A name already present only accepts a mask of the same shape.
+    ``metadata`` carries free-form facts (method, options, seed, ...) saved with the masks.
+
+    Example:
+        >>> masks = Masks({"fc.weight": torch.tensor([[True, False], [False, False]])})
+        >>> masks.kept(), masks.total(), masks.sparsity()
+        (1, 4, 0.75)
+    """
+
+    def __init__(
+        self,
+        masks: Mapping[str, torch.Tensor] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._masks: dict[str, torch.Tensor] = {}
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        for name, value in (masks or {}).items():
+            self[name] = value
+
+    @classmethod
+    def ones_like(cls, model: nn.Module, names: Sequence[str] | None = None) -> Masks:
+        """All-kept masks for the prunable parameters of ``model``.
+
+        Example:
+            >>> Masks.ones_like(nn.Linear(3, 2)).total()
+            6
+        """
+        return cls(
+            {n: torch.ones_like(p, dtype=torch.bool) for n, p in prunable_parameters(model, names).items()}
+        )
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._masks[name]
+
+    def __setitem__(self, name: str, value: torch.Tensor) -> None:
+        if not isinstance(name, str):
+            raise UserTypeError(f"mask names are parameter names (str), got {type(name).__name__}")
+        mask = _as_mask(name, value)
+        old = self._masks.get(name)
+        if old is not None and old.shape != mask.shape:
+            raise UserError(
+                f"mask {name!r} has shape {tuple(mask.shape)} but the existing mask has "
+                f"{tuple(old.shape)}; a mask keeps the shape of its parameter"
+            )
+        self._masks[name] = mask.detach()
+
+    def __delitem__(self, name: str) -> None:
+        del self._masks[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._masks)
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def __repr__(self) -> str:
+        return f"Masks({len(self)} tensors, kept {self.kept()}/{self.total()}, sparsity {self.sparsity():.6g})"
+
+    def total(self) -> int:
+        """Number of maskable weights."""
+        return sum(m.numel() for m in self._masks.values())
+
+    def kept(self) -> int:
+        """Number of kept weights."""
+        return sum(int(m.sum()) for m in self._masks.values())
+
+    def density(self) -> float:
+        """Fraction of weights kept."""
+        total = self.total()
+        return self.kept() / total if total else 0.0
+
+    def sparsity(self) -> float:
+        """Fraction of weights removed."""
+        return 1.0 - self.density()
+
+    def layers(self) -> list[LayerStats]:
+        """Per-parameter counts, in insertion order."""
+        return [
+            LayerStats(name, tuple(m.shape), m.numel(), int(m.sum())) for name, m in self._masks.items()
+        ]
+
+    def to(self, device: torch.device | str) -> Masks:
+        """A copy on ``device``."""
+        return Masks({n: m.to(device) for n, m in self._masks.items()}, self.metadata)
+
+    def clone(self) -> Masks:
+        """A deep copy."""
+        return Masks({n: m.clone() for n, m in self._masks.items()}, self.metadata)
+
+    def equal(self, other: Mapping[str, torch.Tensor]) -> bool:
+        """True when ``other`` has the same names and identical masks."""
+        return list(self) == list(other) and all(
+            torch.equal(self[n].cpu(), other[n].cpu()) for n in self
+        )
+
+    def check_fits(self, model: nn.Module) -> None:
+        """Raise ``UserError`` naming the first parameter that the masks do not fit.
+
+        Example:
+            >>> Masks.ones_like(nn.Linear(3, 2)).check_fits(nn.Linear(3, 2))
+        """
+        params = dict(model.named_parameters())
+        for name, mask in self._masks.items():
+            module_name, tensor_name = _split_name(name)
+            tensor = params.get(name)
+            if tensor is None:
+                tensor = params.get(f"{module_name}.{tensor_name}_orig" if module_name else f"{tensor_name}_orig")
+            if tensor is None:
+                raise UserError(
+                    f"the mask names parameter {name!r}, which the model does not have: "
+                    "the mask file was made for another model"
+                )
+            if tuple(tensor.shape) != tuple(mask.shape):
+                raise UserError(
+                    f"the mask for {name!r} has shape {tuple(mask.shape)} but the model's parameter has "
+                    f"{tuple(tensor.shape)}: the mask file was made for another model or dataset"
+                )
+
+
+def kept_count(total: int, sparsity: float) -> int:
+    """How many of ``total`` weights a sparsity keeps: ``max(1, round((1 - s) * N))``.
+
+    Example:
+        >>> kept_count(430_500, 0.999)
+        431
+    """
+    check_sparsity(sparsity)
+    return max(1, round((1.0 - sparsity) * total))
+
+
+def _check_scores(scores: Mapping[str, torch.Tensor]) -> None:
+    if not scores:
+        raise UserError("no scores given: there is nothing to select from")
+    for name, score in scores.items():
+        if not isinstance(score, torch.Tensor):
+            raise UserTypeError(f"score {name!r} must be a tensor, got {type(score).__name__}")
+        if bool(torch.isnan(score).any()):
+            raise UserError(
+                f"the scores of {name!r} contain NaN: the model or the scoring batch produced "
+                "non-finite values; check the input normalisation and initialisation"
+            )
+
+
+def _topk_flat(flat: torch.Tensor, keep: int) -> torch.Tensor:
+    """Boolean vector keeping exactly ``keep`` largest entries; ties go to the lower index."""
+    n = flat.numel()
+    if keep >= n:
+        return torch.ones(n, dtype=torch.bool, device=flat.device)
+    threshold = torch.kthvalue(flat.cpu() if flat.device.type == "mps" else flat, n - keep + 1).values
+    threshold = threshold.to(flat.device)
+    chosen = flat > threshold
+    missing = keep - int(chosen.sum())
+    if missing > 0:
+        tied = torch.nonzero(flat == threshold).squeeze(1)[:missing]
+        chosen[tied] = True
+    return chosen
+
+
+def select_topk(
+    scores: Mapping[str, torch.Tensor],
+    keep: int,
+    scope: str = "global",
+) -> Masks:
+    """Keep exactly ``keep`` weights with the highest scores.
+
+    ``scope="global"`` ranks all parameters together; ``scope="layer"`` keeps the same
+    fraction of every parameter (``round(keep / N * n_layer)``, at least one). Ties are broken
+    by position: the parameter that comes first, then the lower flat index, wins. ``-inf``
+    scores are never chosen while any finite score is left.
+
+    Example:
+        >>> masks = select_topk({"w": torch.tensor([0.1, 0.9, 0.5, 0.9])}, keep=2)
+        >>> masks["w"].tolist()
+        [False, True, False, True]
+    """
+    _check_scores(scores)
+    if isinstance(keep, bool) or not isinstance(keep, int):
+        raise UserTypeError(f"keep must be an int, got {type(keep).__name__}")
+    total = sum(s.numel() for s in scores.values())
+    if not 1 <= keep <= total:
+        raise UserError(f"keep={keep} is outside [1, {total}]: at least one weight must be kept")
+    if scope == "global":
+        dtype = torch.float64 if any(s.dtype == torch.float64 for s in scores.values()) else torch.float32
+        device = next(iter(scores.values())).device
+        flat = torch.cat([s.detach().reshape(-1).to(device=device, dtype=dtype) for s in scores.values()])
+        chosen = _topk_flat(flat, keep)
+        masks = Masks()
+        offset = 0
+        for name, score in scores.items():
+            masks[name] = chosen[offset : offset + score.numel()].reshape(score.shape)
+            offset += score.numel()
+        return masks
+    if scope == "layer":
+        density = keep / total
+        return Masks(
+            {
+                name: _topk_flat(s.detach().reshape(-1), max(1, round(density * s.numel()))).reshape(s.shape)
+                for name, s in scores.items()
+            }
+        )
+    raise UserError(f"unknown scope {scope!r}; valid: global, layer")
+
+
+def _pruned_tensors(model: nn.Module) -> Iterable[tuple[str, nn.Module, str]]:
+    for module_name, module in model.named_modules():
+        for hook in list(module._forward_pre_hooks.values()):
+            if isinstance(hook, torch_prune.BasePruningMethod):
+                tensor_name = hook._tensor_name
+                yield (f"{module_name}.{tensor_name}" if module_name else tensor_name), module, tensor_name
+
+
+def apply(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Apply ``masks`` to ``model`` in place; a pruned weight is exactly zero from now on.
+
+    Uses ``torch.nn.utils.prune.custom_from_mask``; pruned entries of ``<name>_orig`` are set to
+    zero too, so plain SGD with momentum and weight decay keeps them at zero. Applying again
+    replaces the mask. Returns ``model``.
+
+    Example:
+        >>> net = nn.Linear(2, 1)
+        >>> _ = apply(net, {"weight": torch.tensor([[True, False]])})
+        >>> float(net.weight[0, 1])
+        0.0
+    """
+    masks = masks if isinstance(masks, Masks) else Masks(masks)
+    masks.check_fits(model)
+    for name, mask in masks.items():
+        module, tensor_name = _module_of(model, name)
+        existing = getattr(module, tensor_name + "_mask", None)
+        orig = getattr(module, tensor_name + "_orig", None)
+        with torch.no_grad():
+            if existing is not None and orig is not None:
+                existing.copy_(mask)
+            else:
+                orig = getattr(module, tensor_name)
+                torch_prune.custom_from_mask(module, tensor_name, mask.to(orig.device))
+                orig = getattr(module, tensor_name + "_orig")
+            orig.mul_(mask.to(device=orig.device, dtype=orig.dtype))
+            # Keep the visible attribute in step without waiting for the next forward pass.
+            setattr(module, tensor_name, orig * getattr(module, tensor_name + "_mask"))
+    return model
+
+
+def applied(model: nn.Module) -> Masks:
+    """The masks currently applied to ``model`` (empty if none).
+
+    Example:
+        >>> net = apply(nn.Linear(2, 1), {"weight": torch.tensor([[True, False]])})
+        >>> applied(net).kept()
+        1
+    """
+    return Masks(
+        {name: getattr(module, tensor_name + "_mask").bool() for name, module, tensor_name in _pruned_tensors(model)}
+    )
+
+
+def remove(model: nn.Module) -> nn.Module:
+    """Make applied masks permanent: every masked parameter becomes a plain parameter again.
+
+    Example:
+        >>> net = apply(nn.Linear(2, 1), {"weight": torch.tensor([[True, False]])})
+        >>> _ = remove(net)
+        >>> sorted(n for n, _ in net.named_parameters())
+        ['bias', 'weight']
+    """
+    for _, module, tensor_name in list(_pruned_tensors(model)):
+        torch_prune.remove(module, tensor_name)
+    return model
+
+
+def dense_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model``'s state dict with masks made permanent, leaving ``model`` untouched.
+
+    Example:
+        >>> net = apply(nn.Linear(2, 1), {"weight": torch.tensor([[True, False]])})
+        >>> sorted(dense_state_dict(net))
+        ['bias', 'weight']
+    """
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for name, _, _ in _pruned_tensors(model):
+        orig = state.pop(name + "_orig")
+        mask = state.pop(name + "_mask")
+        state[name] = orig * mask.to(orig.dtype)
+    return state
+
+
+def _metadata_text(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def save(
+    masks: Mapping[str, torch.Tensor],
+    path: str | os.PathLike[str],
+    metadata: Mapping[str, Any] | None = None,
+) -> None:
+    """Save ``masks`` to a safetensors file, atomically, with metadata.
+
+    The metadata holds ``masks.metadata``, then ``metadata``, plus the kept and total counts,
+    the sparsity, per-parameter shapes and the package version.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "m.safetensors"
+        >>> save(Masks({"w": torch.tensor([True, False])}), path, metadata={"method": "magnitude"})
+        >>> load(path).metadata["method"]
+        'magnitude'
+    """
+    from panning import __version__
+
+    masks = masks if isinstance(masks, Masks) else Masks(masks)
+    if not masks:
+        raise UserError("there are no masks to save")
+    info: dict[str, Any] = dict(masks.metadata)
+    info.update(metadata or {})
+    info.update(
+        kept=masks.kept(),
+        total=masks.total(),
+        sparsity=masks.sparsity(),
+        shapes={n: list(m.shape) for n, m in masks.items()},
+        version=__version__,
+    )
+    tensors = {n: m.detach().to("cpu").contiguous() for n, m in masks.items()}
+    text = {_METADATA_KEY: _metadata_text(info)}
+    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=text))
+
+
+def load(path: str | os.PathLike[str]) -> Masks:
+    """Load masks saved by :func:`save`; ``.metadata`` holds what was saved with them.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "m.safetensors"
+        >>> save(Masks({"w": torch.tensor([True, False])}), path)
+        >>> load(path)["w"].tolist()
+        [True, False]
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"no mask file at {file}: create one with `panning prune ... --out {file}`")
+    try:
+        tensors = load_file(str(file))
+        from safetensors import safe_open
+
+        with safe_open(str(file), framework="pt") as handle:
+            raw = (handle.metadata() or {}).get(_METADATA_KEY, "{}")
+        metadata = json.loads(raw)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise UserError(f"{file} is not a readable mask file ({error}); recreate it with `panning prune`") from None
+    masks = Masks(metadata=metadata)
+    order = list(metadata.get("shapes", {})) or sorted(tensors)
+    for name in order + [n for n in tensors if n not in order]:
+        if name in tensors:
+            masks[name] = tensors[name]
+    return masks
+
+
+def density_schedule(sparsity: float, iterations: int, schedule: str = "exponential") -> list[float]:
+    """Densities ``k_t`` for steps ``t = 1..T`` toward ``sparsity``.
+
+    Exponential: ``(1 - s) ** (t / T)``; linear: ``1 - s * t / T``.
+
+    Example:
+        >>> [round(k, 4) for k in density_schedule(0.99, 2)]
+        [0.1, 0.01]
+    """
+    check_sparsity(sparsity)
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise UserError(f"iterations must be a positive integer, got {iterations!r}")
+    steps = range(1, iterations + 1)
+    if schedule == "exponential":
+        return [(1.0 - sparsity) ** (t / iterations) for t in steps]
+    if schedule == "linear":
+        return [1.0 - sparsity * t / iterations for t in steps]
+    raise UserError(f"unknown schedule {schedule!r}; valid: exponential, linear")
+
+
+__all__ = [
+    "LayerStats",
+    "Masks",
+    "applied",
+    "apply",
+    "dense_state_dict",
+    "density_schedule",
+    "kept_count",
+    "load",
+    "prunable_parameters",
+    "remove",
+    "save",
+    "select_topk",
+]
+

@@ -1,0 +1,78 @@
+"""Standard models of the pruning-at-initialisation literature, created by name.
+
+Example:
+    >>> import panning
+    >>> model = panning.models.create("lenet5", in_channels=1, num_classes=10)
+    >>> sum(p.numel() for n, p in model.named_parameters() if n.endswith("weight"))
+    430500
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from panning.errors import UserError, UserTypeError
+from panning.models.lenet import LeNet5Caffe, LeNet300
+from panning.models.resnet import CifarResNet, ResNet18
+from panning.models.vgg import VGG
+
+ModelFactory = Callable[..., nn.Module]
+_REGISTRY: dict[str, ModelFactory] = {}
+
+
+def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator that adds a model factory ``f(in_channels, num_classes, image_size)``.
+
+    Example:
+        >>> @register("tiny-mlp")
+        ... def tiny(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+        ...     return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size**2, num_classes))
+        >>> "tiny-mlp" in names()
+        True
+    """
+
+    def decorate(factory: ModelFactory) -> ModelFactory:
+        _REGISTRY[name] = factory
+        return factory
+
+    return decorate
+
+
+def names() -> list[str]:
+    """The registered model names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def create(name: str, in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> nn.Module:
+    """Build a registered model for images of ``in_channels`` x ``image_size`` x ``image_size``.
+
+    Example:
+        >>> create("resnet20", in_channels=3, num_classes=10, image_size=32).__class__.__name__
+        'CifarResNet'
+    """
+    if not isinstance(name, str):
+        raise UserTypeError(f"model name must be a str, got {type(name).__name__}")
+    factory = _REGISTRY.get(name)
+    if factory is None:
+        raise UserError(f"unknown model {name!r}; valid: {', '.join(names())}")
+    for label, value in (("in_channels", in_channels), ("num_classes", num_classes), ("image_size", image_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{label} must be a positive integer, got {value!r}")
+    return factory(in_channels=in_channels, num_classes=num_classes, image_size=image_size)
+
+
+register("lenet300")(lambda in_channels, num_classes, image_size: LeNet300(in_channels * image_size**2, num_classes))
+register("lenet5")(lambda in_channels, num_classes, image_size: LeNet5Caffe(in_channels, num_classes, image_size))
+for _depth in (11, 13, 16, 19):
+    register(f"vgg{_depth}")(
+        lambda in_channels, num_classes, image_size, depth=_depth: VGG(depth, in_channels, num_classes)
+    )
+for _depth in (20, 32, 56):
+    register(f"resnet{_depth}")(
+        lambda in_channels, num_classes, image_size, depth=_depth: CifarResNet(depth, in_channels, num_classes)
+    )
+register("resnet18")(lambda in_channels, num_classes, image_size: ResNet18(in_channels, num_classes))
+
+__all__ = ["CifarResNet", "LeNet300", "LeNet5Caffe", "ResNet18", "VGG", "create", "names", "register"]

@@ -1,0 +1,366 @@
+"""The multi-process screening loop (SPEC §3) and the registry of screening methods.
+
+A *method* turns the current masked network into scores; this module alone turns scores
+into masks, step by step along the sparsity schedule, keeping exactly ``round(k_t * N)``
+weights at step ``t`` and exactly ``K = max(1, round((1 - s) * N))`` at the end.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from panning import scores as indices
+from panning.connectivity import connectivity
+from panning.data import Dataset, class_balanced_batch
+from panning.errors import UserError, UserTypeError, check_sparsity
+from panning.masks import Masks, density_schedule, kept_count, prunable_parameters, select_topk
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+DataLike = tuple[torch.Tensor, torch.Tensor] | Dataset | DataLoader | None
+
+
+class BatchSource:
+    """Class-balanced batches drawn afresh (seeded) from tensors, a dataset or a DataLoader.
+
+    Example:
+        >>> x, y = torch.randn(40, 3), torch.arange(40) % 4
+        >>> source = BatchSource((x, y), samples_per_class=2, generator=torch.Generator().manual_seed(0))
+        >>> source.next()[1].bincount().tolist()
+        [2, 2, 2, 2]
+    """
+
+    def __init__(
+        self,
+        data: DataLike,
+        samples_per_class: int,
+        generator: torch.Generator,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if isinstance(samples_per_class, bool) or not isinstance(samples_per_class, int) or samples_per_class < 1:
+            raise UserError(f"samples_per_class must be a positive integer, got {samples_per_class!r}")
+        self.samples_per_class = samples_per_class
+        self.generator = generator
+        self.device = torch.device(device)
+        self.data = data
+        self._images: torch.Tensor | None = None
+        self._labels: torch.Tensor | None = None
+        self._normalize: Callable[[torch.Tensor], torch.Tensor] = lambda t: t
+        if isinstance(data, Dataset):
+            self._images, self._labels = data.train
+            self._normalize = data.normalize
+        elif isinstance(data, (tuple, list)):
+            if len(data) != 2 or not all(isinstance(t, torch.Tensor) for t in data):
+                raise UserTypeError("data must be a pair of tensors (inputs, targets)")
+            self._images, self._labels = data
+            if len(self._images) != len(self._labels):
+                raise UserError(f"data has {len(self._images)} inputs but {len(self._labels)} targets")
+        elif not isinstance(data, DataLoader):
+            raise UserTypeError(
+                "data must be (inputs, targets) tensors, a panning.data.Dataset or a DataLoader, "
+                f"got {type(data).__name__}"
+            )
+        if self._labels is not None:
+            if self._labels.dtype.is_floating_point or self._labels.dim() != 1:
+                raise UserTypeError("targets must be a 1-D tensor of integer class labels")
+            self._warn_small(torch.bincount(self._labels.long().cpu()))
+
+    def _warn_small(self, counts: torch.Tensor) -> None:
+        present = counts[counts > 0]
+        if len(present) and int(present.min()) < self.samples_per_class:
+            warnings.warn(
+                f"some class has only {int(present.min())} examples, fewer than samples_per_class="
+                f"{self.samples_per_class}; using what there is",
+                stacklevel=3,
+            )
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input example."""
+        if self._images is not None:
+            return tuple(self._images.shape[1:])
+        return tuple(self.next()[0].shape[1:])
+
+    def next(self) -> Batch:
+        """A fresh batch of ``samples_per_class`` examples of every class, on the device."""
+        if self._images is not None and self._labels is not None:
+            x, y = class_balanced_batch(self._images, self._labels, self.samples_per_class, self.generator)
+            return self._normalize(x.to(self.device)), y.to(self.device).long()
+        return self._from_loader()
+
+    def _from_loader(self) -> Batch:
+        assert isinstance(self.data, DataLoader)
+        xs: list[torch.Tensor] = []
+        ys: list[torch.Tensor] = []
+        counts: dict[int, int] = {}
+        for batch in self.data:
+            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                raise UserTypeError("the DataLoader must yield (inputs, targets) batches")
+            inputs, targets = batch[0], batch[1]
+            for x, y in zip(inputs, targets):
+                label = int(y)
+                if counts.get(label, 0) < self.samples_per_class:
+                    counts[label] = counts.get(label, 0) + 1
+                    xs.append(x)
+                    ys.append(y)
+            if counts and all(c >= self.samples_per_class for c in counts.values()) and len(counts) > 1:
+                break
+        if not xs:
+            raise UserError("the DataLoader yielded no examples")
+        self._warn_small(torch.tensor([counts[k] for k in sorted(counts)]))
+        return torch.stack(xs).to(self.device), torch.stack(ys).long().to(self.device)
+
+
+@dataclass
+class StepContext:
+    """What a method sees at one step of the loop."""
+
+    step: int
+    iterations: int
+    density: float
+    masks: Masks
+    batches: BatchSource | None
+    input_shape: tuple[int, ...]
+    generator: torch.Generator
+    parameters: Sequence[str] | None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def batch(self) -> Batch:
+        """A fresh class-balanced batch (only for data-driven methods)."""
+        if self.batches is None:
+            raise UserError("this method is data-driven: pass data=(inputs, targets), a dataset or a DataLoader")
+        return self.batches.next()
+
+
+class Method(Protocol):
+    """A screening method: scores of the current masked network at one step."""
+
+    data_driven: bool
+    default_iterations: int
+
+    def __call__(self, model: nn.Module, context: StepContext) -> dict[str, torch.Tensor]: ...
+
+
+@dataclass
+class SingleIndex:
+    """One index of :mod:`panning.scores`, iterated along the schedule."""
+
+    index: str
+    default_iterations: int = 1
+    temperature: float | None = None
+    absolute: bool = False
+
+    @property
+    def data_driven(self) -> bool:
+        return self.index in ("snip", "grasp")
+
+    def __call__(self, model: nn.Module, context: StepContext) -> dict[str, torch.Tensor]:
+        masks = context.masks
+        names = context.parameters
+        if self.index == "random":
+            return indices.random(model, context.generator, names)
+        if self.index == "magnitude":
+            return indices.magnitude(model, names)
+        if self.index == "synflow":
+            return indices.synflow(model, masks=masks, input_shape=context.input_shape, parameters=names)
+        x, y = context.batch()
+        temperature = self.temperature
+        if self.index == "snip":
+            result = indices.loss_aware_scores(model, x, y, masks, temperature or 1.0, True, False, names)
+            context.info.update(loss=result.loss, grad_norm_sq=result.grad_norm_sq)
+            assert result.snip is not None
+            return result.snip
+        result = indices.loss_aware_scores(
+            model, x, y, masks, temperature or indices.GRASP_TEMPERATURE, False, True, names
+        )
+        context.info.update(loss=result.loss, grad_norm_sq=result.grad_norm_sq)
+        assert result.grasp is not None
+        return {n: s.abs() for n, s in result.grasp.items()} if self.absolute else result.grasp
+
+
+MethodFactory = Callable[..., Method]
+_METHODS: dict[str, MethodFactory] = {}
+
+
+def register_method(name: str) -> Callable[[MethodFactory], MethodFactory]:
+    """Decorator adding a screening method ``factory(**options) -> Method``.
+
+    Example:
+        >>> @register_method("negative-magnitude")
+        ... def _neg(**options):
+        ...     return SingleIndex("magnitude")
+        >>> "negative-magnitude" in method_names()
+        True
+    """
+
+    def decorate(factory: MethodFactory) -> MethodFactory:
+        _METHODS[name] = factory
+        return factory
+
+    return decorate
+
+
+def method_names() -> list[str]:
+    """Names of the registered screening methods."""
+    return sorted(_METHODS)
+
+
+def _single(index: str, iterations: int = 1) -> MethodFactory:
+    def factory(temperature: float | None = None, absolute: bool = False) -> Method:
+        if absolute and index != "grasp":
+            raise UserError(f"the 'absolute' option only applies to grasp, not {index}")
+        if temperature is not None and index not in ("snip", "grasp"):
+            raise UserError(f"the 'temperature' option only applies to snip and grasp, not {index}")
+        return SingleIndex(index, iterations, temperature, absolute)
+
+    return factory
+
+
+for _name in ("random", "magnitude", "snip", "grasp"):
+    register_method(_name)(_single(_name))
+register_method("synflow")(_single("synflow", 100))
+register_method("iter-snip")(_single("snip", 100))
+
+
+def create_method(name: str, **options: Any) -> Method:
+    """Build a registered method with its options; unknown names and options are user errors."""
+    if not isinstance(name, str):
+        raise UserTypeError(f"method must be a str, got {type(name).__name__}")
+    factory = _METHODS.get(name)
+    if factory is None:
+        raise UserError(f"unknown method {name!r}; valid: {', '.join(method_names())}")
+    try:
+        return factory(**options)
+    except TypeError as error:
+        raise UserError(f"bad option for method {name!r}: {error}") from None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One step of a screening run, as passed to ``callback`` and kept in the trace."""
+
+    step: int
+    density: float
+    kept: int
+    seconds: float
+    info: dict[str, Any]
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def prune(
+    model: nn.Module,
+    sparsity: float,
+    method: str = "synflow",
+    data: DataLike = None,
+    iterations: int | None = None,
+    schedule: str = "exponential",
+    regrowth: bool = True,
+    samples_per_class: int = 10,
+    seed: int = 0,
+    scope: str = "global",
+    parameters: Sequence[str] | None = None,
+    input_shape: Sequence[int] | None = None,
+    callback: Callable[[StepRecord, Masks], None] | None = None,
+    **options: Any,
+) -> Masks:
+    """Screen ``model`` before training: masks keeping exactly ``max(1, round((1 - s) * N))`` weights.
+
+    Runs ``iterations`` steps (the method's default if None: 100 for ``synflow`` and
+    ``iter-snip``, 1 otherwise) along the ``schedule``; every step re-scores the current masked
+    network. ``regrowth=False`` makes masks monotone. ``data`` feeds the data-driven methods and
+    gives the input shape. ``options`` go to the method (e.g. ``temperature=200``). The model is
+    left unchanged. The masks' ``metadata`` records the settings, the screening time and the
+    nominal and effective sparsity.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> x, y = torch.randn(20, 1, 4, 4), torch.arange(20) % 2
+        >>> masks = prune(net, sparsity=0.9, method="snip", data=(x, y), samples_per_class=5)
+        >>> masks.kept()
+        14
+    """
+    started = time.perf_counter()
+    sparsity = check_sparsity(sparsity)
+    if not isinstance(model, nn.Module):
+        raise UserTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(regrowth, bool):
+        raise UserTypeError("regrowth must be True or False")
+    chosen = create_method(method, **options)
+    steps = chosen.default_iterations if iterations is None else iterations
+    densities = density_schedule(sparsity, steps, schedule)
+    weights = prunable_parameters(model, parameters)
+    total = sum(w.numel() for w in weights.values())
+    final_keep = kept_count(total, sparsity)
+    if round((1.0 - sparsity) * total) < 1:
+        warnings.warn(f"sparsity {sparsity} would keep no weight of {total}; keeping 1", stacklevel=2)
+    device = _model_device(model)
+    generator = torch.Generator().manual_seed(int(seed))
+    batches = None
+    if data is not None:
+        batches = BatchSource(data, samples_per_class, generator, device)
+    elif chosen.data_driven:
+        raise UserError(f"{method} is data-driven: pass data=(inputs, targets), a dataset or a DataLoader")
+    if input_shape is not None:
+        shape = tuple(int(d) for d in input_shape)
+    elif batches is not None:
+        shape = batches.input_shape
+    else:
+        raise UserError(f"{method} needs the input shape: pass data=... or input_shape=(C, H, W)")
+    masks = Masks({n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()})
+    with indices.preserved_modes(model, train=True):
+        for step, density in enumerate(densities, start=1):
+            step_started = time.perf_counter()
+            keep = final_keep if step == steps else max(final_keep, round(density * total))
+            context = StepContext(step, steps, density, masks, batches, shape, generator, parameters)
+            step_scores = chosen(model, context)
+            if not regrowth:
+                step_scores = {
+                    n: s.masked_fill(~masks[n].to(s.device), float("-inf")) for n, s in step_scores.items()
+                }
+            masks = select_topk(step_scores, keep, scope=scope)
+            if callback is not None:
+                callback(StepRecord(step, density, keep, time.perf_counter() - step_started, context.info), masks)
+    seconds = time.perf_counter() - started
+    report = connectivity(model, masks, input_shape=shape)
+    masks.metadata.update(
+        method=method,
+        options=dict(options),
+        sparsity=sparsity,
+        iterations=steps,
+        schedule=schedule,
+        regrowth=regrowth,
+        scope=scope,
+        samples_per_class=samples_per_class,
+        seed=int(seed),
+        input_shape=list(shape),
+        prune_seconds=seconds,
+        nominal_sparsity=report.nominal_sparsity,
+        effective_sparsity=report.effective_sparsity,
+        collapsed_layers=report.collapsed_layers,
+    )
+    return masks
+
+
+__all__ = [
+    "BatchSource",
+    "Method",
+    "SingleIndex",
+    "StepContext",
+    "StepRecord",
+    "create_method",
+    "method_names",
+    "prune",
+    "register_method",
+]

@@ -1,0 +1,322 @@
+"""Screening indices: functions that only *score* weights (SPEC §2).
+
+Each index returns a dict from parameter name to a score tensor of that parameter's shape;
+higher means "keep". Scores are computed with :func:`torch.func.functional_call` on
+substituted tensors, so the model is left exactly as it was found: same parameters and
+buffers (batch-norm running statistics included), same train/eval modes, no ``.grad``.
+
+When ``masks`` is given, the network is evaluated at ``θ ⊙ m`` and the gradient taken with
+respect to that masked weight; multiplying by the original ``θ`` gives pruned weights a
+score too, so the caller may let them return ("regrowth").
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    >>> x, y = torch.randn(6, 4), torch.tensor([0, 1, 0, 1, 0, 1])
+    >>> scores = snip(net, inputs=x, targets=y)
+    >>> {name: tuple(s.shape) for name, s in scores.items()}
+    {'0.weight': (3, 4), '2.weight': (2, 3)}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from panning.errors import UserError, UserTypeError
+from panning.masks import prunable_parameters
+
+Scores = dict[str, torch.Tensor]
+GRASP_TEMPERATURE = 200.0
+
+_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+
+@contextmanager
+def preserved_modes(model: nn.Module, train: bool | None = None) -> Iterator[None]:
+    """Optionally switch ``model`` to train/eval mode; restore every submodule's mode on exit."""
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        if train is not None:
+            model.train(train)
+        yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+def _check_plain(model: nn.Module) -> None:
+    for name, buffer in model.named_buffers():
+        if name.endswith("_mask"):
+            raise UserError(
+                f"masks are applied to this model ({name}); score the unmasked model and pass "
+                "masks=..., or call panning.masks.remove(model) first"
+            )
+
+
+def _check_masks(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor] | None) -> None:
+    if masks is None:
+        return
+    for name, mask in masks.items():
+        if name not in weights:
+            raise UserError(f"the mask names {name!r}, which is not a prunable parameter of the model")
+        if tuple(mask.shape) != tuple(weights[name].shape):
+            raise UserError(
+                f"the mask for {name!r} has shape {tuple(mask.shape)}, the parameter {tuple(weights[name].shape)}"
+            )
+
+
+def _masked(weight: torch.Tensor, mask: torch.Tensor | None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    value = weight.detach()
+    if dtype is not None:
+        value = value.to(dtype)
+    if mask is not None:
+        value = value * mask.to(device=value.device, dtype=value.dtype)
+    return value.requires_grad_(True)
+
+
+def _buffers(model: nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Copies of every buffer, so in-place updates (running statistics) never reach the model."""
+    out = {}
+    for name, buffer in model.named_buffers():
+        copy = buffer.detach().clone()
+        if dtype is not None and copy.is_floating_point():
+            copy = copy.to(dtype)
+        out[name] = copy
+    return out
+
+
+def _check_batch(model: nn.Module, inputs: torch.Tensor | None, targets: torch.Tensor | None, index: str) -> None:
+    if inputs is None or targets is None:
+        raise UserError(f"{index} is data-driven: pass inputs and targets (or data=... to prune)")
+    if not isinstance(inputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
+        raise UserTypeError(f"{index}: inputs and targets must be tensors")
+    if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise UserTypeError(f"{index}: targets must be integer class labels, got {targets.dtype}")
+    if len(inputs) != len(targets) or len(inputs) == 0:
+        raise UserError(f"{index}: got {len(inputs)} inputs and {len(targets)} targets; they must match and be non-empty")
+
+
+def _check_logits(logits: torch.Tensor, targets: torch.Tensor, index: str) -> None:
+    if logits.dim() != 2:
+        raise UserError(f"{index}: the model returned shape {tuple(logits.shape)}; expected (batch, classes) logits")
+    top = int(targets.max())
+    if top >= logits.shape[1] or int(targets.min()) < 0:
+        raise UserError(
+            f"{index}: the targets hold class {top} but the model has {logits.shape[1]} outputs; "
+            "create the model with as many outputs as the dataset has classes"
+        )
+    if not bool(torch.isfinite(logits).all()):
+        raise UserError(
+            f"{index}: the model returned NaN or Inf on the scoring batch; "
+            "check the input normalisation and the model's initialisation"
+        )
+
+
+@dataclass
+class LossAwareScores:
+    """SNIP and GraSP scores from one forward pass, with the batch loss and ``gᵀg``."""
+
+    snip: Scores | None
+    grasp: Scores | None
+    loss: float
+    grad_norm_sq: float
+
+
+def loss_aware_scores(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    masks: Mapping[str, torch.Tensor] | None = None,
+    temperature: float = 1.0,
+    want_snip: bool = True,
+    want_grasp: bool = True,
+    parameters: Sequence[str] | None = None,
+) -> LossAwareScores:
+    """SNIP ``|θ ⊙ ∂L/∂θm|`` and GraSP ``θ ⊙ Hg`` from one loss ``L = CE(f(x; θm) / T, y)``.
+
+    One forward pass and one backward pass; GraSP then adds one double backward through
+    ``½ ∂(gᵀg)/∂θm``. The model's own train/eval mode is used.
+
+    Example:
+        >>> net = nn.Linear(3, 2)
+        >>> out = loss_aware_scores(net, torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), temperature=200.0)
+        >>> sorted(out.snip), sorted(out.grasp)
+        (['weight'], ['weight'])
+    """
+    index = "grasp" if want_grasp and not want_snip else "snip"
+    _check_batch(model, inputs, targets, index)
+    if not temperature > 0:
+        raise UserError(f"temperature must be positive, got {temperature}")
+    _check_plain(model)
+    weights = prunable_parameters(model, parameters)
+    _check_masks(weights, masks)
+    masked = {n: _masked(w, masks.get(n) if masks else None) for n, w in weights.items()}
+    logits = functional_call(model, {**_buffers(model), **masked}, (inputs,))
+    _check_logits(logits, targets, index)
+    loss = nn.functional.cross_entropy(logits / temperature, targets.long())
+    if not bool(torch.isfinite(loss)):
+        raise UserError(f"{index}: the loss is NaN or Inf on the scoring batch; check the inputs")
+    names = list(masked)
+    tensors = [masked[n] for n in names]
+    grads = torch.autograd.grad(loss, tensors, create_graph=want_grasp)
+    grad_norm_sq = sum((g * g).sum() for g in grads)
+    snip_scores = None
+    if want_snip:
+        snip_scores = {n: (weights[n].detach() * g.detach()).abs() for n, g in zip(names, grads)}
+    grasp_scores = None
+    if want_grasp:
+        assert isinstance(grad_norm_sq, torch.Tensor)
+        hessian_grads = torch.autograd.grad(grad_norm_sq, tensors)
+        grasp_scores = {n: weights[n].detach() * (0.5 * hg) for n, hg in zip(names, hessian_grads)}
+    return LossAwareScores(snip_scores, grasp_scores, float(loss.detach()), float(grad_norm_sq.detach()))
+
+
+def snip(
+    model: nn.Module,
+    inputs: torch.Tensor | None = None,
+    targets: torch.Tensor | None = None,
+    masks: Mapping[str, torch.Tensor] | None = None,
+    temperature: float = 1.0,
+    parameters: Sequence[str] | None = None,
+) -> Scores:
+    """SNIP (Lee et al. 2019): ``|θ ⊙ ∂L/∂θm|`` with ``L = CE(f(x; θm) / T, y)``.
+
+    ``temperature=200`` gives the reference script's variant.
+
+    Example:
+        >>> scores = snip(nn.Linear(3, 2), torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))
+        >>> bool((scores["weight"] >= 0).all())
+        True
+    """
+    result = loss_aware_scores(model, inputs, targets, masks, temperature, True, False, parameters)  # type: ignore[arg-type]
+    assert result.snip is not None
+    return result.snip
+
+
+def grasp(
+    model: nn.Module,
+    inputs: torch.Tensor | None = None,
+    targets: torch.Tensor | None = None,
+    masks: Mapping[str, torch.Tensor] | None = None,
+    temperature: float = GRASP_TEMPERATURE,
+    absolute: bool = False,
+    parameters: Sequence[str] | None = None,
+) -> Scores:
+    """GraSP (Wang et al. 2020): ``θ ⊙ Hg`` with ``g = ∂L_T/∂θm``; the highest scores are kept.
+
+    ``absolute=True`` gives the reference script's ``|θ ⊙ Hg|`` variant.
+
+    Example:
+        >>> scores = grasp(nn.Linear(3, 2), torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))
+        >>> scores["weight"].shape
+        torch.Size([2, 3])
+    """
+    result = loss_aware_scores(model, inputs, targets, masks, temperature, False, True, parameters)  # type: ignore[arg-type]
+    assert result.grasp is not None
+    return {n: s.abs() for n, s in result.grasp.items()} if absolute else result.grasp
+
+
+def _synflow_parameters(model: nn.Module, weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every non-prunable parameter as ``|p|`` in float64 (biases and norm parameters included)."""
+    out = {}
+    for name, param in model.named_parameters():
+        if name in weights or name.endswith("_orig"):
+            continue
+        out[name] = param.detach().abs().double()
+    return out
+
+
+def synflow(
+    model: nn.Module,
+    inputs: torch.Tensor | None = None,
+    masks: Mapping[str, torch.Tensor] | None = None,
+    input_shape: Sequence[int] | None = None,
+    parameters: Sequence[str] | None = None,
+) -> Scores:
+    """SynFlow (Tanaka et al. 2020): ``|θ ⊙ ∂R/∂θm|``, ``R = Σ f(1; |θm|)``, data-free.
+
+    Every parameter (and floating buffer) is replaced by its absolute value, the input is a
+    single all-ones example, normalisation layers run in eval mode, all in float64.
+    ``inputs`` only give the shape; pass ``input_shape`` (without batch) instead if you like.
+
+    Example:
+        >>> scores = synflow(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1)), input_shape=(2,))
+        >>> scores["1.weight"].dtype
+        torch.float64
+    """
+    if input_shape is None:
+        if inputs is None:
+            raise UserError("synflow needs the input shape: pass inputs (any batch) or input_shape")
+        input_shape = tuple(inputs.shape[1:])
+    _check_plain(model)
+    weights = prunable_parameters(model, parameters)
+    _check_masks(weights, masks)
+    device = next(iter(weights.values())).device
+    masked = {n: _masked(w.abs(), masks.get(n) if masks else None, torch.float64) for n, w in weights.items()}
+    substitutes = {**_buffers(model, torch.float64), **_synflow_parameters(model, weights), **masked}
+    ones = torch.ones((1, *input_shape), dtype=torch.float64, device=device)
+    with preserved_modes(model, train=False):
+        output = functional_call(model, substitutes, (ones,))
+    names = list(masked)
+    grads = torch.autograd.grad(output.sum(), [masked[n] for n in names], allow_unused=True)
+    scores = {}
+    for name, grad in zip(names, grads):
+        weight = weights[name].detach().double()
+        scores[name] = (weight * grad).abs() if grad is not None else torch.zeros_like(weight)
+    return scores
+
+
+def magnitude(model: nn.Module, parameters: Sequence[str] | None = None) -> Scores:
+    """``|θ|``.
+
+    Example:
+        >>> magnitude(nn.Linear(2, 1))["weight"].shape
+        torch.Size([1, 2])
+    """
+    return {n: w.detach().abs().clone() for n, w in prunable_parameters(model, parameters).items()}
+
+
+def random(
+    model: nn.Module, generator: torch.Generator | None = None, parameters: Sequence[str] | None = None
+) -> Scores:
+    """Uniform noise from ``generator`` (a seeded CPU generator gives the same scores on any device).
+
+    Example:
+        >>> a = random(nn.Linear(2, 1), torch.Generator().manual_seed(0))
+        >>> b = random(nn.Linear(2, 1), torch.Generator().manual_seed(0))
+        >>> torch.equal(a["weight"], b["weight"])
+        True
+    """
+    out = {}
+    for name, weight in prunable_parameters(model, parameters).items():
+        out[name] = torch.rand(weight.shape, generator=generator).to(weight.device)
+    return out
+
+
+INDICES: dict[str, Callable[..., Scores]] = {
+    "random": random,
+    "magnitude": magnitude,
+    "snip": snip,
+    "grasp": grasp,
+    "synflow": synflow,
+}
+
+__all__ = [
+    "GRASP_TEMPERATURE",
+    "INDICES",
+    "LossAwareScores",
+    "grasp",
+    "loss_aware_scores",
+    "magnitude",
+    "preserved_modes",
+    "random",
+    "snip",
+    "synflow",
+]

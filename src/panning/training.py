@@ -1,0 +1,345 @@
+"""Masked training: SGD with momentum and a cosine schedule, into a run folder that can resume.
+
+A run folder holds ``config.json``, ``metrics.json`` (per epoch; at the end the FINAL epoch's
+``test_accuracy``, never the best), ``masks.safetensors``, ``model.safetensors`` (final weights
+with masks made permanent) and, while the run is going, ``checkpoint.pt``, rewritten atomically
+after every epoch. Same seed, same weights on CPU; a resumed run ends where an uninterrupted
+one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from panning import data as datasets
+from panning import masks as masklib
+from panning import models
+from panning.connectivity import connectivity
+from panning.errors import UserError, UserTypeError
+from panning.io import read_json, write_atomic, write_json
+from panning.masks import Masks
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run. Defaults follow the reference (SPEC §7).
+
+    Example:
+        >>> TrainConfig(epochs=2).lr
+        0.1
+    """
+
+    model: str = "lenet5"
+    dataset: str = "fashion-mnist"
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    seed: int = 0
+    val_size: int = 5000
+    normalization: str = "standard"
+    augment: bool | None = None
+    device: str = "auto"
+
+    def validate(self) -> TrainConfig:
+        """Return self after checking every field; a bad value raises ``UserError``."""
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.val_size, int) or self.val_size < 0:
+            raise UserError(f"val_size must be a non-negative integer, got {self.val_size!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+            raise UserError(f"lr must be a positive number, got {self.lr!r}")
+        if not 0 <= self.momentum < 1:
+            raise UserError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not self.weight_decay >= 0:
+            raise UserError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.normalization not in ("standard", "half"):
+            raise UserError(f"unknown normalization {self.normalization!r}; valid: standard, half")
+        resolve_device(self.device)
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return resolved
+
+
+@dataclass
+class EpochEnd:
+    """Passed to callbacks after every epoch (after the checkpoint is written)."""
+
+    epoch: int
+    metrics: dict[str, float]
+    model: nn.Module
+
+
+Callback = Callable[[EpochEnd], None]
+
+
+def evaluate(
+    model: nn.Module, dataset: datasets.Dataset, split: str, device: torch.device, batch_size: int = 1024
+) -> dict[str, Any]:
+    """Loss, accuracy and the number of distinct predicted classes on a split.
+
+    Example:
+        >>> # evaluate(model, data, "test", torch.device("cpu"))["accuracy"]  -> a fraction
+    """
+    was_training = model.training
+    model.eval()
+    total_loss, correct, count = 0.0, 0, 0
+    predicted = torch.zeros(dataset.num_classes, dtype=torch.long)
+    with torch.no_grad():
+        for x, y in dataset.batches(split, batch_size, device):
+            logits = model(x)
+            total_loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            guess = logits.argmax(1)
+            correct += int((guess == y).sum())
+            count += len(y)
+            predicted += torch.bincount(guess.cpu(), minlength=dataset.num_classes)[: dataset.num_classes]
+    model.train(was_training)
+    if count == 0:
+        return {"loss": float("nan"), "accuracy": float("nan"), "predicted_classes": 0}
+    return {
+        "loss": total_loss / count,
+        "accuracy": correct / count,
+        "predicted_classes": int((predicted > 0).sum()),
+    }
+
+
+def _state_for_checkpoint(
+    epoch: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+    history: list[dict[str, Any]],
+    config: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "history": history,
+        "config": config,
+    }
+
+
+def _check_out_dir(out: Path, resume: bool) -> None:
+    metrics = out / "metrics.json"
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"--out {out} is a file; choose a folder for the run")
+    finished = metrics.is_file() and read_json(metrics).get("finished", False)
+    if finished and not resume:
+        raise UserError(f"{out} already holds a finished run; choose another --out (nothing was changed)")
+    if resume:
+        return
+    if (out / CHECKPOINT).exists() or (out / "config.json").exists():
+        raise UserError(f"{out} holds an unfinished run; pass --resume to continue it, or choose another --out")
+    if any(out.iterdir()):
+        raise UserError(f"{out} is not empty; choose a new or empty folder for --out")
+
+
+def save_model(model: nn.Module, path: Path, metadata: dict[str, Any] | None = None) -> None:
+    """Save ``model``'s weights (masks made permanent) as safetensors, atomically."""
+    state = {k: v.detach().cpu().contiguous() for k, v in masklib.dense_state_dict(model).items()}
+    text = {"panning": json.dumps(metadata or {}, sort_keys=True, default=str)}
+    write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata=text))
+
+
+def train(
+    model: nn.Module,
+    dataset: datasets.Dataset,
+    config: TrainConfig,
+    out: str | os.PathLike[str],
+    masks: Masks | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+    progress: bool = True,
+    extra_metrics: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` (with ``masks`` applied, if given) on ``dataset`` into the run folder ``out``.
+
+    Returns the final metrics, also written to ``out/metrics.json``. ``resume=True`` continues
+    from ``out/checkpoint.pt`` (the config must match). ``extra_metrics`` (e.g. screening facts)
+    are stored with the metrics.
+
+    Example:
+        >>> # model = panning.models.create("lenet5"); data = panning.data.load("mnist")
+        >>> # train(model, data, TrainConfig(model="lenet5", dataset="mnist", epochs=1), "runs/x")
+    """
+    config.validate()
+    if not isinstance(model, nn.Module):
+        raise UserTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    run_dir = Path(out)
+    _check_out_dir(run_dir, resume)
+    device = resolve_device(config.device)
+    record = {"train": config.as_dict(), "masks": dict(masks.metadata) if masks is not None else None}
+    config_path = run_dir / "config.json"
+    if resume and config_path.is_file():
+        saved = read_json(config_path)
+        if saved.get("train") != json.loads(json.dumps(record["train"])):
+            raise UserError(
+                f"{run_dir} was started with another configuration; resume with the same options or "
+                "choose another --out"
+            )
+        if (run_dir / "metrics.json").is_file():
+            finished = read_json(run_dir / "metrics.json")
+            if finished.get("finished"):
+                return finished
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(config_path, record)
+
+    model.to(device)
+    if masks is not None:
+        masks.check_fits(model)
+        report = connectivity(model, masks, input_shape=dataset.input_shape)
+        masklib.save(masks, run_dir / "masks.safetensors")
+        masklib.apply(model, masks.to(device))
+        mask_facts = {
+            "kept": report.kept,
+            "total": report.total,
+            "nominal_sparsity": report.nominal_sparsity,
+            "effective_sparsity": report.effective_sparsity,
+            "collapsed_layers": report.collapsed_layers,
+        }
+    else:
+        mask_facts = {"kept": None, "total": None, "nominal_sparsity": 0.0, "effective_sparsity": None}
+
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    steps_per_epoch = math.ceil(len(dataset.train[1]) / config.batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
+    generator = torch.Generator().manual_seed(config.seed)
+    augment = dataset.spec.augment if config.augment is None else config.augment
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    train_seconds = 0.0
+    checkpoint_path = run_dir / CHECKPOINT
+    if resume and checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        history = state["history"]
+        start_epoch = state["epoch"]
+        train_seconds = sum(h["seconds"] for h in history)
+
+    model.train()
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        began = time.perf_counter()
+        total_loss, correct, count = 0.0, 0, 0
+        batches = dataset.batches("train", config.batch_size, device, generator=generator, augment=augment)
+        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", disable=None if progress else True,
+                   leave=False)
+        for x, y in bar:
+            logits = model(x)
+            loss = nn.functional.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total_loss += float(loss.detach()) * len(y)
+            correct += int((logits.detach().argmax(1) == y).sum())
+            count += len(y)
+        seconds = time.perf_counter() - began
+        train_seconds += seconds
+        entry: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": total_loss / count,
+            "train_accuracy": correct / count,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": seconds,
+        }
+        if len(dataset.val[1]):
+            val = evaluate(model, dataset, "val", device)
+            entry.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+        history.append(entry)
+        if progress:
+            shown = f"val {entry['val_accuracy']:.4f}" if "val_accuracy" in entry else ""
+            tqdm.write(f"epoch {epoch}/{config.epochs}: train loss {entry['train_loss']:.4f} {shown}")
+        state = _state_for_checkpoint(epoch, model, optimizer, scheduler, generator, history, config.as_dict())
+        write_atomic(checkpoint_path, lambda tmp, s=state: torch.save(s, tmp))
+        write_json(run_dir / "metrics.json", {"finished": False, "epochs": history, **mask_facts})
+        for callback in callbacks:
+            callback(EpochEnd(epoch, entry, model))
+
+    test = evaluate(model, dataset, "test", device)
+    metrics: dict[str, Any] = {
+        "finished": True,
+        "epochs": history,
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "test_predicted_classes": test["predicted_classes"],
+        "dead": test["predicted_classes"] <= 1,
+        "val_accuracy": history[-1].get("val_accuracy") if history else None,
+        "train_seconds": train_seconds,
+        **mask_facts,
+        **(extra_metrics or {}),
+    }
+    save_model(model, run_dir / "model.safetensors", {"model": config.model, "dataset": config.dataset})
+    write_json(run_dir / "metrics.json", metrics)
+    checkpoint_path.unlink(missing_ok=True)
+    return metrics
+
+
+def build(config: TrainConfig, data_dir: str | None = None) -> tuple[nn.Module, datasets.Dataset]:
+    """The seeded model and the dataset a config names.
+
+    Example:
+        >>> # model, data = build(TrainConfig(model="lenet5", dataset="mnist"))
+    """
+    config.validate()
+    dataset = datasets.load(config.dataset, data_dir, val_size=config.val_size, normalization=config.normalization)
+    torch.manual_seed(config.seed)
+    model = models.create(
+        config.model,
+        in_channels=dataset.spec.in_channels,
+        num_classes=dataset.num_classes,
+        image_size=dataset.spec.image_size,
+    )
+    return model, dataset
+
+
+__all__ = ["CHECKPOINT", "EpochEnd", "TrainConfig", "build", "evaluate", "resolve_device", "save_model", "train"]
