@@ -16,12 +16,11 @@ from typing import Any
 import click
 import torch
 
-from panning import __version__
+from panning import __version__, models
 from panning import data as datasets
 from panning import masks as masklib
-from panning import models
 from panning.connectivity import connectivity
-from panning.errors import UserError
+from panning.errors import UserError, check_sparsity
 from panning.pruning import method_names, prune
 from panning.report import mask_table
 from panning.training import TrainConfig, build, resolve_device, train
@@ -44,18 +43,40 @@ _common = _options(
     click.option("--seed", default=0, show_default=True, type=int, help="Seed of the initialisation and sampling."),
     click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding <dataset>/ folders."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
+    click.option(
+        "--val-size",
+        default=5000,
+        show_default=True,
+        type=int,
+        help="Training examples held out for validation (never used for screening or training).",
+    ),
+    click.option(
+        "--normalization",
+        default="standard",
+        show_default=True,
+        type=click.Choice(["standard", "half"]),
+        help="standard: the dataset's mean/std; half: mean 0.5, std 0.5.",
+    ),
 )
 
 _prune_options = _options(
     click.option("--method", required=True, type=click.Choice(method_names()), help="Screening method."),
     click.option("--sparsity", required=True, type=float, help="Fraction of weights removed, in [0, 1)."),
     click.option("--iterations", type=int, help="Pruning steps T (default: 100 for synflow/iter-snip, else 1)."),
-    click.option("--schedule", default="exponential", show_default=True,
-                 type=click.Choice(["exponential", "linear"])),
-    click.option("--regrowth/--no-regrowth", default=True, show_default=True,
-                 help="Let pruned weights come back in later steps (--no-regrowth: monotone masks)."),
-    click.option("--samples-per-class", default=10, show_default=True, type=int,
-                 help="Examples of each class in a scoring batch."),
+    click.option("--schedule", default="exponential", show_default=True, type=click.Choice(["exponential", "linear"])),
+    click.option(
+        "--regrowth/--no-regrowth",
+        default=True,
+        show_default=True,
+        help="Let pruned weights come back in later steps (--no-regrowth: monotone masks).",
+    ),
+    click.option(
+        "--samples-per-class",
+        default=10,
+        show_default=True,
+        type=int,
+        help="Examples of each class in a scoring batch.",
+    ),
     click.option("--temperature", type=float, help="Logit temperature of snip/grasp (defaults 1 and 200)."),
     click.option("--scope", default="global", show_default=True, type=click.Choice(["global", "layer"])),
 )
@@ -66,12 +87,11 @@ _train_options = _options(
     click.option("--batch-size", default=256, show_default=True, type=int),
     click.option("--weight-decay", default=1e-4, show_default=True, type=float),
     click.option("--momentum", default=0.9, show_default=True, type=float),
-    click.option("--val-size", default=5000, show_default=True, type=int,
-                 help="Training examples held out for validation."),
-    click.option("--normalization", default="standard", show_default=True, type=click.Choice(["standard", "half"]),
-                 help="standard: the dataset's mean/std; half: mean 0.5, std 0.5."),
-    click.option("--augment/--no-augment", default=None,
-                 help="Random crop and flip (default: on for CIFAR and Tiny-ImageNet only)."),
+    click.option(
+        "--augment/--no-augment",
+        default=None,
+        help="Random crop and flip (default: on for CIFAR and Tiny-ImageNet only).",
+    ),
     click.option("--resume", is_flag=True, help="Continue the unfinished run in --out."),
     click.option("--quiet", is_flag=True, help="No progress bars."),
 )
@@ -93,7 +113,28 @@ def _show_warning(message: Any, category: Any, filename: str, lineno: int, file:
     click.echo(f"warning: {message}", err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Group):
+    """A group whose usage errors are one line (click prints usage and a blank line by default)."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:  # type: ignore[override]
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as error:
+            where = error.ctx.command_path if error.ctx is not None else "panning"
+            click.echo(f"error: {error.format_message()} (see `{where} --help`)", err=True)
+            sys.exit(2)
+        except click.ClickException as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(130)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="panning")
 def cli() -> None:
     """Screen the sparse network worth training, before training."""
@@ -102,17 +143,35 @@ def cli() -> None:
 
 def _train_config(model_name: str, dataset: str, seed: int, device: str, **kw: Any) -> TrainConfig:
     return TrainConfig(
-        model=model_name, dataset=dataset, seed=seed, device=device, epochs=kw["epochs"], lr=kw["lr"],
-        batch_size=kw["batch_size"], weight_decay=kw["weight_decay"], momentum=kw["momentum"],
-        val_size=kw["val_size"], normalization=kw["normalization"], augment=kw["augment"],
+        model=model_name,
+        dataset=dataset,
+        seed=seed,
+        device=device,
+        epochs=kw["epochs"],
+        lr=kw["lr"],
+        batch_size=kw["batch_size"],
+        weight_decay=kw["weight_decay"],
+        momentum=kw["momentum"],
+        val_size=kw["val_size"],
+        normalization=kw["normalization"],
+        augment=kw["augment"],
     ).validate()
 
 
 def _screen(model: torch.nn.Module, dataset: datasets.Dataset, kw: dict[str, Any], seed: int) -> masklib.Masks:
     options = {"temperature": kw["temperature"]} if kw.get("temperature") is not None else {}
     masks = prune(
-        model, kw["sparsity"], kw["method"], data=dataset, iterations=kw["iterations"], schedule=kw["schedule"],
-        regrowth=kw["regrowth"], samples_per_class=kw["samples_per_class"], seed=seed, scope=kw["scope"], **options,
+        model,
+        kw["sparsity"],
+        kw["method"],
+        data=dataset,
+        iterations=kw["iterations"],
+        schedule=kw["schedule"],
+        regrowth=kw["regrowth"],
+        samples_per_class=kw["samples_per_class"],
+        seed=seed,
+        scope=kw["scope"],
+        **options,
     )
     masks.metadata.update(dataset=dataset.name, normalization=dataset.normalization, init_seed=seed)
     return masks
@@ -128,10 +187,28 @@ def _print_masks(model: torch.nn.Module, masks: masklib.Masks, input_shape: tupl
 @_prune_options
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Mask file to write (.safetensors).")
 @_user_errors
-def prune_command(model_name: str, dataset: str, seed: int, data_dir: str | None, device: str, out: str,
-                  **kw: Any) -> None:
+def prune_command(
+    model_name: str,
+    dataset: str,
+    seed: int,
+    data_dir: str | None,
+    device: str,
+    out: str,
+    val_size: int,
+    normalization: str,
+    **kw: Any,
+) -> None:
     """Screen a model at initialisation and save its masks."""
-    config = TrainConfig(model=model_name, dataset=dataset, seed=seed, device=device, epochs=1)
+    check_sparsity(kw["sparsity"])
+    config = TrainConfig(
+        model=model_name,
+        dataset=dataset,
+        seed=seed,
+        device=device,
+        epochs=1,
+        val_size=val_size,
+        normalization=normalization,
+    )
     model, data = build(config, data_dir)
     model.to(resolve_device(device))
     masks = _screen(model, data, kw, seed)
@@ -148,8 +225,19 @@ def prune_command(model_name: str, dataset: str, seed: int, data_dir: str | None
 @click.option("--dense", is_flag=True, help="Train without masks.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to create.")
 @_user_errors
-def train_command(model_name: str, dataset: str, seed: int, data_dir: str | None, device: str, out: str,
-                  masks_path: str | None, dense: bool, resume: bool, quiet: bool, **kw: Any) -> None:
+def train_command(
+    model_name: str,
+    dataset: str,
+    seed: int,
+    data_dir: str | None,
+    device: str,
+    out: str,
+    masks_path: str | None,
+    dense: bool,
+    resume: bool,
+    quiet: bool,
+    **kw: Any,
+) -> None:
     """Train a model, masked or dense, into a run folder."""
     if bool(masks_path) == dense:
         raise UserError("pass exactly one of --masks FILE or --dense")
@@ -158,7 +246,8 @@ def train_command(model_name: str, dataset: str, seed: int, data_dir: str | None
     if masks is not None and masks.metadata.get("init_seed", seed) != seed:
         warnings.warn(
             f"the masks were screened on the initialisation of seed {masks.metadata['init_seed']}, "
-            f"training starts from seed {seed}'s", stacklevel=1,
+            f"training starts from seed {seed}'s",
+            stacklevel=1,
         )
     model, data = build(config, data_dir)
     if masks is not None:
@@ -173,9 +262,19 @@ def train_command(model_name: str, dataset: str, seed: int, data_dir: str | None
 @_train_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to create.")
 @_user_errors
-def run_command(model_name: str, dataset: str, seed: int, data_dir: str | None, device: str, out: str,
-                resume: bool, quiet: bool, **kw: Any) -> None:
+def run_command(
+    model_name: str,
+    dataset: str,
+    seed: int,
+    data_dir: str | None,
+    device: str,
+    out: str,
+    resume: bool,
+    quiet: bool,
+    **kw: Any,
+) -> None:
     """Screen a model, then train it, into one run folder."""
+    check_sparsity(kw["sparsity"])
     config = _train_config(model_name, dataset, seed, device, **kw)
     model, data = build(config, data_dir)
     run_dir = Path(out)

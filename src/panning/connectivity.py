@@ -164,8 +164,7 @@ class Connectivity:
             "total": self.total,
             "collapsed_layers": self.collapsed_layers,
             "layers": [
-                {"name": l.name, "total": l.total, "kept": l.kept, "effective": l.effective}
-                for l in self.layers
+                {"name": l.name, "total": l.total, "kept": l.kept, "effective": l.effective} for l in self.layers
             ],
         }
 

@@ -35,7 +35,6 @@ def check_sparsity(sparsity: float) -> float:
     value = float(sparsity)
     if not 0.0 <= value < 1.0:
         raise UserError(
-            f"sparsity {sparsity} is outside [0, 1): it is the fraction of weights removed, "
-            "e.g. 0.99 keeps 1%"
+            f"sparsity {sparsity} is outside [0, 1): it is the fraction of weights removed, e.g. 0.99 keeps 1%"
         )
     return value

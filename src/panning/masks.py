@@ -46,9 +46,7 @@ def _module_of(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     return module, tensor_name
 
 
-def prunable_parameters(
-    model: nn.Module, names: Sequence[str] | None = None
-) -> dict[str, torch.Tensor]:
+def prunable_parameters(model: nn.Module, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
     """The prunable weights of ``model`` by parameter name, in module order.
 
     By default the ``weight`` of every ``nn.Linear`` and ``nn.Conv1d/2d/3d``; a module that
@@ -152,9 +150,7 @@ class Masks(MutableMapping[str, torch.Tensor]):
             >>> Masks.ones_like(nn.Linear(3, 2)).total()
             6
         """
-        return cls(
-            {n: torch.ones_like(p, dtype=torch.bool) for n, p in prunable_parameters(model, names).items()}
-        )
+        return cls({n: torch.ones_like(p, dtype=torch.bool) for n, p in prunable_parameters(model, names).items()})
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self._masks[name]
@@ -202,9 +198,7 @@ class Masks(MutableMapping[str, torch.Tensor]):
 
     def layers(self) -> list[LayerStats]:
         """Per-parameter counts, in insertion order."""
-        return [
-            LayerStats(name, tuple(m.shape), m.numel(), int(m.sum())) for name, m in self._masks.items()
-        ]
+        return [LayerStats(name, tuple(m.shape), m.numel(), int(m.sum())) for name, m in self._masks.items()]
 
     def to(self, device: torch.device | str) -> Masks:
         """A copy on ``device``."""
@@ -216,9 +210,7 @@ class Masks(MutableMapping[str, torch.Tensor]):
 
     def equal(self, other: Mapping[str, torch.Tensor]) -> bool:
         """True when ``other`` has the same names and identical masks."""
-        return list(self) == list(other) and all(
-            torch.equal(self[n].cpu(), other[n].cpu()) for n in self
-        )
+        return list(self) == list(other) and all(torch.equal(self[n].cpu(), other[n].cpu()) for n in self)
 
     def check_fits(self, model: nn.Module) -> None:
         """Raise ``UserError`` naming the first parameter that the masks do not fit.
@@ -515,4 +507,3 @@ __all__ = [
     "save",
     "select_topk",
 ]
-

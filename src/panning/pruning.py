@@ -326,9 +326,7 @@ def prune(
             context = StepContext(step, steps, density, masks, batches, shape, generator, parameters)
             step_scores = chosen(model, context)
             if not regrowth:
-                step_scores = {
-                    n: s.masked_fill(~masks[n].to(s.device), float("-inf")) for n, s in step_scores.items()
-                }
+                step_scores = {n: s.masked_fill(~masks[n].to(s.device), float("-inf")) for n, s in step_scores.items()}
             masks = select_topk(step_scores, keep, scope=scope)
             if callback is not None:
                 callback(StepRecord(step, density, keep, time.perf_counter() - step_started, context.info), masks)

@@ -52,7 +52,7 @@ def preserved_modes(model: nn.Module, train: bool | None = None) -> Iterator[Non
 
 
 def _check_plain(model: nn.Module) -> None:
-    for name, buffer in model.named_buffers():
+    for name, _ in model.named_buffers():
         if name.endswith("_mask"):
             raise UserError(
                 f"masks are applied to this model ({name}); score the unmasked model and pass "
@@ -100,7 +100,9 @@ def _check_batch(model: nn.Module, inputs: torch.Tensor | None, targets: torch.T
     if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise UserTypeError(f"{index}: targets must be integer class labels, got {targets.dtype}")
     if len(inputs) != len(targets) or len(inputs) == 0:
-        raise UserError(f"{index}: got {len(inputs)} inputs and {len(targets)} targets; they must match and be non-empty")
+        raise UserError(
+            f"{index}: got {len(inputs)} inputs and {len(targets)} targets; they must match and be non-empty"
+        )
 
 
 def _check_logits(logits: torch.Tensor, targets: torch.Tensor, index: str) -> None:

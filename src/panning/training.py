@@ -271,8 +271,13 @@ def train(
         began = time.perf_counter()
         total_loss, correct, count = 0.0, 0, 0
         batches = dataset.batches("train", config.batch_size, device, generator=generator, augment=augment)
-        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", disable=None if progress else True,
-                   leave=False)
+        bar = tqdm(
+            batches,
+            total=steps_per_epoch,
+            desc=f"epoch {epoch}/{config.epochs}",
+            disable=None if progress else True,
+            leave=False,
+        )
         for x, y in bar:
             logits = model(x)
             loss = nn.functional.cross_entropy(logits, y)

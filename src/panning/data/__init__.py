@@ -57,7 +57,15 @@ SPECS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
         DatasetSpec(
-            "mnist", 1, 28, 10, (0.1307,), (0.3081,), False, _mnist_like, formats.read_mnist,
+            "mnist",
+            1,
+            28,
+            10,
+            (0.1307,),
+            (0.3081,),
+            False,
+            _mnist_like,
+            formats.read_mnist,
             remote=tuple(
                 RemoteFile(_MNIST_URL + f, md5)
                 for f, md5 in (
@@ -67,12 +75,23 @@ SPECS: dict[str, DatasetSpec] = {
                     ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
                 )
             ),
-            system_dirs=("/usr/share/datasets/mnist", str(_PACKAGE_ROOT.parent / "shared/data/mnist"),
-                         "../shared/data/mnist"),
+            system_dirs=(
+                "/usr/share/datasets/mnist",
+                str(_PACKAGE_ROOT.parent / "shared/data/mnist"),
+                "../shared/data/mnist",
+            ),
             how_to_get="put the four IDX .gz files of MNIST in $PANNING_DATA/mnist",
         ),
         DatasetSpec(
-            "fashion-mnist", 1, 28, 10, (0.2860,), (0.3530,), False, _mnist_like, formats.read_mnist,
+            "fashion-mnist",
+            1,
+            28,
+            10,
+            (0.2860,),
+            (0.3530,),
+            False,
+            _mnist_like,
+            formats.read_mnist,
             remote=tuple(
                 RemoteFile(_FASHION_URL + f, md5)
                 for f, md5 in (
@@ -87,24 +106,52 @@ SPECS: dict[str, DatasetSpec] = {
             "$PANNING_DATA/fashion-mnist",
         ),
         DatasetSpec(
-            "cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True,
-            lambda f: formats.cifar_folder(f, "cifar10"), lambda f: formats.read_cifar(f, "cifar10"),
-            remote=(RemoteFile("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                               "c58f30108f718f92721af3b95e74349a"),),
+            "cifar10",
+            3,
+            32,
+            10,
+            (0.4914, 0.4822, 0.4465),
+            (0.2470, 0.2435, 0.2616),
+            True,
+            lambda f: formats.cifar_folder(f, "cifar10"),
+            lambda f: formats.read_cifar(f, "cifar10"),
+            remote=(
+                RemoteFile(
+                    "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"
+                ),
+            ),
             how_to_get="unpack cifar-10-python.tar.gz into $PANNING_DATA/cifar10",
         ),
         DatasetSpec(
-            "cifar100", 3, 32, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), True,
-            lambda f: formats.cifar_folder(f, "cifar100"), lambda f: formats.read_cifar(f, "cifar100"),
-            remote=(RemoteFile("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-                               "eb9058c3a382ffc7106e4002c42a8d85"),),
+            "cifar100",
+            3,
+            32,
+            100,
+            (0.5071, 0.4865, 0.4409),
+            (0.2673, 0.2564, 0.2762),
+            True,
+            lambda f: formats.cifar_folder(f, "cifar100"),
+            lambda f: formats.read_cifar(f, "cifar100"),
+            remote=(
+                RemoteFile(
+                    "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"
+                ),
+            ),
             how_to_get="unpack cifar-100-python.tar.gz into $PANNING_DATA/cifar100",
         ),
         DatasetSpec(
-            "tiny-imagenet", 3, 64, 200, (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262), True,
-            formats.tiny_imagenet_folder, formats.read_tiny_imagenet,
-            remote=(RemoteFile("http://cs231n.stanford.edu/tiny-imagenet-200.zip",
-                               "90528d7ca1a48142e341f4ef8d21d0de"),),
+            "tiny-imagenet",
+            3,
+            64,
+            200,
+            (0.4802, 0.4481, 0.3975),
+            (0.2302, 0.2265, 0.2262),
+            True,
+            formats.tiny_imagenet_folder,
+            formats.read_tiny_imagenet,
+            remote=(
+                RemoteFile("http://cs231n.stanford.edu/tiny-imagenet-200.zip", "90528d7ca1a48142e341f4ef8d21d0de"),
+            ),
             how_to_get="unzip tiny-imagenet-200.zip into $PANNING_DATA/tiny-imagenet",
         ),
     )
@@ -312,7 +359,9 @@ def load(
     train_index, val_index = order[: len(order) - val_size].sort().values, order[len(order) - val_size :].sort().values
     labels_max = int(max(train_labels.max(), arrays["test"][1].max()))
     if labels_max >= info.num_classes:
-        raise UserError(f"{folder}: label {labels_max} is out of range for {info.num_classes} classes; the files are corrupt")
+        raise UserError(
+            f"{folder}: label {labels_max} is out of range for {info.num_classes} classes; the files are corrupt"
+        )
     return Dataset(
         spec=info,
         train=(train_images[train_index], train_labels[train_index]),
@@ -350,9 +399,9 @@ def class_balanced_batch(
 
 
 __all__ = [
+    "SPECS",
     "Dataset",
     "DatasetSpec",
-    "SPECS",
     "cache_dir",
     "candidate_dirs",
     "class_balanced_batch",

@@ -15,9 +15,7 @@ Arrays = tuple[torch.Tensor, torch.Tensor]
 
 
 def _corrupt(path: Path, why: str) -> UserError:
-    return UserError(
-        f"{path} is corrupt or truncated ({why}): delete it and fetch the dataset again"
-    )
+    return UserError(f"{path} is corrupt or truncated ({why}): delete it and fetch the dataset again")
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -159,5 +157,3 @@ def read_tiny_imagenet(folder: Path) -> dict[str, Arrays]:
         return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels)
 
     return {"train": stack(train_images, train_labels), "test": stack(test_images, test_labels)}
-
-

@@ -75,4 +75,4 @@ for _depth in (20, 32, 56):
     )
 register("resnet18")(lambda in_channels, num_classes, image_size: ResNet18(in_channels, num_classes))
 
-__all__ = ["CifarResNet", "LeNet300", "LeNet5Caffe", "ResNet18", "VGG", "create", "names", "register"]
+__all__ = ["VGG", "CifarResNet", "LeNet5Caffe", "LeNet300", "ResNet18", "create", "names", "register"]

@@ -1,0 +1,34 @@
+# One entry point for setting up, running the Quickstart, testing and linting.
+# The virtual environment lives in .venv; torch is pinned first so pip never pulls CUDA wheels.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup data quickstart test test-fast lint
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(STAMP)
+
+data:
+	bash scripts/get-data.sh
+
+quickstart: setup data
+	$(BIN)/panning run --model lenet5 --dataset fashion-mnist --method synflow --sparsity 0.99 \
+		--epochs 2 --out runs/quickstart-$$(date +%Y%m%d-%H%M%S)
+
+test: setup data
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks

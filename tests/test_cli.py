@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+import panning
+from panning.cli import cli
+
+FAST = ["--val-size", "50", "--batch-size", "64", "--quiet", "--device", "cpu"]
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+def test_prune_then_train_keeps_masked_weights_zero(data_root: Path, tmp_path: Path) -> None:
+    mask_file = tmp_path / "m.safetensors"
+    code, out = invoke(
+        "prune",
+        "--model",
+        "lenet300",
+        "--dataset",
+        "mnist",
+        "--method",
+        "random",
+        "--sparsity",
+        "0.9",
+        "--val-size",
+        "50",
+        "--out",
+        str(mask_file),
+    )
+    assert code == 0, out
+    assert "effective" in out and "screening time" in out and "fc1.weight" in out
+    code, out = invoke("info", str(mask_file))
+    assert code == 0 and '"method": "random"' in out and "COLLAPSE" not in out
+    code, out = invoke(
+        "train",
+        "--model",
+        "lenet300",
+        "--dataset",
+        "mnist",
+        "--masks",
+        str(mask_file),
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        *FAST,
+    )
+    assert code == 0, out
+    assert "final test accuracy" in out
+    masks = panning.masks.load(mask_file)
+    weights = load_file(tmp_path / "run" / "model.safetensors")
+    assert sum(int((weights[n] != 0).sum()) for n in masks) == masks.kept()
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert 0 <= metrics["test_accuracy"] <= 1
+
+
+def test_run_records_screening_facts(data_root: Path, tmp_path: Path) -> None:
+    code, out = invoke(
+        "run",
+        "--model",
+        "lenet300",
+        "--dataset",
+        "mnist",
+        "--method",
+        "synflow",
+        "--iterations",
+        "5",
+        "--sparsity",
+        "0.95",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        *FAST,
+    )
+    assert code == 0, out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["method"] == "synflow" and metrics["prune_seconds"] > 0
+    assert metrics["nominal_sparsity"] == pytest.approx(0.95, abs=1e-5)
+    assert metrics["effective_sparsity"] >= metrics["nominal_sparsity"]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["prune", "--model", "lenet300", "--dataset", "mnist", "--method", "random", "--sparsity", "1.5"],
+            "outside [0, 1)",
+        ),
+        (["prune", "--model", "lenet7", "--dataset", "mnist", "--method", "random", "--sparsity", "0.5"], "lenet7"),
+        (["prune", "--model", "lenet300", "--dataset", "svhn", "--method", "random", "--sparsity", "0.5"], "svhn"),
+        (["train", "--model", "lenet300", "--dataset", "mnist", "--dense", "--epochs", "0"], "epochs"),
+        (["train", "--model", "lenet300", "--dataset", "mnist", "--epochs", "1"], "--masks"),
+    ],
+)
+def test_user_mistakes_exit_2_with_one_line(data_root: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    code, out = invoke(*args, "--out", str(tmp_path / "x"), *([] if args[0] == "prune" else FAST))
+    assert code == 2, out
+    assert message in out
+    assert out.count("\n") == 1 and out.startswith("error: ")
+    assert not (tmp_path / "x").exists()
+
+
+def test_mask_for_another_model_and_corrupt_data(data_root: Path, tmp_path: Path) -> None:
+    mask_file = tmp_path / "m.safetensors"
+    invoke(
+        "prune",
+        "--model",
+        "lenet300",
+        "--dataset",
+        "mnist",
+        "--method",
+        "magnitude",
+        "--sparsity",
+        "0.5",
+        "--val-size",
+        "50",
+        "--out",
+        str(mask_file),
+    )
+    code, out = invoke(
+        "train",
+        "--model",
+        "lenet5",
+        "--dataset",
+        "mnist",
+        "--masks",
+        str(mask_file),
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        *FAST,
+    )
+    assert code == 2 and "another model" in out and "fc1.weight" in out
+    (data_root / "mnist" / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b broken")
+    code, out = invoke(
+        "train",
+        "--model",
+        "lenet300",
+        "--dataset",
+        "mnist",
+        "--dense",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run2"),
+        *FAST,
+    )
+    assert code == 2 and "t10k-labels-idx1-ubyte.gz is corrupt" in out
+
+
+def test_finished_out_folder_is_refused_without_touching_it(data_root: Path, tmp_path: Path) -> None:
+    args = [
+        "train",
+        "--model",
+        "lenet300",
+        "--dataset",
+        "mnist",
+        "--dense",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        *FAST,
+    ]
+    assert invoke(*args)[0] == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    code, out = invoke(*args)
+    assert code == 2 and "finished run" in out
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
+
+
+def test_click_usage_errors_are_one_line_too() -> None:
+    code, out = invoke("prune", "--model", "lenet5")
+    assert code == 2 and out.count("\n") == 1 and "Missing option" in out and "--help" in out
+
+
+def test_help_is_available_for_every_command() -> None:
+    for command in ("prune", "train", "run", "info"):
+        code, out = invoke(command, "--help")
+        assert code == 0 and "Usage" in out

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import panning
+from conftest import ConvBN
+from panning.masks import Masks
+
+
+def _chain() -> nn.Module:
+    return nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1))
+
+
+def test_weights_off_every_path_are_not_effective() -> None:
+    net = _chain()
+    masks = Masks(
+        {
+            "0.weight": torch.tensor([[True, True, False], [False, False, True]]),
+            "2.weight": torch.tensor([[True, False], [False, False]]),  # hidden unit 1 leads nowhere
+            "4.weight": torch.tensor([[False, True]]),  # and unit 0 of layer 2 is never read
+        }
+    )
+    effective = panning.effective_masks(net, masks, input_shape=(3,))
+    # Only path would be x -> h0 -> g0 -> out, but out reads g1: nothing is connected.
+    assert effective.kept() == 0
+    report = panning.connectivity(net, masks, input_shape=(3,))
+    assert report.collapsed and report.effective_sparsity == 1.0
+    assert report.nominal_sparsity == 1 - 5 / 12
+
+
+def test_a_weight_fed_only_by_a_bias_is_not_effective() -> None:
+    net = _chain()
+    masks = Masks(
+        {
+            "0.weight": torch.tensor([[True, False, False], [False, False, False]]),
+            "2.weight": torch.tensor([[True, True], [False, False]]),  # (0, 1) reads h1, fed by a bias only
+            "4.weight": torch.tensor([[True, False]]),
+        }
+    )
+    effective = panning.effective_masks(net, masks, input_shape=(3,))
+    assert effective["2.weight"].tolist() == [[True, False], [False, False]]
+    assert panning.effective_sparsity(net, masks, input_shape=(3,)) == 1 - 3 / 12
+
+
+def test_full_masks_are_fully_effective_through_batch_norm_and_residuals() -> None:
+    for net, shape in ((ConvBN(), (1, 6, 6)), (panning.models.create("resnet20", 3, 10, 32), (3, 32, 32))):
+        full = Masks.ones_like(net)
+        assert panning.connectivity(net, full, input_shape=shape).effective == full.total()
+
+
+def test_a_layer_with_no_kept_weight_is_reported_as_collapsed() -> None:
+    net = _chain()
+    masks = Masks.ones_like(net)
+    masks["2.weight"] = torch.zeros(2, 2, dtype=torch.bool)
+    report = panning.connectivity(net, masks, input_shape=(3,))
+    assert report.collapsed_layers == ["0.weight", "2.weight", "4.weight"]
+
+
+def test_input_shape_can_come_from_mask_metadata() -> None:
+    net = _chain()
+    masks = Masks.ones_like(net)
+    masks.metadata["input_shape"] = [3]
+    assert panning.effective_sparsity(net, masks) == 0.0

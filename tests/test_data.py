@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import gzip
+import hashlib
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_idx, write_mnist
+from panning import data as datasets
+from panning.data.download import DownloadError, RemoteFile, fetch
+
+
+def test_mnist_format_loads_with_a_seeded_validation_split(data_root: Path) -> None:
+    data = datasets.load("mnist", val_size=50)
+    assert data.train[0].shape == (250, 1, 28, 28) and data.train[0].dtype == torch.uint8
+    assert len(data.val[1]) == 50 and len(data.test[1]) == 100
+    again = datasets.load("mnist", val_size=50)
+    assert torch.equal(data.val[0], again.val[0])
+    other = datasets.load("mnist", val_size=50, split_seed=1)
+    assert not torch.equal(data.val[1], other.val[1])
+    x, y = next(data.batches("train", 32))
+    assert x.dtype == torch.float32 and x.shape == (32, 1, 28, 28) and y.dtype == torch.int64
+    assert data.source == str(data_root / "mnist")
+
+
+def test_lookup_order_prefers_data_dir_then_env_then_cache(data_root: Path, tmp_path: Path) -> None:
+    explicit = tmp_path / "explicit"
+    write_mnist(explicit / "mnist", train=120, test=30, seed=1)
+    assert datasets.locate("mnist", explicit) == explicit / "mnist"
+    assert datasets.locate("mnist") == data_root / "mnist"
+    cached = datasets.cache_dir() / "fashion-mnist"
+    write_mnist(cached, train=60, test=20)
+    assert datasets.locate("fashion-mnist") == cached
+
+
+def test_missing_dataset_says_where_it_looked_and_how_to_get_it(data_root: Path) -> None:
+    with pytest.raises(ValueError) as info:
+        datasets.load("fashion-mnist")
+    message = str(info.value)
+    assert str(data_root / "fashion-mnist") in message and "dataset-fashion-mnist" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "count"])
+def test_corrupt_files_are_named(data_root: Path, damage: str) -> None:
+    path = data_root / "mnist" / "train-images-idx3-ubyte.gz"
+    raw = gzip.decompress(path.read_bytes())
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:500])
+    elif damage == "garbage":
+        path.write_bytes(b"not a gzip file at all")
+    else:
+        path.write_bytes(gzip.compress(raw[:-28]))
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz is corrupt or truncated"):
+        datasets.load("mnist", val_size=10)
+
+
+def _write_cifar(folder: Path, name: str, per_file: int = 20) -> None:
+    layout = datasets.formats.CIFAR_LAYOUT[name]
+    sub, train, test, key = layout
+    target = folder / sub
+    target.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    classes = 10 if name == "cifar10" else 100
+    for file in train + test:
+        batch = {
+            b"data": rng.integers(0, 256, (per_file, 3072), dtype=np.uint8),
+            key: list(rng.integers(0, classes, per_file)),
+        }
+        (target / file).write_bytes(pickle.dumps(batch))
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_pickles(data_root: Path, name: str) -> None:
+    _write_cifar(data_root / name, name)
+    data = datasets.load(name, val_size=10)
+    files = len(datasets.formats.CIFAR_LAYOUT[name][1])
+    assert data.train[0].shape == (20 * files - 10, 3, 32, 32)
+    assert data.test[0].shape == (20, 3, 32, 32)
+    assert data.spec.augment
+
+
+def test_tiny_imagenet_folder_layout(data_root: Path) -> None:
+    from PIL import Image
+
+    root = data_root / "tiny-imagenet" / "tiny-imagenet-200"
+    wnids = ["n01", "n02"]
+    (root / "val" / "images").mkdir(parents=True)
+    (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    lines = []
+    for i, wnid in enumerate(wnids):
+        folder = root / "train" / wnid / "images"
+        folder.mkdir(parents=True)
+        for j in range(3):
+            Image.fromarray(np.full((64, 64, 3), 40 * i + j, np.uint8)).save(folder / f"{wnid}_{j}.JPEG", "JPEG")
+        Image.fromarray(np.full((64, 64, 3), 9, np.uint8)).save(root / "val" / "images" / f"val_{i}.JPEG", "JPEG")
+        lines.append(f"val_{i}.JPEG\t{wnid}\t0\t0\t63\t63")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    data = datasets.load("tiny-imagenet", val_size=2)
+    assert data.train[0].shape == (4, 3, 64, 64) and data.test[1].tolist() == [0, 1]
+
+
+def test_crop_and_flip_are_seeded_and_shape_preserving() -> None:
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    a = datasets.random_crop_flip(images, torch.Generator().manual_seed(0))
+    b = datasets.random_crop_flip(images, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and a.shape == images.shape
+    # Every output pixel is an input pixel or padding zero.
+    assert set(a.unique().tolist()) <= set(images.unique().tolist()) | {0.0}
+
+
+def test_download_verifies_the_checksum_before_the_file_appears(tmp_path: Path) -> None:
+    source = tmp_path / "remote.bin"
+    source.write_bytes(b"payload")
+    good = RemoteFile(source.as_uri(), hashlib.md5(b"payload").hexdigest())
+    target = tmp_path / "cache"
+    target.mkdir()
+    assert fetch(good, target).read_bytes() == b"payload"
+    bad = RemoteFile(source.as_uri(), "0" * 32)
+    (target / "remote.bin").unlink()
+    with pytest.raises(DownloadError, match="checksum"):
+        fetch(bad, target)
+    assert list(target.iterdir()) == []
+    with pytest.raises(DownloadError, match="could not download"):
+        fetch(RemoteFile((tmp_path / "absent.bin").as_uri(), "0" * 32), target)
+
+
+def test_class_balanced_batch_draws_afresh() -> None:
+    x, y = torch.arange(100.0).view(100, 1), torch.arange(100) % 5
+    generator = torch.Generator().manual_seed(0)
+    first = datasets.class_balanced_batch(x, y, 3, generator)
+    second = datasets.class_balanced_batch(x, y, 3, generator)
+    assert first[1].bincount().tolist() == [3] * 5
+    assert not torch.equal(first[0], second[0])
+
+
+def test_idx_header_with_wrong_type_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x-idx1-ubyte.gz"
+    write_idx(path, np.zeros(3, np.uint8))
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[2] = 0x0D  # float data
+    path.write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(ValueError, match="unsigned-byte"):
+        datasets.formats.read_idx(path)

@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+from itertools import pairwise
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import panning
+from panning.masks import kept_count
+
+METHODS = ["random", "magnitude", "snip", "grasp", "synflow", "iter-snip"]
+
+
+@pytest.fixture(scope="module")
+def lenet5() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return panning.models.create("lenet5")
+
+
+@pytest.fixture(scope="module")
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(200, 1, 28, 28, generator=generator), torch.arange(200) % 10
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.99, 0.999])
+def test_kept_count_is_exact(lenet5, batch, method: str, sparsity: float) -> None:
+    iterations = 3 if method in ("synflow", "iter-snip") else None
+    masks = panning.prune(lenet5, sparsity, method, data=batch, iterations=iterations, samples_per_class=2)
+    assert masks.kept() == kept_count(430_500, sparsity) == round((1 - sparsity) * 430_500)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_same_seed_same_mask_bit_for_bit(lenet5, batch, method: str) -> None:
+    def run(seed: int) -> panning.Masks:
+        return panning.prune(lenet5, 0.99, method, data=batch, iterations=2, samples_per_class=3, seed=seed)
+
+    first, second = run(0), run(0)
+    assert first.equal(second)
+    if method in ("random", "snip", "grasp", "iter-snip"):
+        assert not first.equal(run(1))
+
+
+def test_synflow_does_not_collapse_lenet5_at_0999(lenet5) -> None:
+    masks = panning.prune(lenet5, 0.999, "synflow", input_shape=(1, 28, 28))
+    assert masks.metadata["iterations"] == 100
+    assert masks.kept() == 431
+    report = panning.connectivity(lenet5, masks, input_shape=(1, 28, 28))
+    assert not report.collapsed, report.collapsed_layers
+    assert masks.metadata["collapsed_layers"] == []
+
+
+def test_one_shot_snip_and_grasp_report_their_effective_sparsity(lenet5, batch) -> None:
+    for method in ("snip", "grasp"):
+        masks = panning.prune(lenet5, 0.999, method, data=batch)
+        assert masks.metadata["nominal_sparsity"] == pytest.approx(1 - 431 / 430_500)
+        assert masks.metadata["effective_sparsity"] >= masks.metadata["nominal_sparsity"]
+        assert isinstance(masks.metadata["collapsed_layers"], list)
+
+
+def test_monotone_masks_never_regrow(lenet5, batch) -> None:
+    history: list[panning.Masks] = []
+    panning.prune(
+        lenet5,
+        0.99,
+        "iter-snip",
+        data=batch,
+        iterations=4,
+        regrowth=False,
+        samples_per_class=2,
+        callback=lambda record, masks: history.append(masks),
+    )
+    for earlier, later in pairwise(history):
+        for name in earlier:
+            assert not torch.any(later[name] & ~earlier[name])
+    assert [m.kept() for m in history] == sorted((m.kept() for m in history), reverse=True)
+
+
+def test_regrowth_lets_weights_come_back(lenet5, batch) -> None:
+    history: list[panning.Masks] = []
+    panning.prune(
+        lenet5,
+        0.99,
+        "random",
+        iterations=3,
+        regrowth=True,
+        data=batch,
+        callback=lambda record, masks: history.append(masks),
+    )
+    assert any(torch.any(b[n] & ~a[n]) for a, b in pairwise(history) for n in a)
+
+
+def test_data_forms_give_the_same_kind_of_batches(lenet5, batch) -> None:
+    x, y = batch
+    loader = DataLoader(TensorDataset(x, y), batch_size=50, shuffle=False)
+    from_loader = panning.prune(lenet5, 0.9, "snip", data=loader, samples_per_class=3)
+    from_tensors = panning.prune(lenet5, 0.9, "snip", data=(x, y), samples_per_class=3)
+    assert from_loader.kept() == from_tensors.kept()
+
+
+@pytest.mark.filterwarnings("ignore:some class has only")
+def test_user_mistakes(lenet5, batch) -> None:
+    with pytest.raises(ValueError, match="data-driven"):
+        panning.prune(lenet5, 0.9, "snip")
+    with pytest.raises(ValueError, match="unknown method 'snap'; valid: .*grasp"):
+        panning.prune(lenet5, 0.9, "snap", data=batch)
+    with pytest.raises(ValueError, match=r"outside \[0, 1\)"):
+        panning.prune(lenet5, 1.0, "magnitude", data=batch)
+    with pytest.raises(ValueError, match="input shape"):
+        panning.prune(lenet5, 0.9, "synflow")
+    with pytest.raises(ValueError, match="bad option"):
+        panning.prune(lenet5, 0.9, "snip", data=batch, colour="red")
+    with pytest.raises(ValueError, match="class 10 but the model has 10 outputs"):
+        panning.prune(lenet5, 0.9, "grasp", data=(batch[0][:11], torch.arange(11)))
+    with pytest.raises(ValueError, match="iterations"):
+        panning.prune(lenet5, 0.9, "synflow", data=batch, iterations=0)
+
+
+def test_few_examples_of_a_class_warn_and_use_what_there_is(lenet5) -> None:
+    x, y = torch.randn(12, 1, 28, 28), torch.tensor([0] * 10 + [1, 1])
+    with pytest.warns(UserWarning, match="only 2 examples"):
+        masks = panning.prune(lenet5, 0.9, "snip", data=(x, y), samples_per_class=5)
+    assert masks.kept() == kept_count(430_500, 0.9)
+
+
+def test_sparsity_that_would_keep_nothing_keeps_one_and_warns() -> None:
+    net = torch.nn.Linear(10, 10)
+    with pytest.warns(UserWarning, match="keeping 1"):
+        masks = panning.prune(net, 0.999, "magnitude", input_shape=(10,))
+    assert masks.kept() == 1
+
+
+def test_the_model_is_unchanged_by_prune(lenet5, batch) -> None:
+    before = {k: v.clone() for k, v in lenet5.state_dict().items()}
+    panning.prune(lenet5, 0.99, "iter-snip", data=batch, iterations=3)
+    assert all(torch.equal(v, before[k]) for k, v in lenet5.state_dict().items())
+    assert all(p.grad is None for p in lenet5.parameters())

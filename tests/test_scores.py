@@ -1,0 +1,167 @@
+"""Every index against values worked out by hand (numpy, float64) on networks small enough."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import panning
+from conftest import ConvBN, TinyConv, TwoLayerLinear
+from panning import scores
+from panning.masks import Masks
+
+W1 = np.array([[0.5, -1.0, 0.25], [1.5, 0.5, -0.75]])
+W2 = np.array([[1.0, -2.0], [0.5, 1.0], [-1.0, 0.25]])
+X = np.array([[1.0, 2.0, -1.0], [0.5, -0.5, 2.0]])
+Y = np.array([0, 2])
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _grads(w1: np.ndarray, w2: np.ndarray, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Gradients of the mean CE(W2 W1 x / T, y), written out by the chain rule."""
+    h = X @ w1.T
+    z = h @ w2.T / temperature
+    delta = (_softmax(z) - np.eye(3)[Y]) / len(Y) / temperature
+    return (delta @ w2).T @ X, delta.T @ h
+
+
+def _net(w1: np.ndarray = W1, w2: np.ndarray = W2) -> TwoLayerLinear:
+    return TwoLayerLinear(torch.tensor(w1, dtype=torch.float64), torch.tensor(w2, dtype=torch.float64)).double()
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.tensor(X), torch.tensor(Y)
+
+
+def test_snip_equals_hand_computed_value() -> None:
+    g1, g2 = _grads(W1, W2)
+    out = scores.snip(_net(), *_batch())
+    np.testing.assert_allclose(out["fc1.weight"].numpy(), np.abs(W1 * g1), rtol=1e-10)
+    np.testing.assert_allclose(out["fc2.weight"].numpy(), np.abs(W2 * g2), rtol=1e-10)
+
+
+def test_snip_on_a_masked_network_scores_pruned_weights_too() -> None:
+    m1 = np.array([[1, 0, 1], [1, 1, 0]], dtype=bool)
+    m2 = np.ones_like(W2, dtype=bool)
+    g1, _ = _grads(W1 * m1, W2 * m2)
+    masks = Masks({"fc1.weight": torch.tensor(m1), "fc2.weight": torch.tensor(m2)})
+    out = scores.snip(_net(), *_batch(), masks=masks)
+    np.testing.assert_allclose(out["fc1.weight"].numpy(), np.abs(W1 * g1), rtol=1e-10)
+    assert float(out["fc1.weight"][0, 1]) > 0  # pruned, yet scored: regrowth is possible
+
+
+def test_snip_temperature_variant() -> None:
+    g1, _ = _grads(W1, W2, temperature=200.0)
+    out = scores.snip(_net(), *_batch(), temperature=200.0)
+    np.testing.assert_allclose(out["fc1.weight"].numpy(), np.abs(W1 * g1), rtol=1e-9)
+
+
+def test_grasp_equals_theta_times_hessian_gradient_product() -> None:
+    temperature = 200.0
+    g1, g2 = _grads(W1, W2, temperature)
+    eps = 1e-4
+    # Hg by central differences of the hand-written gradient along g.
+    p1, p2 = _grads(W1 + eps * g1, W2 + eps * g2, temperature)
+    m1, m2 = _grads(W1 - eps * g1, W2 - eps * g2, temperature)
+    hg1, hg2 = (p1 - m1) / (2 * eps), (p2 - m2) / (2 * eps)
+    out = scores.grasp(_net(), *_batch())
+    np.testing.assert_allclose(out["fc1.weight"].numpy(), W1 * hg1, rtol=1e-5, atol=1e-14)
+    np.testing.assert_allclose(out["fc2.weight"].numpy(), W2 * hg2, rtol=1e-5, atol=1e-14)
+    absolute = scores.grasp(_net(), *_batch(), absolute=True)
+    np.testing.assert_allclose(absolute["fc2.weight"].numpy(), np.abs(W2 * hg2), rtol=1e-5, atol=1e-14)
+
+
+def test_synflow_two_layer_linear() -> None:
+    # R = 1ᵀ|W2||W1|1, so dR/dW1_ij = Σ_k |W2_ki| and dR/dW2_ki = Σ_j |W1_ij|.
+    out = scores.synflow(_net(), input_shape=(3,))
+    expected1 = np.abs(W1) * np.abs(W2).sum(axis=0)[:, None]
+    expected2 = np.abs(W2) * np.abs(W1).sum(axis=1)[None, :]
+    np.testing.assert_allclose(out["fc1.weight"].numpy(), expected1, rtol=1e-12)
+    np.testing.assert_allclose(out["fc2.weight"].numpy(), expected2, rtol=1e-12)
+    assert out["fc1.weight"].dtype == torch.float64
+
+
+def test_synflow_with_mask_scores_pruned_weights_by_the_masked_paths() -> None:
+    m2 = np.array([[1, 0], [1, 0], [0, 0]], dtype=bool)  # unit 1 of the hidden layer feeds nothing
+    masks = {"fc2.weight": torch.tensor(m2)}
+    out = scores.synflow(_net(), input_shape=(3,), masks=masks)
+    expected1 = np.abs(W1) * np.abs(W2 * m2).sum(axis=0)[:, None]
+    np.testing.assert_allclose(out["fc1.weight"].numpy(), expected1, rtol=1e-12)
+    assert torch.all(out["fc1.weight"][1] == 0)
+
+
+def test_indices_on_a_one_channel_conv_net() -> None:
+    kernel = np.array([[0.5, -1.0], [2.0, 0.25]])
+    readout = np.array([[1.0, -0.5, 0.25, 2.0], [-1.0, 0.5, 1.5, -0.25]])
+    net = TinyConv(torch.tensor(kernel), torch.tensor(readout)).double()
+    syn = scores.synflow(net, input_shape=(1, 3, 3))
+    np.testing.assert_allclose(syn["conv.weight"].numpy().reshape(2, 2), np.abs(kernel) * np.abs(readout).sum())
+    np.testing.assert_allclose(syn["fc.weight"].numpy(), np.abs(readout) * np.abs(kernel).sum())
+
+    image = np.array([[1.0, 2.0, 0.0], [-1.0, 0.5, 3.0], [2.0, -2.0, 1.0]])
+    conv = np.array([[(kernel * image[i : i + 2, j : j + 2]).sum() for j in range(2)] for i in range(2)]).reshape(4)
+    z = readout @ conv
+    delta = _softmax(z[None])[0] - np.array([0.0, 1.0])  # target class 1, batch of one
+    grad_readout = np.outer(delta, conv)
+    grad_map = (readout.T @ delta).reshape(2, 2)
+    grad_kernel = sum(grad_map[i, j] * image[i : i + 2, j : j + 2] for i in range(2) for j in range(2))
+    out = scores.snip(net, torch.tensor(image).view(1, 1, 3, 3), torch.tensor([1]))
+    np.testing.assert_allclose(out["conv.weight"].numpy().reshape(2, 2), np.abs(kernel * grad_kernel), rtol=1e-10)
+    np.testing.assert_allclose(out["fc.weight"].numpy(), np.abs(readout * grad_readout), rtol=1e-10)
+
+
+def test_magnitude_and_random() -> None:
+    np.testing.assert_allclose(scores.magnitude(_net())["fc1.weight"].numpy(), np.abs(W1))
+    a = scores.random(_net(), torch.Generator().manual_seed(5))
+    b = scores.random(_net(), torch.Generator().manual_seed(5))
+    c = scores.random(_net(), torch.Generator().manual_seed(6))
+    assert torch.equal(a["fc2.weight"], b["fc2.weight"]) and not torch.equal(a["fc2.weight"], c["fc2.weight"])
+
+
+@pytest.mark.parametrize("index", ["snip", "grasp", "synflow", "magnitude", "random"])
+def test_indices_leave_the_model_as_they_found_it(index: str) -> None:
+    torch.manual_seed(0)
+    net = ConvBN()
+    net.bn.eval()  # a mixed train/eval state must survive too
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    modes = [m.training for m in net.modules()]
+    assert not all(modes) and any(modes)
+    x, y = torch.randn(12, 1, 6, 6), torch.arange(12) % 3
+    call = {
+        "snip": lambda: scores.snip(net, x, y),
+        "grasp": lambda: scores.grasp(net, x, y),
+        "synflow": lambda: scores.synflow(net, x),
+        "magnitude": lambda: scores.magnitude(net),
+        "random": lambda: scores.random(net, torch.Generator().manual_seed(0)),
+    }[index]
+    out = call()
+    assert set(out) == {"conv.weight", "head.1.weight", "head.3.weight"}
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert [m.training for m in net.modules()] == modes
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_data_driven_errors_are_clear() -> None:
+    net = ConvBN(classes=3)
+    x = torch.randn(4, 1, 6, 6)
+    with pytest.raises(ValueError, match="class 5 but the model has 3 outputs"):
+        scores.snip(net, x, torch.tensor([0, 1, 2, 5]))
+    with pytest.raises(ValueError, match="data-driven"):
+        scores.grasp(net)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        scores.snip(net, torch.full_like(x, float("nan")), torch.tensor([0, 1, 2, 0]))
+    with pytest.raises(TypeError):
+        scores.snip(net, x, torch.tensor([0.0, 1.0, 2.0, 0.0]))
+
+
+def test_scoring_a_model_with_applied_masks_is_refused() -> None:
+    net = _net()
+    panning.masks.apply(net, Masks.ones_like(net))
+    with pytest.raises(ValueError, match="masks are applied"):
+        scores.synflow(net, input_shape=(3,))
