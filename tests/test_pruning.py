@@ -137,3 +137,25 @@ def test_the_model_is_unchanged_by_prune(lenet5, batch) -> None:
     panning.prune(lenet5, 0.99, "iter-snip", data=batch, iterations=3)
     assert all(torch.equal(v, before[k]) for k, v in lenet5.state_dict().items())
     assert all(p.grad is None for p in lenet5.parameters())
+
+
+def test_dataloader_batches_include_a_class_that_comes_last() -> None:
+    torch.manual_seed(0)
+    net = panning.models.create("lenet300")
+    targets = torch.cat([torch.arange(90) % 9, torch.full((5,), 9)])  # class 9 only at the very end
+    loader = DataLoader(TensorDataset(torch.randn(95, 1, 28, 28), targets), batch_size=20)
+    seen: list[torch.Tensor] = []
+    original = panning.scores.loss_aware_scores
+
+    def spy(model, inputs, labels, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(labels.clone())
+        return original(model, inputs, labels, *args, **kwargs)
+
+    import panning.pruning as pruning_module
+
+    pruning_module.indices.loss_aware_scores = spy  # type: ignore[assignment]
+    try:
+        panning.prune(net, 0.9, "snip", data=loader, samples_per_class=2)
+    finally:
+        pruning_module.indices.loss_aware_scores = original  # type: ignore[assignment]
+    assert seen[0].bincount(minlength=10).tolist() == [2] * 10

@@ -23,7 +23,7 @@ from panning.connectivity import connectivity
 from panning.errors import UserError, check_sparsity
 from panning.pruning import method_names, prune
 from panning.report import mask_table
-from panning.training import TrainConfig, build, resolve_device, train
+from panning.training import TrainConfig, build, check_out_dir, resolve_device, train
 
 F = Callable[..., Any]
 
@@ -123,7 +123,8 @@ class _OneLineErrors(click.Group):
             result = super().main(*args, standalone_mode=False, **kwargs)
         except click.UsageError as error:
             where = error.ctx.command_path if error.ctx is not None else "panning"
-            click.echo(f"error: {error.format_message()} (see `{where} --help`)", err=True)
+            message = " ".join(error.format_message().split())
+            click.echo(f"error: {message} (see `{where} --help`)", err=True)
             sys.exit(2)
         except click.ClickException as error:
             error.show()
@@ -134,7 +135,7 @@ class _OneLineErrors(click.Group):
         sys.exit(result if isinstance(result, int) else 0)
 
 
-@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="panning", cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="panning")
 def cli() -> None:
     """Screen the sparse network worth training, before training."""
@@ -281,8 +282,7 @@ def run_command(
     if resume and (run_dir / "masks.safetensors").is_file():
         masks = masklib.load(run_dir / "masks.safetensors")
     else:
-        if run_dir.exists() and not resume and any(run_dir.iterdir()):
-            raise UserError(f"{out} is not empty; choose a new folder for --out (or --resume an unfinished run)")
+        check_out_dir(run_dir, resume)
         model.to(resolve_device(device))
         masks = _screen(model, data, kw, seed)
         masks.metadata["model"] = model_name

@@ -43,12 +43,14 @@ class BatchSource:
         samples_per_class: int,
         generator: torch.Generator,
         device: torch.device | str = "cpu",
+        num_classes: int | None = None,
     ) -> None:
         if isinstance(samples_per_class, bool) or not isinstance(samples_per_class, int) or samples_per_class < 1:
             raise UserError(f"samples_per_class must be a positive integer, got {samples_per_class!r}")
         self.samples_per_class = samples_per_class
         self.generator = generator
         self.device = torch.device(device)
+        self.num_classes = num_classes
         self.data = data
         self._images: torch.Tensor | None = None
         self._labels: torch.Tensor | None = None
@@ -110,7 +112,9 @@ class BatchSource:
                     counts[label] = counts.get(label, 0) + 1
                     xs.append(x)
                     ys.append(y)
-            if counts and all(c >= self.samples_per_class for c in counts.values()) and len(counts) > 1:
+            # Without the class count, the whole loader is read so that no class is missed.
+            full = self.num_classes is not None and len(counts) >= self.num_classes
+            if full and all(c >= self.samples_per_class for c in counts.values()):
                 break
         if not xs:
             raise UserError("the DataLoader yielded no examples")
@@ -259,6 +263,17 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _output_size(model: nn.Module, data: DataLike, device: torch.device) -> int | None:
+    """The model's number of outputs, when the data come from a DataLoader (else not needed)."""
+    if not isinstance(data, DataLoader):
+        return None
+    for batch in data:
+        example = batch[0][:1].to(device)
+        with torch.no_grad(), indices.preserved_modes(model, train=False):
+            return int(model(example).shape[-1])
+    raise UserError("the DataLoader yielded no examples")
+
+
 def prune(
     model: nn.Module,
     sparsity: float,
@@ -309,7 +324,7 @@ def prune(
     generator = torch.Generator().manual_seed(int(seed))
     batches = None
     if data is not None:
-        batches = BatchSource(data, samples_per_class, generator, device)
+        batches = BatchSource(data, samples_per_class, generator, device, _output_size(model, data, device))
     elif chosen.data_driven:
         raise UserError(f"{method} is data-driven: pass data=(inputs, targets), a dataset or a DataLoader")
     if input_shape is not None:

@@ -161,7 +161,8 @@ def _state_for_checkpoint(
     }
 
 
-def _check_out_dir(out: Path, resume: bool) -> None:
+def check_out_dir(out: Path, resume: bool) -> None:
+    """Refuse an ``out`` folder that holds a finished run, an unfinished one (without resume) or other files."""
     metrics = out / "metrics.json"
     if not out.exists():
         return
@@ -210,7 +211,7 @@ def train(
     if not isinstance(model, nn.Module):
         raise UserTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     run_dir = Path(out)
-    _check_out_dir(run_dir, resume)
+    check_out_dir(run_dir, resume)
     device = resolve_device(config.device)
     record = {"train": config.as_dict(), "masks": dict(masks.metadata) if masks is not None else None}
     config_path = run_dir / "config.json"
@@ -347,4 +348,14 @@ def build(config: TrainConfig, data_dir: str | None = None) -> tuple[nn.Module, 
     return model, dataset
 
 
-__all__ = ["CHECKPOINT", "EpochEnd", "TrainConfig", "build", "evaluate", "resolve_device", "save_model", "train"]
+__all__ = [
+    "CHECKPOINT",
+    "EpochEnd",
+    "TrainConfig",
+    "build",
+    "check_out_dir",
+    "evaluate",
+    "resolve_device",
+    "save_model",
+    "train",
+]
