@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,12 @@ pytestmark = pytest.mark.slow
 
 
 def _available(name: str) -> bool:
+    """Whether the dataset is on this machine; in CI (where it must be) its absence is a failure."""
     try:
         panning.data.locate(name, download=False)
-    except ValueError:
+    except ValueError as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have {name}: {error}")
         return False
     return True
 
