@@ -53,6 +53,13 @@ _MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 _FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 _PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 
+
+def _idx_files(base_url: str, md5s: tuple[str, str, str, str]) -> tuple[RemoteFile, ...]:
+    """The four IDX files of an MNIST-format dataset (train images and labels, then test), with MD5s."""
+    names = [f"{prefix}-{kind}-ubyte.gz" for prefix in ("train", "t10k") for kind in ("images-idx3", "labels-idx1")]
+    return tuple(RemoteFile(base_url + name, md5) for name, md5 in zip(names, md5s, strict=True))
+
+
 SPECS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
@@ -66,14 +73,14 @@ SPECS: dict[str, DatasetSpec] = {
             False,
             _mnist_like,
             formats.read_mnist,
-            remote=tuple(
-                RemoteFile(_MNIST_URL + f, md5)
-                for f, md5 in (
-                    ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-                    ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
-                    ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
-                    ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
-                )
+            remote=_idx_files(
+                _MNIST_URL,
+                (
+                    "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                    "d53e105ee54ea40749a09fcbcd1e9432",
+                    "9fb629c4189551a2d022fa330f9573f3",
+                    "ec29112dd5afa0611ce80d1b7f02629c",
+                ),
             ),
             system_dirs=(
                 "/usr/share/datasets/mnist",
@@ -92,14 +99,14 @@ SPECS: dict[str, DatasetSpec] = {
             False,
             _mnist_like,
             formats.read_mnist,
-            remote=tuple(
-                RemoteFile(_FASHION_URL + f, md5)
-                for f, md5 in (
-                    ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-                    ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
-                    ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
-                    ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
-                )
+            remote=_idx_files(
+                _FASHION_URL,
+                (
+                    "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                    "25c81989df183df01b3e8a0aad5dffbe",
+                    "bef4ecab320f06d8554ea6380940ec79",
+                    "bb300cfdad3c16e7a12a480ee83cd310",
+                ),
             ),
             system_dirs=("/usr/share/datasets/fashion-mnist",),
             how_to_get="`apt-get install dataset-fashion-mnist`, or put the four IDX .gz files in "
