@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -62,3 +63,56 @@ def test_input_shape_can_come_from_mask_metadata() -> None:
     masks = Masks.ones_like(net)
     masks.metadata["input_shape"] = [3]
     assert panning.effective_sparsity(net, masks) == 0.0
+
+
+def test_max_pooling_counts_every_path_not_only_the_argmax() -> None:
+    def net(pool: type[nn.Module]) -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1),
+            nn.ReLU(),
+            pool(2),
+            nn.Conv2d(4, 4, 3, padding=1),
+            nn.ReLU(),
+            pool(2),
+            nn.Flatten(),
+            nn.Linear(16, 3),
+        )
+
+    with_max, with_avg = net(nn.MaxPool2d), net(nn.AvgPool2d)  # the same edges
+    for seed in range(30):
+        masks = panning.masks.select_topk(panning.scores.random(with_max, torch.Generator().manual_seed(seed)), 25)
+        assert panning.effective_masks(with_max, masks, input_shape=(1, 8, 8)).equal(
+            panning.effective_masks(with_avg, masks, input_shape=(1, 8, 8))
+        )
+
+
+def test_layer_and_group_norm_do_not_hide_paths() -> None:
+    for norm in (nn.LayerNorm(8), nn.GroupNorm(2, 8)):
+        net = nn.Sequential(nn.Linear(4, 8), norm, nn.ReLU(), nn.Linear(8, 3))
+        assert panning.effective_sparsity(net, Masks.ones_like(net), input_shape=(4,)) == 0.0
+
+
+def test_batch_norm_counts_at_unit_scale() -> None:
+    net = ConvBN()
+    with torch.no_grad():
+        net.bn.weight[0] = 0.0  # a learned zero scale does not remove the channel's paths
+        net.bn.running_mean.fill_(5.0)
+    full = Masks.ones_like(net)
+    assert panning.connectivity(net, full, input_shape=(1, 6, 6)).effective == full.total()
+
+
+def test_an_empty_residual_branch_does_not_cut_a_resnet() -> None:
+    net = panning.models.create("resnet20", 3, 10, 32)
+    masks = Masks.ones_like(net)
+    masks["layer1.0.conv2.weight"] = torch.zeros_like(masks["layer1.0.conv2.weight"])
+    report = panning.connectivity(net, masks, input_shape=(3, 32, 32))
+    assert not report.collapsed
+    assert "layer1.0.conv2.weight" in report.collapsed_layers and "layer1.0.conv1.weight" in report.collapsed_layers
+
+
+def test_models_with_applied_masks_are_refused_clearly() -> None:
+    net = _chain()
+    panning.masks.apply(net, Masks.ones_like(net))
+    with pytest.raises(ValueError, match="masks are applied"):
+        panning.effective_sparsity(net, Masks.ones_like(_chain()), input_shape=(3,))

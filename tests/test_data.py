@@ -45,7 +45,7 @@ def test_missing_dataset_says_where_it_looked_and_how_to_get_it(data_root: Path)
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "count"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "count", "deflate"])
 def test_corrupt_files_are_named(data_root: Path, damage: str) -> None:
     path = data_root / "mnist" / "train-images-idx3-ubyte.gz"
     raw = gzip.decompress(path.read_bytes())
@@ -53,8 +53,12 @@ def test_corrupt_files_are_named(data_root: Path, damage: str) -> None:
         path.write_bytes(path.read_bytes()[:500])
     elif damage == "garbage":
         path.write_bytes(b"not a gzip file at all")
-    else:
+    elif damage == "count":
         path.write_bytes(gzip.compress(raw[:-28]))
+    else:
+        compressed = bytearray(path.read_bytes())
+        compressed[30:60] = bytes(255 - b for b in compressed[30:60])  # a broken deflate stream
+        path.write_bytes(bytes(compressed))
     with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz is corrupt or truncated"):
         datasets.load("mnist", val_size=10)
 
@@ -146,3 +150,19 @@ def test_idx_header_with_wrong_type_is_refused(tmp_path: Path) -> None:
     path.write_bytes(gzip.compress(bytes(raw)))
     with pytest.raises(ValueError, match="unsigned-byte"):
         datasets.formats.read_idx(path)
+
+
+def test_an_incomplete_folder_names_the_missing_files(data_root: Path) -> None:
+    (data_root / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(ValueError, match="incomplete copy of mnist: t10k-labels-idx1-ubyte.gz missing"):
+        datasets.locate("mnist")
+
+
+def test_a_failed_download_leaves_no_cache_folder(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    absent = RemoteFile((data_root / "nowhere" / "cifar-10-python.tar.gz").as_uri(), "0" * 32)
+    monkeypatch.setitem(datasets.SPECS, "cifar10", dataclasses.replace(datasets.SPECS["cifar10"], remote=(absent,)))
+    with pytest.raises(ValueError, match="could not download"):
+        datasets.locate("cifar10")
+    assert not (datasets.cache_dir() / "cifar10").exists()

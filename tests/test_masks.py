@@ -161,3 +161,20 @@ def test_density_schedules() -> None:
     with pytest.raises(ValueError, match="schedule"):
         masklib.density_schedule(0.9, 3, "cubic")
     assert json.dumps(exp)  # plain floats
+
+
+def test_layer_quotas_sum_to_keep() -> None:
+    assert masklib.layer_quotas([3, 3, 3], 4) == [2, 1, 1]
+    assert masklib.layer_quotas([3, 3, 3], 1) == [1, 0, 0]
+    assert masklib.layer_quotas([500, 25000, 400000, 5000], 431) == [1, 25, 400, 5]
+    masks = select_topk({"a": torch.rand(3), "b": torch.rand(3), "c": torch.rand(3)}, keep=4, scope="layer")
+    assert masks.kept() == 4
+
+
+def test_mask_file_with_non_object_metadata_is_a_user_error(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "m.safetensors"
+    save_file({"w": torch.tensor([True])}, str(path), metadata={"panning": "[1, 2]"})
+    with pytest.raises(panning.UserError, match="not a JSON object"):
+        masklib.load(path)

@@ -55,9 +55,11 @@ def test_synflow_does_not_collapse_lenet5_at_0999(lenet5) -> None:
 def test_one_shot_snip_and_grasp_report_their_effective_sparsity(lenet5, batch) -> None:
     for method in ("snip", "grasp"):
         masks = panning.prune(lenet5, 0.999, method, data=batch)
+        report = panning.connectivity(lenet5, masks, input_shape=(1, 28, 28))
         assert masks.metadata["nominal_sparsity"] == pytest.approx(1 - 431 / 430_500)
-        assert masks.metadata["effective_sparsity"] >= masks.metadata["nominal_sparsity"]
-        assert isinstance(masks.metadata["collapsed_layers"], list)
+        assert masks.metadata["effective_sparsity"] == report.effective_sparsity
+        assert masks.metadata["collapsed_layers"] == report.collapsed_layers
+        assert [layer["effective"] for layer in masks.metadata["layers"]] == [l.effective for l in report.layers]
 
 
 def test_monotone_masks_never_regrow(lenet5, batch) -> None:
@@ -92,12 +94,41 @@ def test_regrowth_lets_weights_come_back(lenet5, batch) -> None:
     assert any(torch.any(b[n] & ~a[n]) for a, b in pairwise(history) for n in a)
 
 
-def test_data_forms_give_the_same_kind_of_batches(lenet5, batch) -> None:
+def test_dataloader_input_is_seeded_and_fresh_at_every_step(lenet5, batch) -> None:
     x, y = batch
-    loader = DataLoader(TensorDataset(x, y), batch_size=50, shuffle=False)
-    from_loader = panning.prune(lenet5, 0.9, "snip", data=loader, samples_per_class=3)
-    from_tensors = panning.prune(lenet5, 0.9, "snip", data=(x, y), samples_per_class=3)
-    assert from_loader.kept() == from_tensors.kept()
+    shuffled = DataLoader(TensorDataset(x, y), batch_size=25, shuffle=True)
+
+    def run(seed: int) -> panning.Masks:
+        return panning.prune(lenet5, 0.99, "iter-snip", data=shuffled, iterations=3, samples_per_class=2, seed=seed)
+
+    assert run(0).equal(run(0)) and not run(0).equal(run(1))
+    ordered = DataLoader(TensorDataset(x, y), batch_size=25, shuffle=False)
+    source = panning.pruning.BatchSource(ordered, 2, torch.Generator(), num_classes=10)
+    first, second = source.next(), source.next()
+    assert first[1].bincount().tolist() == [2] * 10
+    assert not torch.equal(first[0], second[0])  # the next examples, not the same batch again
+
+
+def test_dropout_does_not_break_same_seed_same_mask() -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Dropout(0.5), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    x, y = torch.randn(20, 8), torch.arange(20) % 2
+    state = torch.get_rng_state()
+    first = panning.prune(net, 0.8, "snip", data=(x, y), seed=3)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's generator is left as it was
+    assert first.equal(panning.prune(net, 0.8, "snip", data=(x, y), seed=3))
+
+
+def test_layer_scope_keeps_exactly_k(lenet5, batch) -> None:
+    masks = panning.prune(lenet5, 0.999, "magnitude", data=batch, scope="layer")
+    assert masks.kept() == 431 and all(layer.kept >= 1 for layer in masks.layers())
+
+
+def test_a_model_with_applied_masks_is_refused() -> None:
+    net = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    panning.masks.apply(net, panning.Masks.ones_like(net))
+    with pytest.raises(ValueError, match="masks are applied"):
+        panning.prune(net, 0.5, "magnitude", input_shape=(4,))
 
 
 @pytest.mark.filterwarnings("ignore:some class has only")

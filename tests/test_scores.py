@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import panning
 from conftest import ConvBN, TinyConv, TwoLayerLinear
@@ -93,6 +94,50 @@ def test_synflow_with_mask_scores_pruned_weights_by_the_masked_paths() -> None:
     expected1 = np.abs(W1) * np.abs(W2 * m2).sum(axis=0)[:, None]
     np.testing.assert_allclose(out["fc1.weight"].numpy(), expected1, rtol=1e-12)
     assert torch.all(out["fc1.weight"][1] == 0)
+    # The masked layer's own pruned weights are scored with their original values (regrowth).
+    expected2 = np.abs(W2) * np.abs(W1).sum(axis=1)[None, :]
+    np.testing.assert_allclose(out["fc2.weight"].numpy(), expected2, rtol=1e-12)
+
+
+def test_grasp_on_a_masked_network_uses_the_original_weights() -> None:
+    m1 = np.array([[1, 0, 1], [0, 1, 1]], dtype=bool)
+    w1m = W1 * m1
+    g1, g2 = _grads(w1m, W2, 200.0)
+    eps = 1e-4
+    p1, _ = _grads(w1m + eps * g1, W2 + eps * g2, 200.0)
+    q1, _ = _grads(w1m - eps * g1, W2 - eps * g2, 200.0)
+    out = scores.grasp(_net(), *_batch(), masks={"fc1.weight": torch.tensor(m1)})
+    np.testing.assert_allclose(out["fc1.weight"].numpy(), W1 * (p1 - q1) / (2 * eps), rtol=1e-5, atol=1e-14)
+    assert float(out["fc1.weight"][0, 1]) != 0  # pruned, still scored
+
+
+def test_synflow_runs_normalisation_layers_in_eval_mode() -> None:
+    torch.manual_seed(0)
+    net = ConvBN()
+    with torch.no_grad():
+        net.bn.running_mean.uniform_(-1, 1)
+        net.bn.running_var.uniform_(0.5, 2)
+    in_train = scores.synflow(net, input_shape=(1, 6, 6))
+    net.eval()
+    in_eval = scores.synflow(net, input_shape=(1, 6, 6))
+    for name in in_train:
+        assert torch.equal(in_train[name], in_eval[name])
+
+
+def test_a_prunable_layer_off_the_graph_scores_zero() -> None:
+    class WithAuxiliaryHead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Linear(3, 2)
+            self.auxiliary = nn.Linear(3, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.body(x)
+
+    net = WithAuxiliaryHead()
+    x, y = torch.randn(4, 3), torch.tensor([0, 1, 0, 1])
+    for out in (scores.snip(net, x, y), scores.grasp(net, x, y)):
+        assert torch.all(out["auxiliary.weight"] == 0) and torch.any(out["body.weight"] != 0)
 
 
 def test_indices_on_a_one_channel_conv_net() -> None:
@@ -127,7 +172,7 @@ def test_magnitude_and_random() -> None:
 def test_indices_leave_the_model_as_they_found_it(index: str) -> None:
     torch.manual_seed(0)
     net = ConvBN()
-    net.bn.eval()  # a mixed train/eval state must survive too
+    net.head.eval()  # a mixed train/eval state must survive; batch norm stays in train mode
     before = {k: v.clone() for k, v in net.state_dict().items()}
     modes = [m.training for m in net.modules()]
     assert not all(modes) and any(modes)

@@ -7,7 +7,6 @@ import torch
 from safetensors.torch import load_file
 
 import panning
-from panning import masks as masklib
 from panning.training import TrainConfig, build, train
 
 
@@ -108,9 +107,41 @@ def test_bad_training_options(field: str, value: object) -> None:
         _config(**{field: value}).validate()
 
 
-def test_masks_are_reapplied_on_a_fresh_model_state(data_root: Path) -> None:
+def test_resume_with_other_masks_or_dense_is_refused_and_changes_nothing(data_root: Path, tmp_path: Path) -> None:
+    config = _config(epochs=2)
+    model, data = build(config)
+    first = _masks(model)
+    with pytest.raises(Interrupt):
+        train(
+            model,
+            data,
+            config,
+            tmp_path / "run",
+            masks=first,
+            progress=False,
+            callbacks=[lambda end: (_ for _ in ()).throw(Interrupt())],
+        )
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    other = panning.prune(build(config)[0], 0.5, "magnitude", input_shape=(1, 28, 28))
+    with pytest.raises(ValueError, match="other masks"):
+        train(build(config)[0], data, config, tmp_path / "run", masks=other, resume=True, progress=False)
+    with pytest.raises(ValueError, match="same --masks/--dense"):
+        train(build(config)[0], data, config, tmp_path / "run", resume=True, progress=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
+
+
+def test_masks_that_do_not_fit_leave_no_run_folder(data_root: Path, tmp_path: Path) -> None:
     config = _config(epochs=1)
-    model, _ = build(config)
-    masks = _masks(model)
-    masklib.apply(model, masks)
-    assert masklib.applied(model).equal(masks)
+    model, data = build(config)
+    wrong = panning.Masks({"fc1.weight": torch.ones(3, 3, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="fc1.weight"):
+        train(model, data, config, tmp_path / "run", masks=wrong, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_metrics_carry_the_screening_facts(data_root: Path, tmp_path: Path) -> None:
+    config = _config(epochs=1)
+    model, data = build(config)
+    metrics = train(model, data, config, tmp_path / "run", masks=_masks(model), progress=False)
+    assert metrics["method"] == "random" and metrics["prune_seconds"] > 0 and metrics["target_sparsity"] == 0.3
+    assert [layer["name"] for layer in metrics["layers"]] == ["fc1.weight", "fc2.weight", "fc3.weight"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from panning import data, masks, models, scores
+from panning import panning as multi_index  # registers method="panning"
 from panning.connectivity import connectivity, effective_masks, effective_sparsity
 from panning.errors import UserError, UserTypeError
 from panning.masks import Masks
@@ -30,6 +31,7 @@ __all__ = [
     "masks",
     "method_names",
     "models",
+    "multi_index",
     "prune",
     "register_method",
     "scores",

@@ -21,8 +21,9 @@ from panning import data as datasets
 from panning import masks as masklib
 from panning.connectivity import connectivity
 from panning.errors import UserError, check_sparsity
-from panning.pruning import method_names, prune
-from panning.report import mask_table
+from panning.panning import COMBINATIONS, NORMALIZATIONS
+from panning.pruning import StepRecord, method_names, prune
+from panning.report import mask_table, write_trace
 from panning.training import TrainConfig, build, check_out_dir, resolve_device, train
 
 F = Callable[..., Any]
@@ -79,6 +80,24 @@ _prune_options = _options(
     ),
     click.option("--temperature", type=float, help="Logit temperature of snip/grasp (defaults 1 and 200)."),
     click.option("--scope", default="global", show_default=True, type=click.Choice(["global", "layer"])),
+    click.option(
+        "--grasp",
+        "grasp_form",
+        type=click.Choice(["abs", "signed"]),
+        help="GraSP score form for grasp/panning: signed θ⊙Hg or the reference's |θ⊙Hg|.",
+    ),
+    click.option(
+        "--index-normalization",
+        type=click.Choice(list(NORMALIZATIONS)),
+        help="panning: how each index is normalised (default zscore-abs, the reference's).",
+    ),
+    click.option(
+        "--combination",
+        type=click.Choice(list(COMBINATIONS)),
+        help="panning: additive or multiplicative combination (default additive).",
+    ),
+    click.option("--stages", help="panning: 'paper' or a TOML/JSON stage table file (default paper)."),
+    click.option("--trace", type=click.Path(dir_okay=False), help="Write a per-step CSV trace of the screening."),
 )
 
 _train_options = _options(
@@ -159,8 +178,45 @@ def _train_config(model_name: str, dataset: str, seed: int, device: str, **kw: A
     ).validate()
 
 
+def _method_options(kw: dict[str, Any]) -> dict[str, Any]:
+    method = kw["method"]
+    options: dict[str, Any] = {}
+    if kw.get("temperature") is not None:
+        options["temperature"] = kw["temperature"]
+    panning_only = {"index_normalization": "normalization", "combination": "combination", "stages": "stages"}
+    for flag, option in panning_only.items():
+        if kw.get(flag) is not None:
+            if method != "panning":
+                raise UserError(f"--{flag.replace('_', '-')} only applies to --method panning")
+            options[option] = kw[flag]
+    if kw.get("grasp_form") is not None:
+        if method == "grasp":
+            options["absolute"] = kw["grasp_form"] == "abs"
+        elif method == "panning":
+            options["grasp"] = kw["grasp_form"]
+        else:
+            raise UserError("--grasp only applies to --method grasp or panning")
+    return options
+
+
 def _screen(model: torch.nn.Module, dataset: datasets.Dataset, kw: dict[str, Any], seed: int) -> masklib.Masks:
-    options = {"temperature": kw["temperature"]} if kw.get("temperature") is not None else {}
+    rows: list[dict[str, Any]] = []
+
+    def trace(record: StepRecord, masks: masklib.Masks) -> None:
+        report = connectivity(model, masks, input_shape=dataset.input_shape)
+        rows.append(
+            {
+                "step": record.step,
+                "density": record.density,
+                "kept": record.kept,
+                "nominal_sparsity": report.nominal_sparsity,
+                "effective_sparsity": report.effective_sparsity,
+                "collapsed_layers": len(report.collapsed_layers),
+                "seconds": record.seconds,
+                **record.info,
+            }
+        )
+
     masks = prune(
         model,
         kw["sparsity"],
@@ -172,9 +228,13 @@ def _screen(model: torch.nn.Module, dataset: datasets.Dataset, kw: dict[str, Any
         samples_per_class=kw["samples_per_class"],
         seed=seed,
         scope=kw["scope"],
-        **options,
+        callback=trace if kw.get("trace") else None,
+        **_method_options(kw),
     )
     masks.metadata.update(dataset=dataset.name, normalization=dataset.normalization, init_seed=seed)
+    if kw.get("trace"):
+        write_trace(kw["trace"], rows)
+        click.echo(f"wrote the per-step trace to {kw['trace']}")
     return masks
 
 
@@ -287,8 +347,7 @@ def run_command(
         masks = _screen(model, data, kw, seed)
         masks.metadata["model"] = model_name
     _print_masks(model, masks, data.input_shape)
-    extra = {k: masks.metadata.get(k) for k in ("method", "options", "prune_seconds", "iterations", "regrowth")}
-    metrics = train(model, data, config, out, masks=masks, resume=resume, progress=not quiet, extra_metrics=extra)
+    metrics = train(model, data, config, out, masks=masks, resume=resume, progress=not quiet)
     _print_result(metrics, out)
 
 

@@ -20,14 +20,68 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+from torch.overrides import TorchFunctionMode
 
 from panning.errors import UserError
 from panning.masks import Masks, prunable_parameters
-from panning.scores import _NORM_TYPES, _check_masks, preserved_modes
+from panning.scores import _NORM_TYPES, _check_masks, _check_plain, preserved_modes
+
+_MAX_TO_AVG = {
+    "max_pool1d": F.avg_pool1d,
+    "max_pool2d": F.avg_pool2d,
+    "max_pool3d": F.avg_pool3d,
+    "max_pool1d_with_indices": F.avg_pool1d,
+    "max_pool2d_with_indices": F.avg_pool2d,
+    "max_pool3d_with_indices": F.avg_pool3d,
+}
+_ADAPTIVE_MAX_TO_AVG = {
+    "adaptive_max_pool1d": F.adaptive_avg_pool1d,
+    "adaptive_max_pool2d": F.adaptive_avg_pool2d,
+    "adaptive_max_pool3d": F.adaptive_avg_pool3d,
+}
+_NORMS = {"batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"}
+
+
+class _PathCounting(TorchFunctionMode):
+    """Turns a forward pass into a count of input-to-output paths.
+
+    Max pooling passes the gradient to one input per window, so a weight that does lie on a
+    path can look dead; average pooling has the same edges and passes it to all. Normalisation
+    of a constant signal gives zero, so normalisation layers become the identity (unit scale,
+    zero shift). Functional calls inside a user's ``forward`` are caught too.
+    """
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if name in _NORMS:
+            return args[0] if args else kwargs["input"]
+        if name in _MAX_TO_AVG:
+            bound = _bind_pool(args, kwargs)
+            if bound["dilation"] in (1, (1,), (1, 1), (1, 1, 1)):
+                return _MAX_TO_AVG[name](
+                    bound["input"], bound["kernel_size"], bound["stride"], bound["padding"], bound["ceil_mode"]
+                )
+        if name in _ADAPTIVE_MAX_TO_AVG:
+            bound = {**dict(zip(("input", "output_size"), args)), **kwargs}
+            return _ADAPTIVE_MAX_TO_AVG[name](bound["input"], bound["output_size"])
+        return func(*args, **kwargs)
+
+
+def _bind_pool(args: tuple, kwargs: dict) -> dict[str, Any]:
+    names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+    bound: dict[str, Any] = {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False}
+    bound.update(dict(zip(names, args)))
+    bound.update(kwargs)
+    if not bound["stride"]:
+        bound["stride"] = bound["kernel_size"]
+    return bound
 
 
 def _infer_shape(input_shape: Sequence[int] | None, inputs: torch.Tensor | None) -> tuple[int, ...]:
@@ -53,6 +107,7 @@ def effective_masks(
         True
     """
     shape = _infer_shape(input_shape, inputs)
+    _check_plain(model)
     weights = prunable_parameters(model, list(masks))
     _check_masks(weights, masks)
     device = next(iter(weights.values())).device
@@ -83,7 +138,7 @@ def effective_masks(
         leaves[name] = (value / scale).requires_grad_(True)
     substitutes.update(leaves)
     ones = torch.ones((1, *shape), dtype=torch.float64, device=device)
-    with preserved_modes(model, train=False):
+    with preserved_modes(model, train=False), _PathCounting():
         output = functional_call(model, substitutes, (ones,))
     names = list(leaves)
     grads = torch.autograd.grad(output.sum(), [leaves[n] for n in names], allow_unused=True)
@@ -147,12 +202,14 @@ class Connectivity:
 
     @property
     def collapsed_layers(self) -> list[str]:
+        """Layers with no effective weight. In a plain feed-forward network any one of them cuts
+        the network; a layer inside a residual branch can be empty while the shortcut carries on."""
         return [layer.name for layer in self.layers if layer.collapsed]
 
     @property
     def collapsed(self) -> bool:
-        """True when some layer has no effective weight: the network is cut."""
-        return bool(self.collapsed_layers)
+        """True when no input-to-output path is left: the network is cut and predicts a constant."""
+        return self.effective == 0
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready summary with a per-layer list."""
@@ -162,6 +219,7 @@ class Connectivity:
             "kept": self.kept,
             "effective_kept": self.effective,
             "total": self.total,
+            "collapsed": self.collapsed,
             "collapsed_layers": self.collapsed_layers,
             "layers": [
                 {"name": l.name, "total": l.total, "kept": l.kept, "effective": l.effective} for l in self.layers

@@ -283,7 +283,7 @@ def select_topk(
     """Keep exactly ``keep`` weights with the highest scores.
 
     ``scope="global"`` ranks all parameters together; ``scope="layer"`` keeps the same
-    fraction of every parameter (``round(keep / N * n_layer)``, at least one). Ties are broken
+    fraction of every parameter (see :func:`layer_quotas`; at least one each, exactly ``keep`` in all). Ties are broken
     by position: the parameter that comes first, then the lower flat index, wins. ``-inf``
     scores are never chosen while any finite score is left.
 
@@ -310,14 +310,44 @@ def select_topk(
             offset += score.numel()
         return masks
     if scope == "layer":
-        density = keep / total
+        quotas = layer_quotas([s.numel() for s in scores.values()], keep)
         return Masks(
             {
-                name: _topk_flat(s.detach().reshape(-1), max(1, round(density * s.numel()))).reshape(s.shape)
-                for name, s in scores.items()
+                name: _topk_flat(s.detach().reshape(-1), quota).reshape(s.shape)
+                for (name, s), quota in zip(scores.items(), quotas, strict=True)
             }
         )
     raise UserError(f"unknown scope {scope!r}; valid: global, layer")
+
+
+def layer_quotas(sizes: Sequence[int], keep: int) -> list[int]:
+    """Split ``keep`` over layers in proportion to their sizes, summing to exactly ``keep``.
+
+    Every layer gets at least one weight when ``keep`` allows; the rest goes by largest
+    remainder, ties to the earlier layer.
+
+    Example:
+        >>> layer_quotas([3, 3, 3], 4)
+        [2, 1, 1]
+    """
+    total = sum(sizes)
+    floor_each = 1 if keep >= len(sizes) else 0
+    shares = [keep * n / total for n in sizes]
+    quotas = [min(n, max(floor_each, int(share))) for n, share in zip(sizes, shares, strict=True)]
+    order = sorted(range(len(sizes)), key=lambda i: (-(shares[i] - int(shares[i])), i))
+    while sum(quotas) < keep:
+        for i in order:
+            if sum(quotas) == keep:
+                break
+            if quotas[i] < sizes[i]:
+                quotas[i] += 1
+    while sum(quotas) > keep:
+        for i in reversed(order):
+            if sum(quotas) == keep:
+                break
+            if quotas[i] > floor_each:
+                quotas[i] -= 1
+    return quotas
 
 
 def _pruned_tensors(model: nn.Module) -> Iterable[tuple[str, nn.Module, str]]:
@@ -463,6 +493,8 @@ def load(path: str | os.PathLike[str]) -> Masks:
         with safe_open(str(file), framework="pt") as handle:
             raw = (handle.metadata() or {}).get(_METADATA_KEY, "{}")
         metadata = json.loads(raw)
+        if not isinstance(metadata, dict):
+            raise ValueError("its metadata is not a JSON object")
     except (SafetensorError, OSError, ValueError) as error:
         raise UserError(f"{file} is not a readable mask file ({error}); recreate it with `panning prune`") from None
     masks = Masks(metadata=metadata)
@@ -501,6 +533,7 @@ __all__ = [
     "dense_state_dict",
     "density_schedule",
     "kept_count",
+    "layer_quotas",
     "load",
     "prunable_parameters",
     "remove",

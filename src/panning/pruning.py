@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -52,6 +52,7 @@ class BatchSource:
         self.device = torch.device(device)
         self.num_classes = num_classes
         self.data = data
+        self._stream: Iterator[Any] | None = None
         self._images: torch.Tensor | None = None
         self._labels: torch.Tensor | None = None
         self._normalize: Callable[[torch.Tensor], torch.Tensor] = lambda t: t
@@ -97,12 +98,25 @@ class BatchSource:
             return self._normalize(x.to(self.device)), y.to(self.device).long()
         return self._from_loader()
 
-    def _from_loader(self) -> Batch:
+    def _loader_stream(self) -> Iterator[Any]:
+        """Batches of the DataLoader, pass after pass, so every step reads batches it has not read."""
         assert isinstance(self.data, DataLoader)
+        while True:
+            empty = True
+            for batch in self.data:
+                empty = False
+                yield batch
+            if empty:
+                raise UserError("the DataLoader yielded no examples")
+
+    def _from_loader(self) -> Batch:
+        if self._stream is None:
+            self._stream = self._loader_stream()
         xs: list[torch.Tensor] = []
         ys: list[torch.Tensor] = []
         counts: dict[int, int] = {}
-        for batch in self.data:
+        batches_read, passes_limit = 0, max(1, len(self.data)) if hasattr(self.data, "__len__") else None
+        for batch in self._stream:
             if not isinstance(batch, (tuple, list)) or len(batch) < 2:
                 raise UserTypeError("the DataLoader must yield (inputs, targets) batches")
             inputs, targets = batch[0], batch[1]
@@ -112,9 +126,12 @@ class BatchSource:
                     counts[label] = counts.get(label, 0) + 1
                     xs.append(x)
                     ys.append(y)
-            # Without the class count, the whole loader is read so that no class is missed.
+            batches_read += 1
             full = self.num_classes is not None and len(counts) >= self.num_classes
             if full and all(c >= self.samples_per_class for c in counts.values()):
+                break
+            # Without the class count (or with classes absent from the data), one whole pass is the most.
+            if passes_limit is not None and batches_read >= passes_limit:
                 break
         if not xs:
             raise UserError("the DataLoader yielded no examples")
@@ -306,10 +323,50 @@ def prune(
         >>> masks.kept()
         14
     """
-    started = time.perf_counter()
-    sparsity = check_sparsity(sparsity)
     if not isinstance(model, nn.Module):
         raise UserTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    device = _model_device(model)
+    # Dropout in train mode and shuffling DataLoaders draw from torch's global generator: seed it,
+    # and give the caller's generator state back afterwards.
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(int(seed))
+        return _prune(
+            model,
+            sparsity,
+            method,
+            data,
+            iterations,
+            schedule,
+            regrowth,
+            samples_per_class,
+            seed,
+            scope,
+            parameters,
+            input_shape,
+            callback,
+            options,
+        )
+
+
+def _prune(
+    model: nn.Module,
+    sparsity: float,
+    method: str,
+    data: DataLike,
+    iterations: int | None,
+    schedule: str,
+    regrowth: bool,
+    samples_per_class: int,
+    seed: int,
+    scope: str,
+    parameters: Sequence[str] | None,
+    input_shape: Sequence[int] | None,
+    callback: Callable[[StepRecord, Masks], None] | None,
+    options: dict[str, Any],
+) -> Masks:
+    started = time.perf_counter()
+    sparsity = check_sparsity(sparsity)
+    indices._check_plain(model)
     if not isinstance(regrowth, bool):
         raise UserTypeError("regrowth must be True or False")
     chosen = create_method(method, **options)
@@ -361,7 +418,9 @@ def prune(
         prune_seconds=seconds,
         nominal_sparsity=report.nominal_sparsity,
         effective_sparsity=report.effective_sparsity,
+        collapsed=report.collapsed,
         collapsed_layers=report.collapsed_layers,
+        layers=report.as_dict()["layers"],
     )
     return masks
 

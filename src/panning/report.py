@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import csv
+import io
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
 from panning.connectivity import Connectivity
+from panning.io import write_atomic
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -56,8 +61,47 @@ def mask_table(
     if report is not None:
         summary += f", effective sparsity {report.effective_sparsity:.6f}"
         if report.collapsed:
-            summary += f"; LAYER COLLAPSE in {', '.join(report.collapsed_layers)} (the network is cut)"
+            empty = ", ".join(report.collapsed_layers)
+            summary += f"; LAYER COLLAPSE: the network is cut (no effective weight in {empty})"
+        elif report.collapsed_layers:
+            summary += f"; no effective weight in {', '.join(report.collapsed_layers)} (bypassed by a shortcut)"
     if prune_seconds is not None:
         summary += f"; screening time {prune_seconds:.2f} s"
     lines.append(summary)
     return "\n".join(lines)
+
+
+TRACE_COLUMNS = (
+    "step",
+    "density",
+    "kept",
+    "nominal_sparsity",
+    "effective_sparsity",
+    "collapsed_layers",
+    "stage",
+    "w_synflow",
+    "w_snip",
+    "w_grasp",
+    "loss",
+    "grad_norm_sq",
+    "seconds",
+)
+
+
+def write_trace(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write per-step screening records as CSV, atomically; columns a method did not fill stay empty.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "trace.csv"
+        >>> write_trace(path, [{"step": 1, "density": 0.5, "kept": 3}])
+        >>> path.read_text().splitlines()[1]
+        '1,0.5,3,,,,,,,,,,'
+    """
+    extra = sorted({key for row in rows for key in row} - set(TRACE_COLUMNS))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[*TRACE_COLUMNS, *extra], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    text = buffer.getvalue()
+    write_atomic(path, lambda tmp: tmp.write_text(text))

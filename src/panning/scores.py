@@ -81,13 +81,16 @@ def _masked(weight: torch.Tensor, mask: torch.Tensor | None, dtype: torch.dtype 
     return value.requires_grad_(True)
 
 
-def _buffers(model: nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+def _buffers(model: nn.Module, dtype: torch.dtype | None = None, absolute: bool = False) -> dict[str, torch.Tensor]:
     """Copies of every buffer, so in-place updates (running statistics) never reach the model."""
     out = {}
     for name, buffer in model.named_buffers():
         copy = buffer.detach().clone()
-        if dtype is not None and copy.is_floating_point():
-            copy = copy.to(dtype)
+        if copy.is_floating_point():
+            if dtype is not None:
+                copy = copy.to(dtype)
+            if absolute:
+                copy = copy.abs()
         out[name] = copy
     return out
 
@@ -167,7 +170,9 @@ def loss_aware_scores(
         raise UserError(f"{index}: the loss is NaN or Inf on the scoring batch; check the inputs")
     names = list(masked)
     tensors = [masked[n] for n in names]
-    grads = torch.autograd.grad(loss, tensors, create_graph=want_grasp)
+    # allow_unused: a prunable layer off the loss's graph (an unused auxiliary head) scores zero.
+    used = torch.autograd.grad(loss, tensors, create_graph=want_grasp, allow_unused=True)
+    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(used, tensors)]
     grad_norm_sq = sum((g * g).sum() for g in grads)
     snip_scores = None
     if want_snip:
@@ -175,7 +180,11 @@ def loss_aware_scores(
     grasp_scores = None
     if want_grasp:
         assert isinstance(grad_norm_sq, torch.Tensor)
-        hessian_grads = torch.autograd.grad(grad_norm_sq, tensors)
+        if grad_norm_sq.requires_grad:
+            products = torch.autograd.grad(grad_norm_sq, tensors, allow_unused=True)
+        else:
+            products = (None,) * len(tensors)
+        hessian_grads = [torch.zeros_like(t) if h is None else h for h, t in zip(products, tensors)]
         grasp_scores = {n: weights[n].detach() * (0.5 * hg) for n, hg in zip(names, hessian_grads)}
     return LossAwareScores(snip_scores, grasp_scores, float(loss.detach()), float(grad_norm_sq.detach()))
 
@@ -262,7 +271,7 @@ def synflow(
     _check_masks(weights, masks)
     device = next(iter(weights.values())).device
     masked = {n: _masked(w.abs(), masks.get(n) if masks else None, torch.float64) for n, w in weights.items()}
-    substitutes = {**_buffers(model, torch.float64), **_synflow_parameters(model, weights), **masked}
+    substitutes = {**_buffers(model, torch.float64, absolute=True), **_synflow_parameters(model, weights), **masked}
     ones = torch.ones((1, *input_shape), dtype=torch.float64, device=device)
     with preserved_modes(model, train=False):
         output = functional_call(model, substitutes, (ones,))

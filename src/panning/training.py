@@ -10,6 +10,7 @@ one would.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -33,6 +34,34 @@ from panning.io import read_json, write_atomic, write_json
 from panning.masks import Masks
 
 CHECKPOINT = "checkpoint.pt"
+# Facts of the screening run that every training run's metrics carry (SPEC §7).
+SCREENING_FACTS = {
+    "method": "method",
+    "options": "options",
+    "prune_seconds": "prune_seconds",
+    "iterations": "iterations",
+    "schedule": "schedule",
+    "regrowth": "regrowth",
+    "seed": "prune_seed",
+    "sparsity": "target_sparsity",
+}
+
+
+def masks_digest(masks: Masks | None) -> str | None:
+    """A SHA-256 over the masks' names, shapes and bits (``None`` for a dense run).
+
+    Example:
+        >>> masks_digest(None) is None
+        True
+    """
+    if masks is None:
+        return None
+    digest = hashlib.sha256()
+    for name in sorted(masks):
+        mask = masks[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(mask.shape)};".encode())
+        digest.update(mask.numpy().tobytes())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -213,7 +242,20 @@ def train(
     run_dir = Path(out)
     check_out_dir(run_dir, resume)
     device = resolve_device(config.device)
-    record = {"train": config.as_dict(), "masks": dict(masks.metadata) if masks is not None else None}
+    # Everything that can be refused is checked before the run folder is touched.
+    mask_facts: dict[str, Any] = {"kept": None, "total": None, "nominal_sparsity": 0.0, "effective_sparsity": None}
+    if masks is not None:
+        masks.check_fits(model)
+        report = connectivity(model.to(device), masks, input_shape=dataset.input_shape)
+        mask_facts = {
+            **report.as_dict(),
+            **{name: masks.metadata[key] for key, name in SCREENING_FACTS.items() if key in masks.metadata},
+        }
+    record = {
+        "train": config.as_dict(),
+        "masks_digest": masks_digest(masks),
+        "masks": dict(masks.metadata) if masks is not None else None,
+    }
     config_path = run_dir / "config.json"
     if resume and config_path.is_file():
         saved = read_json(config_path)
@@ -222,28 +264,22 @@ def train(
                 f"{run_dir} was started with another configuration; resume with the same options or "
                 "choose another --out"
             )
+        if saved.get("masks_digest") != record["masks_digest"]:
+            was = "dense" if saved.get("masks_digest") is None else "with other masks"
+            raise UserError(f"{run_dir} was started {was}; resume with the same --masks/--dense as the first run")
         if (run_dir / "metrics.json").is_file():
             finished = read_json(run_dir / "metrics.json")
             if finished.get("finished"):
                 return finished
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(config_path, record)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(config_path, record)
+        if masks is not None:
+            masklib.save(masks, run_dir / "masks.safetensors")
 
     model.to(device)
     if masks is not None:
-        masks.check_fits(model)
-        report = connectivity(model, masks, input_shape=dataset.input_shape)
-        masklib.save(masks, run_dir / "masks.safetensors")
         masklib.apply(model, masks.to(device))
-        mask_facts = {
-            "kept": report.kept,
-            "total": report.total,
-            "nominal_sparsity": report.nominal_sparsity,
-            "effective_sparsity": report.effective_sparsity,
-            "collapsed_layers": report.collapsed_layers,
-        }
-    else:
-        mask_facts = {"kept": None, "total": None, "nominal_sparsity": 0.0, "effective_sparsity": None}
 
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay

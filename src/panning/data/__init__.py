@@ -40,6 +40,7 @@ class DatasetSpec:
     augment: bool
     find: Callable[[Path], Path | None]
     read: Callable[[Path], dict[str, Split]]
+    missing: Callable[[Path], list[str]] | None = None
     remote: tuple[RemoteFile, ...] = ()
     system_dirs: tuple[str, ...] = ()
     how_to_get: str = ""
@@ -73,6 +74,7 @@ SPECS: dict[str, DatasetSpec] = {
             False,
             _mnist_like,
             formats.read_mnist,
+            missing=formats.missing_mnist,
             remote=_idx_files(
                 _MNIST_URL,
                 (
@@ -99,6 +101,7 @@ SPECS: dict[str, DatasetSpec] = {
             False,
             _mnist_like,
             formats.read_mnist,
+            missing=formats.missing_mnist,
             remote=_idx_files(
                 _FASHION_URL,
                 (
@@ -122,6 +125,7 @@ SPECS: dict[str, DatasetSpec] = {
             True,
             lambda f: formats.cifar_folder(f, "cifar10"),
             lambda f: formats.read_cifar(f, "cifar10"),
+            missing=lambda f: formats.missing_cifar(f, "cifar10"),
             remote=(
                 RemoteFile(
                     "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"
@@ -139,6 +143,7 @@ SPECS: dict[str, DatasetSpec] = {
             True,
             lambda f: formats.cifar_folder(f, "cifar100"),
             lambda f: formats.read_cifar(f, "cifar100"),
+            missing=lambda f: formats.missing_cifar(f, "cifar100"),
             remote=(
                 RemoteFile(
                     "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"
@@ -214,6 +219,12 @@ def locate(name: str, data_dir: str | os.PathLike[str] | None = None, download: 
             hit = info.find(folder)
             if hit is not None:
                 return hit
+            absent = info.missing(folder) if info.missing is not None else []
+            if absent:
+                raise UserError(
+                    f"{folder} holds an incomplete copy of {name}: {', '.join(absent)} missing; "
+                    "add them or remove the folder"
+                )
     problem = "downloads are off"
     if download and info.remote:
         target = cache_dir() / name
@@ -229,6 +240,8 @@ def locate(name: str, data_dir: str | os.PathLike[str] | None = None, download: 
             problem = "the downloaded files did not have the expected layout"
         except (DownloadError, OSError) as error:
             problem = str(error)
+            if target.is_dir() and not any(target.iterdir()):
+                target.rmdir()
     where = ", ".join(str(p) for p in searched)
     raise UserError(
         f"dataset {name!r} not found (looked in {where}; download: {problem}); "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ def read_idx(path: Path) -> np.ndarray:
     """
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as error:
         raise _corrupt(path, str(error)) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
         raise _corrupt(path, "not an unsigned-byte IDX file")
@@ -61,6 +62,23 @@ MNIST_FILES = {
 def has_mnist(folder: Path) -> bool:
     """True when ``folder`` holds the four MNIST-format files (gzipped or not)."""
     return all(_find(folder, stem) is not None for pair in MNIST_FILES.values() for stem in pair)
+
+
+def missing_mnist(folder: Path) -> list[str]:
+    """The MNIST-format files absent from ``folder`` when some are present (an incomplete copy)."""
+    stems = [stem for pair in MNIST_FILES.values() for stem in pair]
+    absent = [f"{stem}.gz" for stem in stems if _find(folder, stem) is None]
+    return absent if len(absent) < len(stems) else []
+
+
+def missing_cifar(folder: Path, name: str) -> list[str]:
+    """The CIFAR batch files absent from ``folder`` (or its original subfolder) when some are present."""
+    sub, train, test, _ = CIFAR_LAYOUT[name]
+    for candidate in (folder, folder / sub):
+        absent = [f for f in train + test if not (candidate / f).is_file()]
+        if len(absent) < len(train + test):
+            return absent
+    return []
 
 
 def read_mnist(folder: Path) -> dict[str, Arrays]:

@@ -1,0 +1,305 @@
+"""Panning: multi-index screening whose index weights follow the sparsity reached (SPEC §4).
+
+At every step of the multi-process loop, SynFlow, SNIP and GraSP are computed on the current
+masked network (SNIP and GraSP from one loss at temperature 200, one forward pass), each is
+normalised over all prunable weights, and they are combined with the weights of the current
+*stage*. Stages advance on the step's target sparsity ``1 - k_t`` crossing the boundaries
+0.8, 0.9, 0.98, 0.99 (at most one stage per step, as in the reference).
+
+Example:
+    >>> import torch, panning
+    >>> model = panning.models.create("lenet300")
+    >>> x, y = torch.randn(100, 1, 28, 28), torch.arange(100) % 10
+    >>> masks = panning.prune(model, 0.99, "panning", data=(x, y), iterations=5)
+    >>> masks.kept()
+    2662
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from panning import scores as indices
+from panning.errors import UserError, UserTypeError
+from panning.pruning import StepContext, register_method
+
+INDEX_ORDER = ("synflow", "snip", "grasp")
+NORMALIZATIONS = ("zscore-abs", "zscore", "rank")
+COMBINATIONS = ("additive", "multiplicative")
+
+
+@dataclass(frozen=True)
+class StageTable:
+    """Index weights (synflow, snip, grasp) per stage, and the sparsity bound of each stage.
+
+    Stage ``i`` is left for stage ``i + 1`` once the step's target sparsity exceeds
+    ``boundaries[i]``; the last boundary is 1.0.
+
+    Example:
+        >>> table = StageTable((0.9, 1.0), ((0.0, 1.0, 0.0), (1.0, 0.0, 0.0)))
+        >>> table.weights[1]
+        (1.0, 0.0, 0.0)
+    """
+
+    boundaries: tuple[float, ...]
+    weights: tuple[tuple[float, float, float], ...]
+
+    def __post_init__(self) -> None:
+        if not self.boundaries or len(self.boundaries) != len(self.weights):
+            raise UserError("a stage table needs one boundary per stage and at least one stage")
+        if list(self.boundaries) != sorted(self.boundaries) or not all(0 < b <= 1 for b in self.boundaries):
+            raise UserError(f"stage boundaries must increase within (0, 1], got {list(self.boundaries)}")
+        for row in self.weights:
+            if len(row) != 3 or not all(isinstance(w, (int, float)) and w >= 0 for w in row):
+                raise UserError(f"each stage needs three non-negative weights (synflow, snip, grasp), got {row}")
+            if not any(row):
+                raise UserError("a stage with all weights zero scores nothing; give some index a weight")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> StageTable:
+        """From ``{"stages": [{"until": 0.8, "synflow": 0.2, "snip": 0.5, "grasp": 0.3}, ...]}``.
+
+        Example:
+            >>> StageTable.from_mapping({"stages": [{"until": 1.0, "synflow": 1, "snip": 0, "grasp": 1}]}).weights
+            ((1.0, 0.0, 1.0),)
+        """
+        stages = data.get("stages") if isinstance(data, Mapping) else None
+        if not isinstance(stages, list) or not stages:
+            raise UserError('a stage table is {"stages": [{"until": 0.8, "synflow": .., "snip": .., "grasp": ..}, ..]}')
+        boundaries, weights = [], []
+        for stage in stages:
+            unknown = set(stage) - {"until", *INDEX_ORDER}
+            if unknown:
+                raise UserError(f"unknown key(s) {sorted(unknown)} in a stage; valid: until, synflow, snip, grasp")
+            try:
+                boundaries.append(float(stage["until"]))
+                weights.append(tuple(float(stage.get(name, 0.0)) for name in INDEX_ORDER))
+            except (KeyError, TypeError, ValueError):
+                raise UserError(f"bad stage {stage}: needs a number 'until' and numeric weights") from None
+        return cls(tuple(boundaries), tuple(weights))  # type: ignore[arg-type]
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> StageTable:
+        """Read a table from a ``.toml`` (``[[stages]]`` entries) or ``.json`` file."""
+        file = Path(path)
+        if not file.is_file():
+            raise UserError(f"no stage table file at {file}; pass 'paper' or a .toml/.json file")
+        try:
+            text = file.read_text()
+            data = tomllib.loads(text) if file.suffix == ".toml" else json.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise UserError(f"{file} is not a valid stage table ({error})") from None
+        return cls.from_mapping(data)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stages": [
+                {"until": b, **dict(zip(INDEX_ORDER, w, strict=True))}
+                for b, w in zip(self.boundaries, self.weights, strict=True)
+            ]
+        }
+
+
+PAPER_BOUNDARIES = (0.8, 0.9, 0.98, 0.99, 1.0)
+PRESETS: dict[tuple[str, str], StageTable] = {
+    ("paper", "additive"): StageTable(
+        PAPER_BOUNDARIES,
+        ((0.2, 0.5, 0.3), (0.2, 0.4, 0.4), (0.2, 0.3, 0.5), (0.4, 0.2, 0.4), (0.5, 0.0, 0.5)),
+    ),
+    ("paper", "multiplicative"): StageTable(
+        PAPER_BOUNDARIES,
+        ((0.3, 1.0, 0.2), (0.3, 1.0, 0.4), (0.5, 0.5, 0.6), (0.8, 0.0, 1.0), (1.0, 0.0, 1.0)),
+    ),
+}
+
+
+def _flat(scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([s.reshape(-1).double() for s in scores.values()])
+
+
+def _unflat(flat: torch.Tensor, like: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out, offset = {}, 0
+    for name, score in like.items():
+        out[name] = flat[offset : offset + score.numel()].reshape(score.shape)
+        offset += score.numel()
+    return out
+
+
+def normalize(scores: Mapping[str, torch.Tensor], method: str = "zscore-abs") -> dict[str, torch.Tensor]:
+    """Normalise one index over all prunable weights together (float64).
+
+    - ``zscore-abs`` (the reference): ``u = x / mean(x)``, ``z = |(u - mean(u)) / std(u)|``; very
+      low scores count as much as very high ones.
+    - ``zscore``: the signed ``(x - mean(x)) / std(x)``.
+    - ``rank``: the percentile rank in (0, 1], tied scores sharing their average rank.
+
+    Example:
+        >>> normalize({"w": torch.tensor([1.0, 2.0, 2.0, 4.0])}, "rank")["w"].tolist()
+        [0.25, 0.625, 0.625, 1.0]
+    """
+    flat = _flat(scores)
+    if method == "rank":
+        _, inverse, counts = torch.unique(flat, sorted=True, return_inverse=True, return_counts=True)
+        ends = torch.cumsum(counts, 0).double()
+        average_rank = ends - (counts.double() - 1) / 2
+        return _unflat(average_rank[inverse] / flat.numel(), scores)
+    if method == "zscore-abs":
+        mean = flat.mean()
+        if mean == 0:
+            return _unflat(torch.zeros_like(flat), scores)
+        flat = flat / mean
+        std = flat.std()
+        return _unflat(((flat - flat.mean()) / std).abs() if std > 0 else torch.zeros_like(flat), scores)
+    if method == "zscore":
+        std = flat.std()
+        return _unflat((flat - flat.mean()) / std if std > 0 else torch.zeros_like(flat), scores)
+    raise UserError(f"unknown index normalization {method!r}; valid: {', '.join(NORMALIZATIONS)}")
+
+
+def combine(
+    normalized: Mapping[str, Mapping[str, torch.Tensor]],
+    weights: Mapping[str, float],
+    combination: str = "additive",
+) -> dict[str, torch.Tensor]:
+    """``Σ w_i z_i`` (additive) or ``Π z_i ** w_i`` (multiplicative) over the indices with a weight.
+
+    Example:
+        >>> z = {"snip": {"w": torch.tensor([1.0, 2.0])}, "grasp": {"w": torch.tensor([3.0, 1.0])}}
+        >>> combine(z, {"snip": 0.5, "grasp": 0.5})["w"].tolist()
+        [2.0, 1.5]
+    """
+    active = [name for name, w in weights.items() if w != 0]
+    if not active:
+        raise UserError("every index weight is zero: nothing to combine")
+    names = list(normalized[active[0]])
+    out = {}
+    for name in names:
+        if combination == "additive":
+            out[name] = sum(weights[i] * normalized[i][name] for i in active)
+        elif combination == "multiplicative":
+            value = torch.ones_like(normalized[active[0]][name])
+            for i in active:
+                value = value * normalized[i][name].clamp_min(0) ** weights[i]
+            out[name] = value
+        else:
+            raise UserError(f"unknown combination {combination!r}; valid: {', '.join(COMBINATIONS)}")
+    return out  # type: ignore[return-value]
+
+
+@dataclass
+class Panning:
+    """The Panning method for :func:`panning.prune` (``method="panning"``).
+
+    ``stages`` is ``"paper"`` (the reference table of the chosen combination), a
+    :class:`StageTable`, a mapping as in :meth:`StageTable.from_mapping`, or a path to a
+    TOML/JSON file. ``grasp`` is ``"abs"`` (the reference's ``|θ ⊙ Hg|``) or ``"signed"``;
+    by default ``abs`` with ``zscore-abs`` normalisation (whose ``x / mean(x)`` needs
+    non-negative scores) and ``signed`` otherwise.
+    """
+
+    normalization: str = "zscore-abs"
+    combination: str = "additive"
+    stages: Any = "paper"
+    temperature: float = indices.GRASP_TEMPERATURE
+    grasp: str | None = None
+    default_iterations: int = 100
+    data_driven: bool = True
+    table: StageTable = field(init=False)
+    _stage: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATIONS:
+            raise UserError(f"unknown index normalization {self.normalization!r}; valid: {', '.join(NORMALIZATIONS)}")
+        if self.combination not in COMBINATIONS:
+            raise UserError(f"unknown combination {self.combination!r}; valid: {', '.join(COMBINATIONS)}")
+        if self.grasp is None:
+            self.grasp = "abs" if self.normalization == "zscore-abs" else "signed"
+        if self.grasp not in ("abs", "signed"):
+            raise UserError(f"grasp must be 'abs' or 'signed', got {self.grasp!r}")
+        if self.combination == "multiplicative" and self.normalization == "zscore":
+            raise UserError("multiplicative combination needs non-negative indices: use zscore-abs or rank")
+        self.table = resolve_stages(self.stages, self.combination)
+
+    def weights_for(self, step: int, density: float) -> tuple[int, dict[str, float]]:
+        """The stage (1-based) and index weights at a step; advances the stage at most once."""
+        if step == 1:
+            self._stage = 0
+        if self._stage < len(self.table.boundaries) - 1 and 1.0 - density > self.table.boundaries[self._stage]:
+            self._stage += 1
+        return self._stage + 1, dict(zip(INDEX_ORDER, self.table.weights[self._stage], strict=True))
+
+    def __call__(self, model: nn.Module, context: StepContext) -> dict[str, torch.Tensor]:
+        stage, weights = self.weights_for(context.step, context.density)
+        x, y = context.batch()
+        loss_aware = indices.loss_aware_scores(
+            model,
+            x,
+            y,
+            context.masks,
+            self.temperature,
+            want_snip=weights["snip"] != 0,
+            want_grasp=weights["grasp"] != 0,
+            parameters=context.parameters,
+        )
+        raw: dict[str, Mapping[str, torch.Tensor]] = {}
+        if weights["synflow"] != 0:
+            raw["synflow"] = indices.synflow(
+                model, masks=context.masks, input_shape=context.input_shape, parameters=context.parameters
+            )
+        if loss_aware.snip is not None:
+            raw["snip"] = loss_aware.snip
+        if loss_aware.grasp is not None:
+            grasp = loss_aware.grasp
+            raw["grasp"] = {n: s.abs() for n, s in grasp.items()} if self.grasp == "abs" else grasp
+        normalized = {name: normalize(score, self.normalization) for name, score in raw.items()}
+        context.info.update(
+            stage=stage,
+            w_synflow=weights["synflow"],
+            w_snip=weights["snip"],
+            w_grasp=weights["grasp"],
+            loss=loss_aware.loss,
+            grad_norm_sq=loss_aware.grad_norm_sq,
+        )
+        return combine(normalized, weights, self.combination)
+
+
+def resolve_stages(stages: Any, combination: str = "additive") -> StageTable:
+    """A :class:`StageTable` from ``"paper"``, a table, a mapping or a file path.
+
+    Example:
+        >>> resolve_stages("paper").weights[0]
+        (0.2, 0.5, 0.3)
+    """
+    if isinstance(stages, StageTable):
+        return stages
+    if isinstance(stages, str) and (stages, combination) in PRESETS:
+        return PRESETS[(stages, combination)]
+    if isinstance(stages, Mapping):
+        return StageTable.from_mapping(stages)
+    if isinstance(stages, (str, os.PathLike)):
+        return StageTable.from_file(stages)
+    if isinstance(stages, Sequence):
+        raise UserTypeError("pass stages as {'stages': [...]}, a StageTable, 'paper', or a file path")
+    raise UserTypeError(f"stages must be 'paper', a StageTable, a mapping or a path, got {type(stages).__name__}")
+
+
+@register_method("panning")
+def _panning(**options: Any) -> Panning:
+    return Panning(**options)
+
+
+__all__ = ["PRESETS", "Panning", "StageTable", "combine", "normalize", "resolve_stages"]

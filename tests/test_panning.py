@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import panning
+import panning.cli
+from panning.masks import kept_count
+from panning.panning import PRESETS, Panning, StageTable, combine, normalize
+
+LENET5_WEIGHTS = 430_500
+
+
+@pytest.fixture(scope="module")
+def lenet5() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return panning.models.create("lenet5")
+
+
+@pytest.fixture(scope="module")
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(100, 1, 28, 28, generator=torch.Generator().manual_seed(1)), torch.arange(100) % 10
+
+
+def test_zscore_abs_is_the_reference_formula() -> None:
+    x = torch.tensor([1.0, 2.0, 3.0, 10.0], dtype=torch.float64)
+    u = x / x.mean()
+    expected = ((u - u.mean()) / u.std()).abs()
+    out = normalize({"a": x[:2], "b": x[2:]}, "zscore-abs")
+    assert torch.allclose(torch.cat([out["a"], out["b"]]), expected)
+    # The absolute value makes the lowest score count like a high one: the flaw SPEC §4 notes.
+    assert out["a"][0] > out["b"][0]
+
+
+def test_rank_normalization_shares_ties_and_orders_values() -> None:
+    out = normalize({"w": torch.tensor([0.0, 0.0, 5.0, 1.0])}, "rank")["w"]
+    assert out.tolist() == [0.375, 0.375, 1.0, 0.75]
+    signed = normalize({"w": torch.tensor([-1.0, 1.0])}, "zscore")["w"]
+    assert signed[0] < 0 < signed[1]
+
+
+def test_combinations() -> None:
+    z = {"synflow": {"w": torch.tensor([4.0, 1.0])}, "snip": {"w": torch.tensor([1.0, 9.0])}}
+    assert combine(z, {"synflow": 0.5, "snip": 0.5})["w"].tolist() == [2.5, 5.0]
+    assert combine(z, {"synflow": 0.5, "snip": 0.5}, "multiplicative")["w"].tolist() == [2.0, 3.0]
+    assert combine(z, {"synflow": 1.0, "snip": 0.0})["w"].tolist() == [4.0, 1.0]
+
+
+def test_stages_follow_the_reference_boundaries_one_step_at_a_time() -> None:
+    method = Panning()
+    schedule = panning.masks.density_schedule(0.999, 100)
+    stages = [method.weights_for(t, k)[0] for t, k in enumerate(schedule, start=1)]
+    assert stages[0] == 1 and stages[-1] == 5 and stages == sorted(stages)
+    first_in = {s: stages.index(s) + 1 for s in range(1, 6)}
+    for stage, boundary in zip(range(2, 6), PRESETS[("paper", "additive")].boundaries):
+        assert 1 - schedule[first_in[stage] - 1] > boundary >= 1 - schedule[first_in[stage] - 2]
+    # One step straight to 0.999 moves only one stage, as the reference does.
+    assert Panning().weights_for(1, 0.001) == (2, {"synflow": 0.2, "snip": 0.4, "grasp": 0.4})
+
+
+def test_stage_tables_from_files_and_bad_tables(tmp_path: Path) -> None:
+    toml = tmp_path / "stages.toml"
+    toml.write_text("[[stages]]\nuntil = 0.9\nsnip = 1.0\n\n[[stages]]\nuntil = 1.0\nsynflow = 1.0\n")
+    table = StageTable.from_file(toml)
+    assert table.weights == ((0.0, 1.0, 0.0), (1.0, 0.0, 0.0)) and table.boundaries == (0.9, 1.0)
+    as_json = tmp_path / "stages.json"
+    as_json.write_text(json.dumps(table.as_dict()))
+    assert StageTable.from_file(as_json) == table
+    with pytest.raises(ValueError, match="unknown key"):
+        StageTable.from_mapping({"stages": [{"until": 1.0, "force": 1.0}]})
+    with pytest.raises(ValueError, match="increase"):
+        StageTable((0.9, 0.8), ((1, 0, 0), (0, 1, 0)))
+    with pytest.raises(ValueError, match="no stage table file"):
+        Panning(stages=str(tmp_path / "missing.toml"))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"normalization": "rank"}, {"combination": "multiplicative"}, {"normalization": "zscore", "grasp": "signed"}],
+)
+def test_panning_keeps_exactly_k_and_is_deterministic(lenet5, batch, options) -> None:
+    def run() -> panning.Masks:
+        return panning.prune(lenet5, 0.99, "panning", data=batch, iterations=4, samples_per_class=3, **options)
+
+    first = run()
+    assert first.kept() == kept_count(LENET5_WEIGHTS, 0.99)
+    assert first.equal(run())
+
+
+def test_each_index_is_computed_once_per_step_from_one_loss(lenet5, batch, monkeypatch) -> None:
+    calls = {"loss_aware": 0, "synflow": 0}
+    original_loss_aware, original_synflow = panning.scores.loss_aware_scores, panning.scores.synflow
+
+    def loss_aware(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["loss_aware"] += 1
+        return original_loss_aware(*args, **kwargs)
+
+    def synflow(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["synflow"] += 1
+        return original_synflow(*args, **kwargs)
+
+    monkeypatch.setattr(panning.scores, "loss_aware_scores", loss_aware)
+    monkeypatch.setattr(panning.scores, "synflow", synflow)
+    panning.prune(lenet5, 0.9, "panning", data=batch, iterations=5)
+    assert calls == {"loss_aware": 5, "synflow": 5}
+
+
+def test_panning_scores_the_masked_network(lenet5, batch) -> None:
+    records: list[panning.pruning.StepRecord] = []
+    panning.prune(lenet5, 0.99, "panning", data=batch, iterations=3, callback=lambda r, m: records.append(r))
+    losses = [r.info["loss"] for r in records]
+    assert len(set(losses)) == 3  # the loss moves with the mask (the reference's dense-network bug would not)
+    assert [r.info["stage"] for r in records] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_panning_at_0999_on_lenet5_keeps_431_with_no_layer_collapsed(tmp_path: Path) -> None:
+    out = tmp_path / "m.safetensors"
+    trace = tmp_path / "trace.csv"
+    result = CliRunner().invoke(
+        panning.cli.cli,
+        [
+            "prune",
+            "--model",
+            "lenet5",
+            "--dataset",
+            "mnist",
+            "--method",
+            "panning",
+            "--sparsity",
+            "0.999",
+            "--out",
+            str(out),
+            "--trace",
+            str(trace),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "screening time" in result.output and "COLLAPSE" not in result.output
+    masks = panning.masks.load(out)
+    assert masks.kept() == 431 and masks.metadata["collapsed_layers"] == []
+    lines = trace.read_text().splitlines()
+    assert len(lines) == 101 and lines[0].startswith("step,density,kept")
+
+
+def test_panning_only_options_are_refused_for_other_methods(data_root: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        panning.cli.cli,
+        [
+            "prune",
+            "--model",
+            "lenet300",
+            "--dataset",
+            "mnist",
+            "--method",
+            "snip",
+            "--sparsity",
+            "0.9",
+            "--combination",
+            "multiplicative",
+            "--val-size",
+            "50",
+            "--out",
+            str(tmp_path / "m.safetensors"),
+        ],
+    )
+    assert result.exit_code == 2 and "--combination only applies to --method panning" in result.output
