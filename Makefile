@@ -20,7 +20,7 @@ data:
 	bash scripts/get-data.sh
 
 quickstart: setup data
-	$(BIN)/panning run --model lenet5 --dataset fashion-mnist --method synflow --sparsity 0.99 \
+	$(BIN)/panning run --model lenet5 --dataset fashion-mnist --method panning --sparsity 0.99 \
 		--epochs 2 --out runs/quickstart-$$(date +%Y%m%d-%H%M%S)
 
 test: setup data

@@ -32,7 +32,7 @@ SHAPES = {
 }
 DEFAULT_ITERATIONS = {"lenet5": 100, "lenet300": 100, "vgg19": 10, "resnet20": 10}
 DEFAULT_OUT = Path("benchmarks/results/timing")
-METHODS = ["random", "magnitude", "snip", "grasp", "synflow", "iter-snip"]
+METHODS = ["random", "magnitude", "snip", "grasp", "synflow", "iter-snip", "panning"]
 
 
 def _commit() -> str:
