@@ -14,8 +14,6 @@ from torch import nn
 
 from panning import data as datasets
 
-MNIST_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-
 
 def write_idx(path: Path, array: np.ndarray) -> None:
     """Write ``array`` (uint8) as a gzip IDX file."""

@@ -118,7 +118,7 @@ def test_panning_scores_the_masked_network(lenet5, batch) -> None:
 
 
 @pytest.mark.slow
-def test_panning_at_0999_on_lenet5_keeps_431_with_no_layer_collapsed(tmp_path: Path) -> None:
+def test_panning_at_0999_on_lenet5_keeps_431_with_no_layer_collapsed(data_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "m.safetensors"
     trace = tmp_path / "trace.csv"
     result = CliRunner().invoke(
@@ -137,6 +137,8 @@ def test_panning_at_0999_on_lenet5_keeps_431_with_no_layer_collapsed(tmp_path: P
             str(out),
             "--trace",
             str(trace),
+            "--val-size",
+            "50",
         ],
     )
     assert result.exit_code == 0, result.output
