@@ -12,7 +12,22 @@ import pytest
 import torch
 from torch import nn
 
+import panning
 from panning import data as datasets
+
+
+@pytest.fixture(scope="module")
+def lenet5() -> torch.nn.Module:
+    """LeNet-5-Caffe at seed 0's initialisation (430,500 prunable weights)."""
+    torch.manual_seed(0)
+    return panning.models.create("lenet5")
+
+
+@pytest.fixture(scope="module")
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """200 random MNIST-shaped inputs, 20 of each of 10 classes."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(200, 1, 28, 28, generator=generator), torch.arange(200) % 10
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

@@ -15,17 +15,6 @@ from panning.panning import PRESETS, Panning, StageTable, combine, normalize
 LENET5_WEIGHTS = 430_500
 
 
-@pytest.fixture(scope="module")
-def lenet5() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return panning.models.create("lenet5")
-
-
-@pytest.fixture(scope="module")
-def batch() -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.randn(100, 1, 28, 28, generator=torch.Generator().manual_seed(1)), torch.arange(100) % 10
-
-
 def test_zscore_abs_is_the_reference_formula() -> None:
     x = torch.tensor([1.0, 2.0, 3.0, 10.0], dtype=torch.float64)
     u = x / x.mean()

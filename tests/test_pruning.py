@@ -12,18 +12,6 @@ from panning.masks import kept_count
 METHODS = ["random", "magnitude", "snip", "grasp", "synflow", "iter-snip"]
 
 
-@pytest.fixture(scope="module")
-def lenet5() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return panning.models.create("lenet5")
-
-
-@pytest.fixture(scope="module")
-def batch() -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(0)
-    return torch.randn(200, 1, 28, 28, generator=generator), torch.arange(200) % 10
-
-
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.99, 0.999])
 def test_kept_count_is_exact(lenet5, batch, method: str, sparsity: float) -> None:
