@@ -19,7 +19,7 @@ import torch
 from panning import __version__, models
 from panning import data as datasets
 from panning import masks as masklib
-from panning.connectivity import connectivity
+from panning.connectivity import Connectivity, connectivity
 from panning.errors import UserError, check_sparsity
 from panning.panning import COMBINATIONS, NORMALIZATIONS
 from panning.pruning import StepRecord, method_names, prune
@@ -239,7 +239,11 @@ def _screen(model: torch.nn.Module, dataset: datasets.Dataset, kw: dict[str, Any
 
 
 def _print_masks(model: torch.nn.Module, masks: masklib.Masks, input_shape: tuple[int, ...]) -> None:
-    report = connectivity(model, masks, input_shape=input_shape)
+    layers = masks.metadata.get("layers")
+    if layers and [layer["name"] for layer in layers] == list(masks):
+        report = Connectivity.from_dict(masks.metadata)  # prune() measured it already
+    else:
+        report = connectivity(model, masks, input_shape=input_shape)
     click.echo(mask_table(masks, report, masks.metadata.get("prune_seconds")))
 
 

@@ -211,6 +211,21 @@ class Connectivity:
         """True when no input-to-output path is left: the network is cut and predicts a constant."""
         return self.effective == 0
 
+    @classmethod
+    def from_dict(cls, summary: Mapping[str, Any]) -> Connectivity:
+        """Rebuild a report from :meth:`as_dict` output (e.g. mask metadata), without a forward pass.
+
+        Example:
+            >>> Connectivity.from_dict({"layers": [{"name": "w", "total": 4, "kept": 2, "effective": 1}]}).effective
+            1
+        """
+        return cls(
+            tuple(
+                LayerConnectivity(l["name"], int(l["total"]), int(l["kept"]), int(l["effective"]))
+                for l in summary["layers"]
+            )
+        )
+
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready summary with a per-layer list."""
         return {

@@ -330,99 +330,62 @@ def prune(
     # and give the caller's generator state back afterwards.
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         torch.manual_seed(int(seed))
-        return _prune(
-            model,
-            sparsity,
-            method,
-            data,
-            iterations,
-            schedule,
-            regrowth,
-            samples_per_class,
-            seed,
-            scope,
-            parameters,
-            input_shape,
-            callback,
-            options,
+        started = time.perf_counter()
+        sparsity = check_sparsity(sparsity)
+        indices._check_plain(model)
+        if not isinstance(regrowth, bool):
+            raise UserTypeError("regrowth must be True or False")
+        chosen = create_method(method, **options)
+        steps = chosen.default_iterations if iterations is None else iterations
+        densities = density_schedule(sparsity, steps, schedule)
+        weights = prunable_parameters(model, parameters)
+        total = sum(w.numel() for w in weights.values())
+        final_keep = kept_count(total, sparsity)
+        if round((1.0 - sparsity) * total) < 1:
+            warnings.warn(f"sparsity {sparsity} would keep no weight of {total}; keeping 1", stacklevel=2)
+        generator = torch.Generator().manual_seed(int(seed))
+        batches = None
+        if data is not None:
+            batches = BatchSource(data, samples_per_class, generator, device, _output_size(model, data, device))
+        elif chosen.data_driven:
+            raise UserError(f"{method} is data-driven: pass data=(inputs, targets), a dataset or a DataLoader")
+        if input_shape is not None:
+            shape = tuple(int(d) for d in input_shape)
+        elif batches is not None:
+            shape = batches.input_shape
+        else:
+            raise UserError(f"{method} needs the input shape: pass data=... or input_shape=(C, H, W)")
+        masks = Masks({n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()})
+        with indices.preserved_modes(model, train=True):
+            for step, density in enumerate(densities, start=1):
+                step_started = time.perf_counter()
+                keep = final_keep if step == steps else max(final_keep, round(density * total))
+                context = StepContext(step, steps, density, masks, batches, shape, generator, parameters)
+                step_scores = chosen(model, context)
+                if not regrowth:
+                    step_scores = {
+                        n: s.masked_fill(~masks[n].to(s.device), float("-inf")) for n, s in step_scores.items()
+                    }
+                masks = select_topk(step_scores, keep, scope=scope)
+                if callback is not None:
+                    callback(StepRecord(step, density, keep, time.perf_counter() - step_started, context.info), masks)
+        seconds = time.perf_counter() - started
+        report = connectivity(model, masks, input_shape=shape)
+        masks.metadata.update(
+            method=method,
+            options=dict(options),
+            sparsity=sparsity,
+            iterations=steps,
+            schedule=schedule,
+            regrowth=regrowth,
+            scope=scope,
+            samples_per_class=samples_per_class,
+            seed=int(seed),
+            input_shape=list(shape),
+            prune_seconds=seconds,
+            **report.as_dict(),
         )
-
-
-def _prune(
-    model: nn.Module,
-    sparsity: float,
-    method: str,
-    data: DataLike,
-    iterations: int | None,
-    schedule: str,
-    regrowth: bool,
-    samples_per_class: int,
-    seed: int,
-    scope: str,
-    parameters: Sequence[str] | None,
-    input_shape: Sequence[int] | None,
-    callback: Callable[[StepRecord, Masks], None] | None,
-    options: dict[str, Any],
-) -> Masks:
-    started = time.perf_counter()
-    sparsity = check_sparsity(sparsity)
-    indices._check_plain(model)
-    if not isinstance(regrowth, bool):
-        raise UserTypeError("regrowth must be True or False")
-    chosen = create_method(method, **options)
-    steps = chosen.default_iterations if iterations is None else iterations
-    densities = density_schedule(sparsity, steps, schedule)
-    weights = prunable_parameters(model, parameters)
-    total = sum(w.numel() for w in weights.values())
-    final_keep = kept_count(total, sparsity)
-    if round((1.0 - sparsity) * total) < 1:
-        warnings.warn(f"sparsity {sparsity} would keep no weight of {total}; keeping 1", stacklevel=2)
-    device = _model_device(model)
-    generator = torch.Generator().manual_seed(int(seed))
-    batches = None
-    if data is not None:
-        batches = BatchSource(data, samples_per_class, generator, device, _output_size(model, data, device))
-    elif chosen.data_driven:
-        raise UserError(f"{method} is data-driven: pass data=(inputs, targets), a dataset or a DataLoader")
-    if input_shape is not None:
-        shape = tuple(int(d) for d in input_shape)
-    elif batches is not None:
-        shape = batches.input_shape
-    else:
-        raise UserError(f"{method} needs the input shape: pass data=... or input_shape=(C, H, W)")
-    masks = Masks({n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()})
-    with indices.preserved_modes(model, train=True):
-        for step, density in enumerate(densities, start=1):
-            step_started = time.perf_counter()
-            keep = final_keep if step == steps else max(final_keep, round(density * total))
-            context = StepContext(step, steps, density, masks, batches, shape, generator, parameters)
-            step_scores = chosen(model, context)
-            if not regrowth:
-                step_scores = {n: s.masked_fill(~masks[n].to(s.device), float("-inf")) for n, s in step_scores.items()}
-            masks = select_topk(step_scores, keep, scope=scope)
-            if callback is not None:
-                callback(StepRecord(step, density, keep, time.perf_counter() - step_started, context.info), masks)
-    seconds = time.perf_counter() - started
-    report = connectivity(model, masks, input_shape=shape)
-    masks.metadata.update(
-        method=method,
-        options=dict(options),
-        sparsity=sparsity,
-        iterations=steps,
-        schedule=schedule,
-        regrowth=regrowth,
-        scope=scope,
-        samples_per_class=samples_per_class,
-        seed=int(seed),
-        input_shape=list(shape),
-        prune_seconds=seconds,
-        nominal_sparsity=report.nominal_sparsity,
-        effective_sparsity=report.effective_sparsity,
-        collapsed=report.collapsed,
-        collapsed_layers=report.collapsed_layers,
-        layers=report.as_dict()["layers"],
-    )
-    return masks
+        return masks
 
 
 __all__ = [

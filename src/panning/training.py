@@ -224,13 +224,11 @@ def train(
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
     progress: bool = True,
-    extra_metrics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` (with ``masks`` applied, if given) on ``dataset`` into the run folder ``out``.
 
     Returns the final metrics, also written to ``out/metrics.json``. ``resume=True`` continues
-    from ``out/checkpoint.pt`` (the config must match). ``extra_metrics`` (e.g. screening facts)
-    are stored with the metrics.
+    from ``out/checkpoint.pt`` (the config must match).
 
     Example:
         >>> # model = panning.models.create("lenet5"); data = panning.data.load("mnist")
@@ -358,7 +356,6 @@ def train(
         "val_accuracy": history[-1].get("val_accuracy") if history else None,
         "train_seconds": train_seconds,
         **mask_facts,
-        **(extra_metrics or {}),
     }
     save_model(model, run_dir / "model.safetensors", {"model": config.model, "dataset": config.dataset})
     write_json(run_dir / "metrics.json", metrics)
