@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 
 import panning
-from panning.io import write_json
+from panning.io import source_commit, write_json
 
 SHAPES = {
     "lenet5": ((1, 28, 28), 10),
@@ -33,18 +32,6 @@ SHAPES = {
 DEFAULT_ITERATIONS = {"lenet5": 100, "lenet300": 100, "vgg19": 10, "resnet20": 10}
 DEFAULT_OUT = Path("benchmarks/results/timing")
 METHODS = ["random", "magnitude", "snip", "grasp", "synflow", "iter-snip", "panning"]
-
-
-def _commit() -> str:
-    """The short commit hash, with ``+dirty`` when the working tree has uncommitted changes."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
 
 
 def time_method(model_name: str, method: str, iterations: int, sparsity: float) -> dict[str, object]:
@@ -87,7 +74,7 @@ def main() -> None:
                 print(f"{model_name:8s} {method:10s} T={iterations:<4d} {row['seconds']:8.3f} s", flush=True)
     meta = {
         "version": panning.__version__,
-        "commit": _commit(),
+        "commit": source_commit(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),

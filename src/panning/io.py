@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,3 +60,27 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
 def read_json(path: str | os.PathLike[str]) -> Any:
     """Read a JSON file."""
     return json.loads(Path(path).read_text())
+
+
+def source_commit(folder: str | os.PathLike[str] | None = None) -> str:
+    """The short git commit of ``folder`` (default: this package's source), ``+dirty`` when the
+    tree has uncommitted changes to tracked files, or ``unknown`` outside a git checkout.
+
+    Example:
+        >>> source_commit("/") in ("unknown",) or len(source_commit("/")) > 0
+        True
+    """
+    where = str(folder if folder is not None else Path(__file__).resolve().parent)
+    try:
+        head = subprocess.run(
+            ["git", "-C", where, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+        status = subprocess.run(
+            ["git", "-C", where, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")

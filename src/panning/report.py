@@ -105,3 +105,293 @@ def write_trace(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]])
     writer.writerows(rows)
     text = buffer.getvalue()
     write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def _groups(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["dataset"]), []).append(row)
+    return groups
+
+
+def _ordered(values: Sequence[Any]) -> list[Any]:
+    return list(dict.fromkeys(values))
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def _summarise(
+    rows: Sequence[Mapping[str, Any]], column: str
+) -> dict[tuple[str, float], tuple[float, float, int, int]]:
+    """(label, sparsity) -> (mean, std, runs that count, runs failed)."""
+    cells: dict[tuple[str, float], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        cells.setdefault((row["label"], row["sparsity"]), []).append(row)
+    out = {}
+    for key, members in cells.items():
+        values = [r[column] for r in members if r.get("status") == "ok" and r.get(column) is not None]
+        failed = sum(r.get("status") != "ok" for r in members)
+        mean, std = _mean_std(values) if values else (float("nan"), float("nan"))
+        out[key] = (mean, std, len(values), failed)
+    return out
+
+
+def results_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown tables of a benchmark's results: per model and dataset, final-epoch test accuracy
+    (%, mean ± std over seeds) per method and sparsity with the best of each column in bold, then
+    effective sparsity, dead networks and screening time.
+
+    Example:
+        >>> rows = [{"model": "m", "dataset": "d", "label": "a", "sparsity": 0.9, "seed": s, "status": "ok",
+        ...          "test_accuracy": 0.5 + s / 10, "effective_sparsity": 0.9, "prune_seconds": 1.0,
+        ...          "dead": False, "collapsed": False} for s in (0, 1)]
+        >>> print(results_table(rows).splitlines()[4])
+        | a | **55.00 ± 7.07** |
+    """
+    sections = []
+    for (model, dataset), members in _groups(rows).items():
+        labels = _ordered([r["label"] for r in members])
+        sparsities = sorted(_ordered([r["sparsity"] for r in members]))
+        seeds = _ordered([r["seed"] for r in members])
+        accuracy = _summarise(members, "test_accuracy")
+        effective = _summarise(members, "effective_sparsity")
+        seconds = _summarise(members, "prune_seconds")
+        best = {}
+        for s in sparsities:
+            means = [accuracy[(label, s)][0] for label in labels if (label, s) in accuracy]
+            finite = [m for m in means if m == m]
+            best[s] = max(finite) if finite else None
+        epochs = _ordered([r.get("epochs") for r in members])
+        lines = [
+            f"### {model} on {dataset}: test accuracy (%), final epoch, mean ± std over {len(seeds)} seed(s), "
+            f"{'/'.join(str(e) for e in epochs)} epoch(s)",
+            "",
+            "| method | " + " | ".join(f"{s:g}" for s in sparsities) + " |",
+            "|---|" + "---:|" * len(sparsities),
+        ]
+        for label in labels:
+            cells = []
+            for s in sparsities:
+                if (label, s) not in accuracy:
+                    cells.append("")
+                    continue
+                mean, std, count, failed = accuracy[(label, s)]
+                text = "–" if count == 0 else f"{100 * mean:.2f} ± {100 * std:.2f}"
+                if count and best[s] is not None and mean == best[s]:
+                    text = f"**{text}**"
+                if failed:
+                    text += f" ({failed} failed)"
+                cells.append(text)
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            f"Effective sparsity (mean) and runs ending dead (constant prediction) of {len(seeds)}; "
+            "screening seconds per run (mean over all sparsities):",
+            "",
+            "| method | " + " | ".join(f"{s:g}" for s in sparsities) + " | screening s |",
+            "|---|" + "---:|" * (len(sparsities) + 1),
+        ]
+        for label in labels:
+            cells = []
+            for s in sparsities:
+                mean, _, count, _ = effective.get((label, s), (float("nan"), 0.0, 0, 0))
+                dead = sum(1 for r in members if r["label"] == label and r["sparsity"] == s and r.get("dead") is True)
+                cells.append("–" if count == 0 else f"{mean:.4f}" + (f" ({dead} dead)" if dead else ""))
+            times = [seconds[(label, s)] for s in sparsities if (label, s) in seconds and seconds[(label, s)][2]]
+            total = sum(t[0] * t[2] for t in times) / max(1, sum(t[2] for t in times))
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {total:.2f} |")
+        failed_total = sum(r.get("status") != "ok" for r in members)
+        if failed_total:
+            lines += ["", f"{failed_total} run(s) failed; their errors are in the results' `error` column."]
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections) + "\n"
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Any) -> None:
+    # No timestamp or version in the PNG, so a regenerated plot is byte-identical.
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None}))
+
+
+def plot_results(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[str]) -> list[str]:
+    """PNG plots per model and dataset: accuracy against sparsity (error bars over seeds),
+    effective against nominal sparsity, per-layer density at the highest sparsity, screening time.
+
+    Example:
+        >>> # plot_results(panning.bench.read_results("results.csv"), "benchmarks/results/x")
+    """
+    import math
+    from pathlib import Path
+
+    plt = _pyplot()
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for (model, dataset), members in _groups(rows).items():
+        ok = [r for r in members if r.get("status") == "ok"]
+        labels = _ordered([r["label"] for r in members])
+        sparsities = sorted(_ordered([r["sparsity"] for r in ok]))
+        if not ok:
+            continue
+        stem = f"{model}-{dataset}"
+        accuracy = _summarise(ok, "test_accuracy")
+
+        def position(s: float) -> float:
+            return -math.log10(1 - s)
+
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for label in labels:
+            points = [(s, *accuracy[(label, s)][:2]) for s in sparsities if (label, s) in accuracy]
+            if points:
+                ax.errorbar(
+                    [position(s) for s, _, _ in points],
+                    [100 * m for _, m, _ in points],
+                    yerr=[100 * d for _, _, d in points],
+                    marker="o",
+                    capsize=3,
+                    label=label,
+                )
+        ax.set_xticks([position(s) for s in sparsities], [f"{s:g}" for s in sparsities])
+        ax.set_xlabel("sparsity (log scale of the kept fraction)")
+        ax.set_ylabel("final test accuracy (%)")
+        ax.set_title(f"{model} on {dataset}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        written.append(str(folder / f"{stem}-accuracy.png"))
+        _save(fig, written[-1])
+        plt.close(fig)
+
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        for label in labels:
+            pts = [(r["nominal_sparsity"], r["effective_sparsity"]) for r in ok if r["label"] == label]
+            if pts:
+                ax.scatter(
+                    [position(n) for n, _ in pts], [position(min(e, 1 - 1e-7)) for _, e in pts], label=label, s=14
+                )
+        ticks = [position(s) for s in sparsities]
+        ax.plot([min(ticks), max(ticks)], [min(ticks), max(ticks)], color="grey", linewidth=0.8, linestyle="--")
+        ax.set_xticks(ticks, [f"{s:g}" for s in sparsities])
+        ax.set_xlabel("nominal sparsity")
+        ax.set_ylabel("effective sparsity (−log10 of effective density)")
+        ax.set_title(f"{model} on {dataset}: effective vs nominal (above the line: dead weights)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        written.append(str(folder / f"{stem}-effective.png"))
+        _save(fig, written[-1])
+        plt.close(fig)
+
+        top = sparsities[-1]
+        layer_rows = [r for r in ok if r["sparsity"] == top and r.get("layer_density")]
+        if layer_rows:
+            import json
+
+            layer_names = list(json.loads(layer_rows[0]["layer_density"]))
+            fig, ax = plt.subplots(figsize=(7, 4.5))
+            width = 0.8 / max(1, len(labels))
+            for i, label in enumerate(labels):
+                densities = [json.loads(r["layer_density"]) for r in layer_rows if r["label"] == label]
+                if not densities:
+                    continue
+                means = [sum(d[name] for d in densities) / len(densities) for name in layer_names]
+                ax.bar(
+                    [j + i * width for j in range(len(layer_names))],
+                    [max(m, 1e-6) for m in means],
+                    width,
+                    label=label,
+                )
+            ax.set_xticks(
+                [j + 0.4 - width / 2 for j in range(len(layer_names))],
+                [n.removesuffix(".weight") for n in layer_names],
+                rotation=45 if len(layer_names) > 6 else 0,
+                fontsize=8,
+            )
+            ax.set_yscale("log")
+            ax.set_ylabel("kept fraction of the layer (log)")
+            ax.set_title(f"{model} on {dataset}: per-layer density at sparsity {top:g}")
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            written.append(str(folder / f"{stem}-layers.png"))
+            _save(fig, written[-1])
+            plt.close(fig)
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        timing = [
+            [r["prune_seconds"] for r in ok if r["label"] == label and r.get("prune_seconds")] for label in labels
+        ]
+        means = [sum(t) / len(t) if t else 0.0 for t in timing]
+        ax.bar(range(len(labels)), [max(m, 1e-4) for m in means], color="tab:blue")
+        ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("screening seconds per run (mean, log)")
+        ax.set_title(f"{model} on {dataset}: screening time")
+        fig.tight_layout()
+        written.append(str(folder / f"{stem}-screening.png"))
+        _save(fig, written[-1])
+        plt.close(fig)
+    return written
+
+
+def read_trace(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """The rows of a trace CSV written by :func:`write_trace`.
+
+    Example:
+        >>> # rows = read_trace("trace.csv"); rows[0]["step"]  -> '1'
+    """
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def plot_trace(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> None:
+    """One PNG of a screening trace (``panning prune --trace``): kept fraction and effective
+    sparsity, the index weights (Panning), and the batch loss and ``gᵀg`` per step.
+
+    Example:
+        >>> # plot_trace(list(csv.DictReader(open("trace.csv"))), "trace.png")
+    """
+    plt = _pyplot()
+
+    def column(name: str) -> list[float | None]:
+        return [float(r[name]) if r.get(name) not in (None, "") else None for r in rows]
+
+    steps = column("step")
+    fig, axes = plt.subplots(3, 1, figsize=(7, 8), sharex=True)
+    axes[0].plot(steps, column("nominal_sparsity"), label="nominal sparsity")
+    axes[0].plot(steps, column("effective_sparsity"), label="effective sparsity", linestyle="--")
+    axes[0].set_ylabel("sparsity")
+    axes[0].legend(fontsize=8)
+    for index in ("synflow", "snip", "grasp"):
+        weights = column(f"w_{index}")
+        if any(w is not None for w in weights):
+            axes[1].step(steps, [w if w is not None else float("nan") for w in weights], where="post", label=index)
+    axes[1].set_ylabel("index weight")
+    if axes[1].lines:
+        axes[1].legend(fontsize=8)
+    for name, axis in (("loss", axes[2]), ("grad_norm_sq", axes[2].twinx())):
+        values = column(name)
+        if any(v is not None for v in values):
+            axis.plot(
+                steps,
+                [v if v is not None else float("nan") for v in values],
+                label=name,
+                color="tab:red" if name == "loss" else "tab:purple",
+            )
+            axis.set_ylabel(name)
+    axes[2].set_xlabel("step")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)

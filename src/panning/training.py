@@ -85,6 +85,8 @@ class TrainConfig:
     normalization: str = "standard"
     augment: bool | None = None
     device: str = "auto"
+    # Train on the first N training examples only (quick benchmark variants); None: all of them.
+    train_examples: int | None = None
 
     def validate(self) -> TrainConfig:
         """Return self after checking every field; a bad value raises ``UserError``."""
@@ -92,6 +94,10 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"{name} must be a positive integer, got {value!r}")
+        if self.train_examples is not None and (
+            isinstance(self.train_examples, bool) or not isinstance(self.train_examples, int) or self.train_examples < 1
+        ):
+            raise UserError(f"train_examples must be a positive integer or None, got {self.train_examples!r}")
         if not isinstance(self.val_size, int) or self.val_size < 0:
             raise UserError(f"val_size must be a non-negative integer, got {self.val_size!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
@@ -278,6 +284,9 @@ def train(
     model.to(device)
     if masks is not None:
         masklib.apply(model, masks.to(device))
+    if config.train_examples is not None:
+        images, labels = dataset.train
+        dataset = dataclasses.replace(dataset, train=(images[: config.train_examples], labels[: config.train_examples]))
 
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -371,14 +380,22 @@ def build(config: TrainConfig, data_dir: str | None = None) -> tuple[nn.Module, 
     """
     config.validate()
     dataset = datasets.load(config.dataset, data_dir, val_size=config.val_size, normalization=config.normalization)
+    return create_model(config, dataset), dataset
+
+
+def create_model(config: TrainConfig, dataset: datasets.Dataset) -> nn.Module:
+    """The model a config names, at the initialisation of its seed, shaped for ``dataset``.
+
+    Example:
+        >>> # model = create_model(TrainConfig(model="lenet5", seed=1), panning.data.load("mnist"))
+    """
     torch.manual_seed(config.seed)
-    model = models.create(
+    return models.create(
         config.model,
         in_channels=dataset.spec.in_channels,
         num_classes=dataset.num_classes,
         image_size=dataset.spec.image_size,
     )
-    return model, dataset
 
 
 __all__ = [
@@ -387,6 +404,7 @@ __all__ = [
     "TrainConfig",
     "build",
     "check_out_dir",
+    "create_model",
     "evaluate",
     "resolve_device",
     "save_model",
