@@ -258,9 +258,17 @@ def create_method(name: str, **options: Any) -> Method:
     if factory is None:
         raise UserError(f"unknown method {name!r}; valid: {', '.join(method_names())}")
     try:
-        return factory(**options)
+        method = factory(**options)
     except TypeError as error:
         raise UserError(f"bad option for method {name!r}: {error}") from None
+    missing = [attribute for attribute in ("data_driven", "default_iterations") if not hasattr(method, attribute)]
+    if missing or not callable(method):
+        lacks = ", ".join(missing) if missing else "__call__"
+        raise UserTypeError(
+            f"method {name!r} lacks {lacks}: a registered factory must return a panning.pruning.Method "
+            "(callable, with data_driven and default_iterations)"
+        )
+    return method
 
 
 @dataclass(frozen=True)

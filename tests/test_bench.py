@@ -1,0 +1,272 @@
+"""The benchmark grid runner and its reports: hashed cells, reuse, resume, failures, bad configs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import panning
+from conftest import write_mnist
+from panning import bench, report
+from panning.cli import cli
+from panning.errors import UserError
+from panning.pruning import _METHODS, register_method
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = {
+    "models": ["lenet300"],
+    "datasets": ["mnist"],
+    "sparsities": [0.9, 0.99],
+    "seeds": [0],
+    "methods": [{"name": "random"}, {"name": "synflow", "iterations": 5}],
+    "training": {"epochs": 1, "val_size": 50, "batch_size": 64},
+}
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def big_enough_mnist(data_root: Path) -> Path:
+    """The committed configs hold out 5,000 validation examples: give them 5,200 training ones."""
+    write_mnist(data_root / "mnist", train=5200, test=200)
+    return data_root
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "benchmarks").glob("*.toml")))
+def test_committed_configs_parse_with_and_without_quick(config: str) -> None:
+    full = bench.load_grid(REPO / "benchmarks" / config)
+    quick = bench.load_grid(REPO / "benchmarks" / config, quick=True)
+    assert len(quick.cells) < len(full.cells)
+    assert quick.name == full.name + "-quick"
+
+
+def test_quick_grid_runs_end_to_end_and_a_rerun_does_no_new_work(big_enough_mnist: Path, tmp_path: Path) -> None:
+    config = str(REPO / "benchmarks" / "lenet5-mnist.toml")
+    out, cells = tmp_path / "results", tmp_path / "cells"
+    code, text = invoke("bench", config, "--quick", "--out", str(out), "--cells", str(cells))
+    assert code == 0, text
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 12 and {r["status"] for r in rows} == {"ok"}
+    assert set(bench.RESULT_COLUMNS) <= set(rows[0])
+    assert {r["method"] for r in rows} == {"random", "magnitude", "snip", "grasp", "synflow", "iter-snip"}
+    for row in rows:
+        assert 0 <= float(row["test_accuracy"]) <= 1 and 0 <= float(row["val_accuracy"]) <= 1
+        assert float(row["nominal_sparsity"]) == pytest.approx(float(row["sparsity"]), abs=1e-5)
+        assert float(row["effective_sparsity"]) >= float(row["nominal_sparsity"])
+    jsonl = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["cell"] for r in jsonl] == [r["cell"] for r in rows]
+    stamps = {p: p.stat().st_mtime_ns for p in cells.glob("*/result.json")}
+    assert len(stamps) == 12
+    code, text = invoke("bench", config, "--quick", "--out", str(out), "--cells", str(cells))
+    assert code == 0, text
+    assert "0 run now, 12 already done, 0 failed" in text
+    assert {p: p.stat().st_mtime_ns for p in cells.glob("*/result.json")} == stamps
+
+
+def test_cell_key_follows_the_canonical_config_not_the_label() -> None:
+    base = bench.parse_grid(SMALL).cells[0]
+    relabelled = bench.parse_grid({**SMALL, "methods": [{"name": "random", "label": "rnd"}]}).cells[0]
+    longer = bench.parse_grid({**SMALL, "training": {**SMALL["training"], "epochs": 2}}).cells[0]
+    assert relabelled.key == base.key
+    assert longer.key != base.key
+    assert len({c.key for c in bench.parse_grid(SMALL).cells}) == 4
+
+
+def test_parallel_jobs_give_the_rows_of_a_serial_run(data_root: Path, tmp_path: Path) -> None:
+    grid = bench.parse_grid(SMALL)
+    serial = bench.run_grid(grid, tmp_path / "serial", jobs=1, device="cpu")
+    parallel = bench.run_grid(grid, tmp_path / "parallel", jobs=2, device="cpu")
+    assert parallel.ran == serial.ran == 4 and parallel.failed == 0
+    for a, b in zip(serial.rows, parallel.rows):
+        assert (a["cell"], a["nominal_sparsity"], a["effective_sparsity"]) == (
+            b["cell"],
+            b["nominal_sparsity"],
+            b["effective_sparsity"],
+        )
+        assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=0.02)
+
+
+@pytest.fixture
+def exploding_method() -> Any:
+    class Explodes:
+        data_driven = False
+        default_iterations = 1
+
+        def __call__(self, model: torch.nn.Module, context: Any) -> dict[str, torch.Tensor]:
+            raise RuntimeError("boom in the scorer")
+
+    register_method("explodes-at-step")(Explodes)
+
+    yield "explodes-at-step"
+    _METHODS.pop("explodes-at-step")
+
+
+def test_failed_cell_is_recorded_the_grid_goes_on_and_a_rerun_retries_only_it(
+    data_root: Path, tmp_path: Path, exploding_method: str
+) -> None:
+    grid = bench.parse_grid({**SMALL, "methods": [{"name": exploding_method}, {"name": "random"}]})
+    summary = bench.run_grid(grid, tmp_path / "out")
+    assert summary.failed == 2 and summary.ran == 4
+    failed = [r for r in summary.rows if r["status"] == "failed"]
+    assert all("boom in the scorer" in r["error"] for r in failed)
+    assert all(r["status"] == "ok" for r in summary.rows if r["method"] == "random")
+    assert "Traceback" in (tmp_path / "out" / "cells" / failed[0]["cell"] / "error.txt").read_text()
+    again = bench.run_grid(grid, tmp_path / "out")
+    assert (again.ran, again.reused, again.failed) == (2, 2, 2)
+    table = report.results_table(again.rows)
+    assert "(1 failed)" in table and "4 run(s) failed" not in table and "2 run(s) failed" in table
+
+
+def test_interrupted_cell_resumes_to_the_uninterrupted_result(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cell = bench.parse_grid({**SMALL, "training": {**SMALL["training"], "epochs": 2}}).cells[1]
+    reference = bench.run_cell(cell, tmp_path / "reference")
+    real_train = bench.train
+
+    def stop_after_first_epoch(*args: Any, **kwargs: Any) -> Any:
+        def interrupt(event: Any) -> None:
+            if event.epoch == 1:
+                raise KeyboardInterrupt
+
+        return real_train(*args, callbacks=[interrupt], **kwargs)
+
+    monkeypatch.setattr(bench, "train", stop_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_cell(cell, tmp_path / "store")
+    assert (tmp_path / "store" / cell.key / "run" / "checkpoint.pt").is_file()
+    monkeypatch.setattr(bench, "train", real_train)
+    resumed = bench.run_cell(cell, tmp_path / "store")
+    assert resumed["test_accuracy"] == reference["test_accuracy"]
+    first = (tmp_path / "reference" / cell.key / "run" / "model.safetensors").read_bytes()
+    assert (tmp_path / "store" / cell.key / "run" / "model.safetensors").read_bytes() == first
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"colour": "red"}, "unknown key 'colour' in the config; valid: name, description, models"),
+        ({"methods": [{"name": "snipp"}]}, "unknown method 'snipp' in methods[0]; valid: "),
+        ({"methods": [{"name": "snip", "optons": {}}]}, "unknown key 'optons' in methods[0]; valid: name, label"),
+        ({"methods": [{"name": "snip", "options": {"temprature": 2}}]}, "bad option for method 'snip'"),
+        ({"models": ["lenet7"]}, "unknown model 'lenet7' in models; valid: "),
+        ({"seeds": []}, "the grid has no cells: seeds is empty"),
+        ({"sparsities": [1.0]}, "sparsity"),
+        ({"training": {"epoch": 1}}, "unknown key 'epoch' in [training]; valid: epochs"),
+        ({"screening": {"samples": 3}}, "unknown key 'samples' in [screening]"),
+        ({"methods": [{"name": "snip"}, {"name": "snip"}]}, "two methods share the label 'snip'"),
+    ],
+)
+def test_bad_configs_name_the_problem(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(UserError) as error:
+        bench.parse_grid({**SMALL, **change})
+    assert message in str(error.value)
+
+
+def test_bench_cli_errors_are_one_line_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "grid.toml"
+    config.write_text('models = ["lenet300"]\ndatasets = ["mnist"]\nsparsities = [0.9]\nseeds = [0]\n')
+    code, text = invoke("bench", str(config), "--quick")
+    assert code == 2 and text.count("\n") == 1 and "has no [quick] table" in text
+    config.write_text("models = [")
+    code, text = invoke("bench", str(config))
+    assert code == 2 and "is not valid TOML" in text
+    code, text = invoke("bench", str(tmp_path / "missing.toml"))
+    assert code == 2 and "no config file" in text
+    code, text = invoke("report", str(tmp_path / "missing.csv"))
+    assert code == 2 and "no results file" in text
+
+
+def _rows() -> list[dict[str, Any]]:
+    rows = []
+    for label, base in (("a", 0.9), ("b", 0.8)):
+        for sparsity in (0.9, 0.99):
+            for seed in (0, 1, 2):
+                rows.append(
+                    {
+                        "model": "lenet300",
+                        "dataset": "mnist",
+                        "method": label,
+                        "label": label,
+                        "sparsity": sparsity,
+                        "seed": seed,
+                        "status": "ok",
+                        "epochs": 1,
+                        "nominal_sparsity": sparsity,
+                        "effective_sparsity": sparsity + 0.001 * seed,
+                        "prune_seconds": 0.5,
+                        "test_accuracy": base - (sparsity - 0.9) * (5 if label == "a" else 1) + 0.01 * seed,
+                        "val_accuracy": base,
+                        "dead": False,
+                        "collapsed": False,
+                        "layer_density": json.dumps({"fc1.weight": 1 - sparsity, "fc2.weight": 0.5}),
+                        "format": 1,
+                    }
+                )
+    return rows
+
+
+def test_report_marks_the_best_mean_per_column_and_regenerates_identically(tmp_path: Path) -> None:
+    bench.write_results(tmp_path, _rows())
+    code, first = invoke("report", str(tmp_path / "results.csv"))
+    assert code == 0, first
+    table = (tmp_path / "report.md").read_text()
+    assert "| a | **91.00 ± 1.00** | 46.00 ± 1.00 |" in table
+    assert "| b | 81.00 ± 1.00 | **72.00 ± 1.00** |" in table
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert pngs == [f"lenet300-mnist-{kind}.png" for kind in ("accuracy", "effective", "layers", "screening")]
+    images = {p: p.read_bytes() for p in tmp_path.glob("*.png")}
+    assert all(data[:8] == b"\x89PNG\r\n\x1a\n" for data in images.values())
+    code, _ = invoke("report", str(tmp_path / "results.jsonl"))
+    assert code == 0
+    assert (tmp_path / "report.md").read_text() == table
+    assert {p: p.read_bytes() for p in tmp_path.glob("*.png")} == images
+
+
+def test_results_of_an_older_layout_read_and_a_newer_one_is_refused(tmp_path: Path) -> None:
+    old = tmp_path / "old.csv"
+    old.write_text("model,dataset,method,sparsity,seed,test_accuracy,status\nlenet5,mnist,snip,0.99,0,0.9,ok\n")
+    (row,) = bench.read_results(old)
+    assert row["label"] == "snip" and row["val_accuracy"] is None and row["format"] == 1
+    assert "snip" in report.results_table([row])
+    newer = tmp_path / "new.jsonl"
+    newer.write_text(json.dumps({**row, "format": bench.RESULTS_FORMAT + 1}) + "\n")
+    with pytest.raises(UserError, match="newer panning"):
+        bench.read_results(newer)
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    with pytest.raises(UserError, match="not a results table"):
+        bench.read_results(other)
+
+
+def test_report_plots_a_screening_trace(data_root: Path, tmp_path: Path) -> None:
+    trace = tmp_path / "trace.csv"
+    code, text = invoke(
+        "prune",
+        *("--model", "lenet300", "--dataset", "mnist", "--method", "panning", "--sparsity", "0.99"),
+        *("--iterations", "4", "--val-size", "50", "--trace", str(trace), "--out", str(tmp_path / "m.safetensors")),
+    )
+    assert code == 0, text
+    code, text = invoke("report", str(trace))
+    assert code == 0, text
+    assert (tmp_path / "trace.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_registry_model_in_grid_is_created_at_its_seed(data_root: Path, tmp_path: Path) -> None:
+    cell = bench.parse_grid(SMALL).cells[0]
+    row = bench.run_cell(cell, tmp_path)
+    masks = panning.masks.load(tmp_path / cell.key / "run" / "masks.safetensors")
+    torch.manual_seed(cell.seed)
+    model = panning.models.create("lenet300")
+    assert masks.metadata["init_seed"] == 0 and row["status"] == "ok"
+    again = panning.prune(model, cell.sparsity, "random", input_shape=(1, 28, 28), seed=cell.seed)
+    assert all(torch.equal(again[n], masks[n]) for n in masks)
