@@ -141,10 +141,37 @@ def _summarise(
     return out
 
 
+def _accuracy_table(
+    members: Sequence[Mapping[str, Any]], column: str, labels: Sequence[str], sparsities: Sequence[float]
+) -> list[str]:
+    """Markdown rows of mean ± std (%) per method and sparsity, the best mean of each column in bold."""
+    accuracy = _summarise(members, column)
+    best = {}
+    for s in sparsities:
+        finite = [accuracy[(label, s)][0] for label in labels if (label, s) in accuracy and accuracy[(label, s)][2]]
+        best[s] = max(finite) if finite else None
+    lines = ["| method | " + " | ".join(f"{s:g}" for s in sparsities) + " |", "|---|" + "---:|" * len(sparsities)]
+    for label in labels:
+        cells = []
+        for s in sparsities:
+            if (label, s) not in accuracy:
+                cells.append("")
+                continue
+            mean, std, count, failed = accuracy[(label, s)]
+            text = "–" if count == 0 else f"{100 * mean:.2f} ± {100 * std:.2f}"
+            if count and mean == best[s]:
+                text = f"**{text}**"
+            if failed:
+                text += f" ({failed} failed)"
+            cells.append(text)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def results_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Markdown tables of a benchmark's results: per model and dataset, final-epoch test accuracy
-    (%, mean ± std over seeds) per method and sparsity with the best of each column in bold, then
-    effective sparsity, dead networks and screening time.
+    (%, mean ± std over seeds) per method and sparsity with the best of each column in bold, the
+    same for validation accuracy, then effective sparsity, dead networks and screening time.
 
     Example:
         >>> rows = [{"model": "m", "dataset": "d", "label": "a", "sparsity": 0.9, "seed": s, "status": "ok",
@@ -158,36 +185,19 @@ def results_table(rows: Sequence[Mapping[str, Any]]) -> str:
         labels = _ordered([r["label"] for r in members])
         sparsities = sorted(_ordered([r["sparsity"] for r in members]))
         seeds = _ordered([r["seed"] for r in members])
-        accuracy = _summarise(members, "test_accuracy")
         effective = _summarise(members, "effective_sparsity")
         seconds = _summarise(members, "prune_seconds")
-        best = {}
-        for s in sparsities:
-            means = [accuracy[(label, s)][0] for label in labels if (label, s) in accuracy]
-            finite = [m for m in means if m == m]
-            best[s] = max(finite) if finite else None
-        epochs = _ordered([r.get("epochs") for r in members])
+        epochs = "/".join(str(e) for e in _ordered([r.get("epochs") for r in members]))
         lines = [
             f"### {model} on {dataset}: test accuracy (%), final epoch, mean ± std over {len(seeds)} seed(s), "
-            f"{'/'.join(str(e) for e in epochs)} epoch(s)",
+            f"{epochs} epoch(s)",
             "",
-            "| method | " + " | ".join(f"{s:g}" for s in sparsities) + " |",
-            "|---|" + "---:|" * len(sparsities),
+            *_accuracy_table(members, "test_accuracy", labels, sparsities),
+            "",
+            "Validation accuracy (%), final epoch (the split that chooses variants and settings):",
+            "",
+            *_accuracy_table(members, "val_accuracy", labels, sparsities),
         ]
-        for label in labels:
-            cells = []
-            for s in sparsities:
-                if (label, s) not in accuracy:
-                    cells.append("")
-                    continue
-                mean, std, count, failed = accuracy[(label, s)]
-                text = "–" if count == 0 else f"{100 * mean:.2f} ± {100 * std:.2f}"
-                if count and best[s] is not None and mean == best[s]:
-                    text = f"**{text}**"
-                if failed:
-                    text += f" ({failed} failed)"
-                cells.append(text)
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines += [
             "",
             f"Effective sparsity (mean) and runs ending dead (constant prediction) of {len(seeds)}; "
@@ -286,8 +296,12 @@ def plot_results(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[s
         ax.plot([min(ticks), max(ticks)], [min(ticks), max(ticks)], color="grey", linewidth=0.8, linestyle="--")
         ax.set_xticks(ticks, [f"{s:g}" for s in sparsities])
         ax.set_xlabel("nominal sparsity")
-        ax.set_ylabel("effective sparsity (−log10 of effective density)")
-        ax.set_title(f"{model} on {dataset}: effective vs nominal (above the line: dead weights)")
+        top_tick = max([math.ceil(position(min(r["effective_sparsity"], 1 - 1e-7)) - 1e-6) for r in ok] + [2])
+        ax.set_yticks(
+            range(1, top_tick + 1), [f"{1 - 10.0**-p:.{p}f}" if p < 7 else "cut" for p in range(1, top_tick + 1)]
+        )
+        ax.set_ylabel("effective sparsity")
+        ax.set_title(f"{model} on {dataset}: above the line, kept weights are dead", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
