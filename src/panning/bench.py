@@ -95,8 +95,9 @@ RESULT_COLUMNS = (
 )
 GRID_KEYS = ("models", "datasets", "methods", "sparsities", "seeds", "screening", "training")
 CONFIG_KEYS = ("name", "description", *GRID_KEYS, "quick")
-METHOD_KEYS = ("name", "label", "options", "iterations")
 SCREENING_KEYS = ("iterations", "schedule", "regrowth", "samples_per_class", "scope")
+# A method entry may override any [screening] key for its own cells (e.g. iterations).
+METHOD_KEYS = ("name", "label", "options", *SCREENING_KEYS)
 # The cell fixes model, dataset and seed; the device is a property of the machine, not of the cell.
 TRAINING_KEYS = tuple(
     f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("model", "dataset", "seed", "device")
@@ -189,7 +190,7 @@ def _methods(entries: Any) -> list[tuple[str, str, dict[str, Any], dict[str, Any
         if not isinstance(options, Mapping):
             raise UserError(f"{where}.options must be a table, e.g. options = {{ temperature = 200 }}")
         create_method(name, **options)  # unknown or bad options are refused now, not in the middle of the grid
-        screening = {"iterations": entry["iterations"]} if "iterations" in entry else {}
+        screening = {key: entry[key] for key in SCREENING_KEYS if key in entry}
         out.append((name, str(entry.get("label", name)), dict(options), screening))
     labels = [label for _, label, _, _ in out]
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
