@@ -144,7 +144,10 @@ def _summarise(
 def _accuracy_table(
     members: Sequence[Mapping[str, Any]], column: str, labels: Sequence[str], sparsities: Sequence[float]
 ) -> list[str]:
-    """Markdown rows of mean ± std (%) per method and sparsity, the best mean of each column in bold."""
+    """Markdown rows of mean ± std (%) per method and sparsity, the best mean of each column in bold.
+
+    Dead runs (a constant prediction) stay in the mean and are also counted in the cell.
+    """
     accuracy = _summarise(members, column)
     best = {}
     for s in sparsities:
@@ -161,6 +164,13 @@ def _accuracy_table(
             text = "–" if count == 0 else f"{100 * mean:.2f} ± {100 * std:.2f}"
             if count and mean == best[s]:
                 text = f"**{text}**"
+            dead = sum(
+                1
+                for r in members
+                if r["label"] == label and r["sparsity"] == s and r.get("status") == "ok" and r.get("dead") is True
+            )
+            if dead:
+                text += f" ({dead} dead)"
             if failed:
                 text += f" ({failed} failed)"
             cells.append(text)
