@@ -241,9 +241,15 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Any) -> None:
-    # No timestamp or version in the PNG, so a regenerated plot is byte-identical.
+def _save(fig: Any, path: Any) -> str:
+    """Lay out, write (no timestamp or version in the PNG, so a regenerated plot is byte-identical)
+    and close a figure; returns the path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None}))
+    plt.close(fig)
+    return str(path)
 
 
 def plot_results(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[str]) -> list[str]:
@@ -290,10 +296,7 @@ def plot_results(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[s
         ax.set_title(f"{model} on {dataset}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        written.append(str(folder / f"{stem}-accuracy.png"))
-        _save(fig, written[-1])
-        plt.close(fig)
+        written.append(_save(fig, folder / f"{stem}-accuracy.png"))
 
         fig, ax = plt.subplots(figsize=(6, 4.5))
         for label in labels:
@@ -314,10 +317,7 @@ def plot_results(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[s
         ax.set_title(f"{model} on {dataset}: above the line, kept weights are dead", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        written.append(str(folder / f"{stem}-effective.png"))
-        _save(fig, written[-1])
-        plt.close(fig)
+        written.append(_save(fig, folder / f"{stem}-effective.png"))
 
         top = sparsities[-1]
         layer_rows = [r for r in ok if r["sparsity"] == top and r.get("layer_density")]
@@ -348,10 +348,7 @@ def plot_results(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[s
             ax.set_ylabel("kept fraction of the layer (log)")
             ax.set_title(f"{model} on {dataset}: per-layer density at sparsity {top:g}")
             ax.legend(fontsize=8)
-            fig.tight_layout()
-            written.append(str(folder / f"{stem}-layers.png"))
-            _save(fig, written[-1])
-            plt.close(fig)
+            written.append(_save(fig, folder / f"{stem}-layers.png"))
 
         fig, ax = plt.subplots(figsize=(6, 4))
         timing = [
@@ -363,10 +360,7 @@ def plot_results(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[s
         ax.set_yscale("log")
         ax.set_ylabel("screening seconds per run (mean, log)")
         ax.set_title(f"{model} on {dataset}: screening time")
-        fig.tight_layout()
-        written.append(str(folder / f"{stem}-screening.png"))
-        _save(fig, written[-1])
-        plt.close(fig)
+        written.append(_save(fig, folder / f"{stem}-screening.png"))
     return written
 
 
@@ -416,6 +410,4 @@ def plot_trace(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) 
             )
             axis.set_ylabel(name)
     axes[2].set_xlabel("step")
-    fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)
