@@ -58,7 +58,7 @@ from panning import masks as masklib
 from panning.errors import UserError, check_sparsity
 from panning.io import read_json, source_commit, write_atomic, write_json
 from panning.pruning import create_method, method_names, prune
-from panning.training import TrainConfig, create_model, train
+from panning.training import TrainConfig, create_model, record_origin, train
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -354,9 +354,7 @@ def run_cell(
                 **dict(cell.screening),
                 **dict(cell.options),
             )
-            masks.metadata.update(
-                model=cell.model, dataset=cell.dataset, normalization=dataset.normalization, init_seed=cell.seed
-            )
+            record_origin(masks, cell.model, dataset, cell.seed)
         metrics = train(model, dataset, config, run_dir, masks=masks, resume=resume, progress=False)
         row = _row(cell, commit, metrics, None)
     except KeyboardInterrupt:

@@ -25,7 +25,7 @@ from panning.io import write_atomic
 from panning.panning import COMBINATIONS, NORMALIZATIONS
 from panning.pruning import StepRecord, method_names, prune
 from panning.report import mask_table, write_trace
-from panning.training import TrainConfig, build, check_out_dir, resolve_device, train
+from panning.training import TrainConfig, build, check_out_dir, record_origin, resolve_device, train
 
 F = Callable[..., Any]
 
@@ -200,7 +200,9 @@ def _method_options(kw: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def _screen(model: torch.nn.Module, dataset: datasets.Dataset, kw: dict[str, Any], seed: int) -> masklib.Masks:
+def _screen(
+    model: torch.nn.Module, model_name: str, dataset: datasets.Dataset, kw: dict[str, Any], seed: int
+) -> masklib.Masks:
     rows: list[dict[str, Any]] = []
 
     def trace(record: StepRecord, masks: masklib.Masks) -> None:
@@ -232,7 +234,7 @@ def _screen(model: torch.nn.Module, dataset: datasets.Dataset, kw: dict[str, Any
         callback=trace if kw.get("trace") else None,
         **_method_options(kw),
     )
-    masks.metadata.update(dataset=dataset.name, normalization=dataset.normalization, init_seed=seed)
+    record_origin(masks, model_name, dataset, seed)
     if kw.get("trace"):
         write_trace(kw["trace"], rows)
         click.echo(f"wrote the per-step trace to {kw['trace']}")
@@ -277,8 +279,7 @@ def prune_command(
     )
     model, data = build(config, data_dir)
     model.to(resolve_device(device))
-    masks = _screen(model, data, kw, seed)
-    masks.metadata["model"] = model_name
+    masks = _screen(model, model_name, data, kw, seed)
     masklib.save(masks, out)
     _print_masks(model, masks, data.input_shape)
     click.echo(f"wrote {out}")
@@ -349,8 +350,7 @@ def run_command(
     else:
         check_out_dir(run_dir, resume)
         model.to(resolve_device(device))
-        masks = _screen(model, data, kw, seed)
-        masks.metadata["model"] = model_name
+        masks = _screen(model, model_name, data, kw, seed)
     _print_masks(model, masks, data.input_shape)
     metrics = train(model, data, config, out, masks=masks, resume=resume, progress=not quiet)
     _print_result(metrics, out)

@@ -372,6 +372,18 @@ def train(
     return metrics
 
 
+def record_origin(masks: Masks, model_name: str, dataset: datasets.Dataset, seed: int) -> Masks:
+    """Note in ``masks.metadata`` which model, data, preprocessing and initialisation they were screened on.
+
+    Example:
+        >>> # record_origin(masks, "lenet5", panning.data.load("mnist"), seed=0).metadata["init_seed"]  -> 0
+    """
+    masks.metadata.update(
+        model=model_name, dataset=dataset.name, normalization=dataset.normalization, init_seed=int(seed)
+    )
+    return masks
+
+
 def build(config: TrainConfig, data_dir: str | None = None) -> tuple[nn.Module, datasets.Dataset]:
     """The seeded model and the dataset a config names.
 
@@ -406,6 +418,7 @@ __all__ = [
     "check_out_dir",
     "create_model",
     "evaluate",
+    "record_origin",
     "resolve_device",
     "save_model",
     "train",
