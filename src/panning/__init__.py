@@ -12,8 +12,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from panning import data, masks, models, scores
+from panning import data, masks, models, scores, sparse
 from panning import panning as multi_index  # registers method="panning"
+from panning.compaction import compact
 from panning.connectivity import connectivity, effective_masks, effective_sparsity
 from panning.errors import UserError, UserTypeError
 from panning.masks import Masks
@@ -24,6 +25,7 @@ __all__ = [
     "UserError",
     "UserTypeError",
     "__version__",
+    "compact",
     "connectivity",
     "data",
     "effective_masks",
@@ -35,4 +37,5 @@ __all__ = [
     "prune",
     "register_method",
     "scores",
+    "sparse",
 ]

@@ -199,6 +199,9 @@ def _methods(entries: Any) -> list[tuple[str, str, dict[str, Any], dict[str, Any
     return out
 
 
+LATER_TRAINING_DEFAULTS: dict[str, Any] = {"compact": False, "sparse_kernels": False}
+
+
 def parse_grid(config: Mapping[str, Any], quick: bool = False, name: str = "grid", source: str = "") -> Grid:
     """The cells of a grid config (a parsed TOML mapping); ``quick`` applies its ``[quick]`` table.
 
@@ -237,6 +240,11 @@ def parse_grid(config: Mapping[str, Any], quick: bool = False, name: str = "grid
     resolved_training = TrainConfig(**training).validate().as_dict()
     for fixed in ("model", "dataset", "seed", "device"):
         resolved_training.pop(fixed)
+    # Fields added to TrainConfig after results format 1 enter a cell's key only when set,
+    # so the cells run before they existed keep their folders.
+    for later, default in LATER_TRAINING_DEFAULTS.items():
+        if resolved_training.get(later) == default:
+            resolved_training.pop(later)
     cells = tuple(
         Cell(
             model=model,

@@ -1,4 +1,4 @@
-"""The ``panning`` command line: prune, train, run (prune then train), info, bench and report.
+"""The ``panning`` command line: prune, train, run (prune then train), info, compact, export, bench, report.
 
 Every user mistake ends with a one-line ``error: ...`` and exit status 2.
 """
@@ -15,16 +15,19 @@ from typing import Any
 
 import click
 import torch
+from safetensors.torch import load_file
 
 from panning import __version__, models, report
 from panning import data as datasets
 from panning import masks as masklib
+from panning.compaction import compact_with_plan
 from panning.connectivity import Connectivity, connectivity
 from panning.errors import UserError, check_sparsity
 from panning.io import write_atomic
 from panning.panning import COMBINATIONS, NORMALIZATIONS
 from panning.pruning import StepRecord, method_names, prune
 from panning.report import mask_table, write_trace
+from panning.sparse import Costs, load_sparse, model_costs, read_sparse_metadata, save_sparse
 from panning.training import TrainConfig, build, check_out_dir, record_origin, resolve_device, train
 
 F = Callable[..., Any]
@@ -112,6 +115,12 @@ _train_options = _options(
         default=None,
         help="Random crop and flip (default: on for CIFAR and Tiny-ImageNet only).",
     ),
+    click.option("--compact", is_flag=True, help="Train the compacted model: dead units removed (needs masks)."),
+    click.option(
+        "--sparse-kernels",
+        is_flag=True,
+        help="Use sparse linear kernels where timing on this device says they are faster (needs masks).",
+    ),
     click.option("--resume", is_flag=True, help="Continue the unfinished run in --out."),
     click.option("--quiet", is_flag=True, help="No progress bars."),
 )
@@ -176,6 +185,8 @@ def _train_config(model_name: str, dataset: str, seed: int, device: str, **kw: A
         val_size=kw["val_size"],
         normalization=kw["normalization"],
         augment=kw["augment"],
+        compact=kw["compact"],
+        sparse_kernels=kw["sparse_kernels"],
     ).validate()
 
 
@@ -380,6 +391,82 @@ def info_command(file: str) -> None:
         except UserError:
             report = None
     click.echo(mask_table(masks, report, meta.get("prune_seconds")))
+
+
+def _architecture(model_name: str, dataset: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
+    spec = datasets.spec(dataset)
+    model = models.create(model_name, spec.in_channels, spec.num_classes, spec.image_size)
+    return model, (spec.in_channels, spec.image_size, spec.image_size)
+
+
+def _cost_lines(before: Costs, after: Costs) -> str:
+    return (
+        f"parameters stored: {before.params} -> {after.params} ({before.params / max(after.params, 1):.1f}x fewer); "
+        f"MACs per example: {before.macs} -> {after.macs} ({before.macs / max(after.macs, 1):.1f}x fewer)"
+    )
+
+
+@cli.command("compact")
+@click.option("--model", "model_name", required=True, type=click.Choice(models.names()), help="Model name.")
+@click.option("--dataset", required=True, type=click.Choice(datasets.names()), help="Dataset (for input shape).")
+@click.option("--masks", "masks_path", required=True, type=click.Path(dir_okay=False), help="Mask file.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the initialisation.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Compact model file to write.")
+@_user_errors
+def compact_command(model_name: str, dataset: str, masks_path: str, seed: int, out: str) -> None:
+    """Remove the dead units a mask leaves: a smaller model computing the same function."""
+    masks = masklib.load(masks_path)
+    torch.manual_seed(seed)
+    model, shape = _architecture(model_name, dataset)
+    masks.check_fits(model)
+    small, carried, plan, compaction = compact_with_plan(model, masks, shape)
+    masklib.apply(small, carried)
+    save_sparse(small, out, plan, {"model": model_name, "dataset": dataset, "init_seed": seed})
+    click.echo(compaction.describe())
+    click.echo(_cost_lines(model_costs(model, shape, masks), model_costs(small, shape, carried)))
+    click.echo(f"wrote {out} (load it with panning.sparse.load_sparse(path, model))")
+
+
+@cli.command("export")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Small model file to write.")
+@_user_errors
+def export_command(run: str, out: str) -> None:
+    """Save a trained run's model with only its kept weights (compacted, values plus a bit mask)."""
+    from panning.io import read_json
+
+    run_dir = Path(run)
+    weights = run_dir / "model.safetensors"
+    if not (run_dir / "config.json").is_file() or not weights.is_file():
+        raise UserError(f"{run_dir} holds no finished run (no config.json and model.safetensors); train one first")
+    train_config = read_json(run_dir / "config.json")["train"]
+    model, shape = _architecture(train_config["model"], train_config["dataset"])
+    origin = {"model": train_config["model"], "dataset": train_config["dataset"], "run": str(run_dir)}
+    try:
+        read_sparse_metadata(weights)
+        small, carried = load_sparse(weights, model)
+        info = read_sparse_metadata(weights)
+        save_sparse(small, out, info.get("plan"), {**info, **origin})
+    except UserError:
+        if not (run_dir / "masks.safetensors").is_file():
+            raise UserError(f"{run_dir} is a dense run: there is nothing sparse to export") from None
+        masks = masklib.load(run_dir / "masks.safetensors")
+        state = load_file(str(weights))
+        try:
+            model.load_state_dict(state)
+        except RuntimeError:
+            raise UserError(
+                f"{weights} does not fit model {train_config['model']}; the run folder is damaged"
+            ) from None
+        small, carried, plan, _ = compact_with_plan(model, masks, shape)
+        masklib.apply(small, carried)
+        save_sparse(small, out, plan, origin)
+    dense_bytes = 4 * sum(p.numel() for p in model.parameters())
+    size = Path(out).stat().st_size
+    click.echo(
+        f"wrote {out}: {size} bytes, {dense_bytes / size:.1f}x smaller than the dense float32 weights "
+        f"({dense_bytes} bytes); load it with panning.sparse.load_sparse(path, model)"
+    )
 
 
 @cli.command("bench")

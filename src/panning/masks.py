@@ -12,6 +12,7 @@ The optimizer keeps the same parameter object, so any training loop keeps workin
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
@@ -390,6 +391,25 @@ def apply(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
     return model
 
 
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` that also works after a forward pass with masks applied.
+
+    (The visible masked weight is then a computed tensor, which ``copy.deepcopy`` refuses.)
+
+    Example:
+        >>> net = apply(nn.Linear(2, 1), {"weight": torch.tensor([[True, False]])})
+        >>> _ = net(torch.ones(1, 2))
+        >>> copy_model(net).weight_mask.tolist()
+        [[True, False]]
+    """
+    memo: dict[int, Any] = {}
+    for _, module, tensor_name in _pruned_tensors(model):
+        visible = getattr(module, tensor_name, None)
+        if isinstance(visible, torch.Tensor) and not visible.is_leaf:
+            memo[id(visible)] = visible.detach().clone()
+    return copy.deepcopy(model, memo)
+
+
 def applied(model: nn.Module) -> Masks:
     """The masks currently applied to ``model`` (empty if none).
 
@@ -530,6 +550,7 @@ __all__ = [
     "Masks",
     "applied",
     "apply",
+    "copy_model",
     "dense_state_dict",
     "density_schedule",
     "kept_count",

@@ -1,9 +1,11 @@
 """Masked training: SGD with momentum and a cosine schedule, into a run folder that can resume.
 
 A run folder holds ``config.json``, ``metrics.json`` (per epoch; at the end the FINAL epoch's
-``test_accuracy``, never the best), ``masks.safetensors``, ``model.safetensors`` (final weights
-with masks made permanent) and, while the run is going, ``checkpoint.pt``, rewritten atomically
-after every epoch. Same seed, same weights on CPU; a resumed run ends where an uninterrupted
+``test_accuracy``, never the best; with masks also parameters and multiply-accumulates per
+example, dense, masked and compacted), ``masks.safetensors``, ``model.safetensors`` (final
+weights with masks made permanent; for a compacted or sparse-kernel run the small format of
+:func:`panning.sparse.save_sparse`) and, while the run is going, ``checkpoint.pt``, rewritten
+atomically after every epoch. Same seed, same weights on CPU; a resumed run ends where an uninterrupted
 one would.
 """
 
@@ -28,10 +30,12 @@ from tqdm.auto import tqdm
 from panning import data as datasets
 from panning import masks as masklib
 from panning import models
+from panning.compaction import compact_with_plan
 from panning.connectivity import connectivity
 from panning.errors import UserError, UserTypeError
 from panning.io import read_json, write_atomic, write_json
 from panning.masks import Masks
+from panning.sparse import model_costs, save_sparse, use_sparse_kernels
 
 CHECKPOINT = "checkpoint.pt"
 # Facts of the screening run that every training run's metrics carry (SPEC §7).
@@ -87,6 +91,10 @@ class TrainConfig:
     device: str = "auto"
     # Train on the first N training examples only (quick benchmark variants); None: all of them.
     train_examples: int | None = None
+    # Train the compacted model (panning.compact) instead of the masked full-size one.
+    compact: bool = False
+    # Swap linear layers for sparse kernels where timing says they are faster (panning.sparse).
+    sparse_kernels: bool = False
 
     def validate(self) -> TrainConfig:
         """Return self after checking every field; a bad value raises ``UserError``."""
@@ -245,6 +253,8 @@ def train(
         raise UserTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     run_dir = Path(out)
     check_out_dir(run_dir, resume)
+    if (config.compact or config.sparse_kernels) and masks is None:
+        raise UserError("compact and sparse kernels need masks: pass the masks of a screening, or train dense")
     device = resolve_device(config.device)
     # Everything that can be refused is checked before the run folder is touched.
     mask_facts: dict[str, Any] = {"kept": None, "total": None, "nominal_sparsity": 0.0, "effective_sparsity": None}
@@ -282,8 +292,30 @@ def train(
             masklib.save(masks, run_dir / "masks.safetensors")
 
     model.to(device)
+    training_masks = masks
+    plan: dict[str, Any] = {}
     if masks is not None:
-        masklib.apply(model, masks.to(device))
+        costs = model_costs(model, dataset.input_shape, masks)
+        mask_facts["costs"] = {"dense": {"params": costs.params, "macs": costs.macs}}
+        mask_facts["costs"]["masked"] = {"params": costs.kept, "macs": costs.kept_macs}
+        if config.compact:
+            model, training_masks, plan, compaction = compact_with_plan(model, masks, dataset.input_shape)
+            small = model_costs(model, dataset.input_shape, training_masks)
+            mask_facts["costs"]["compact"] = {"params": small.params, "macs": small.macs}
+            mask_facts["costs"]["compact_masked"] = {"params": small.kept, "macs": small.kept_macs}
+            mask_facts["compaction"] = {
+                "units": {name: list(sizes) for name, sizes in compaction.units.items()},
+                "kept_before": compaction.kept_before,
+                "kept_after": compaction.kept_after,
+                "folded_units": compaction.folded,
+            }
+        if config.sparse_kernels:
+            kernels_path = run_dir / "kernels.json"
+            earlier = read_json(kernels_path)["kernels"] if resume and kernels_path.is_file() else None
+            model, training_masks, choices = use_sparse_kernels(model, training_masks, config.batch_size, True, earlier)
+            mask_facts["kernels"] = [choice.as_dict() for choice in choices]
+            write_json(kernels_path, {"kernels": mask_facts["kernels"]})
+        masklib.apply(model, training_masks.to(device))
     if config.train_examples is not None:
         images, labels = dataset.train
         dataset = dataclasses.replace(dataset, train=(images[: config.train_examples], labels[: config.train_examples]))
@@ -364,9 +396,14 @@ def train(
         "dead": test["predicted_classes"] <= 1,
         "val_accuracy": history[-1].get("val_accuracy") if history else None,
         "train_seconds": train_seconds,
+        "seconds_per_epoch": train_seconds / len(history) if history else None,
         **mask_facts,
     }
-    save_model(model, run_dir / "model.safetensors", {"model": config.model, "dataset": config.dataset})
+    origin = {"model": config.model, "dataset": config.dataset}
+    if config.compact or config.sparse_kernels:
+        save_sparse(model, run_dir / "model.safetensors", plan, origin)
+    else:
+        save_model(model, run_dir / "model.safetensors", origin)
     write_json(run_dir / "metrics.json", metrics)
     checkpoint_path.unlink(missing_ok=True)
     return metrics

@@ -1,0 +1,3 @@
+from panning.cli import main
+
+main()
