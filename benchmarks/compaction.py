@@ -147,14 +147,15 @@ def cifar_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
             masked = masklib.apply(masklib.copy_model(model), masks)
             small, carried, _, _ = compact_with_plan(model, masks, shape)
             kernels, rest, _ = use_sparse_kernels(masklib.copy_model(small), carried, args.cifar_batch)
+            dense_costs, compact_costs = model_costs(model, shape), model_costs(small, shape, carried)
             row = {
                 "model": model_name,
                 "sparsity": sparsity,
                 "method": "synflow",
-                "dense_params": model_costs(model, shape).params,
-                "compact_params": model_costs(small, shape, carried).params,
-                "dense_macs": model_costs(model, shape).macs,
-                "compact_macs": model_costs(small, shape, carried).macs,
+                "dense_params": dense_costs.params,
+                "compact_params": compact_costs.params,
+                "dense_macs": dense_costs.macs,
+                "compact_macs": compact_costs.macs,
                 "masked_step_ms": _train_step_ms(masked, shape, args.cifar_batch, args.step_repeats),
                 "compact_step_ms": _train_step_ms(
                     masklib.apply(small, carried), shape, args.cifar_batch, args.step_repeats

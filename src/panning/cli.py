@@ -383,11 +383,10 @@ def info_command(file: str) -> None:
     click.echo(json.dumps(meta, indent=2, sort_keys=True, default=str))
     report = None
     if meta.get("model") in models.names() and meta.get("dataset") in datasets.names():
-        spec = datasets.spec(meta["dataset"])
-        model = models.create(meta["model"], spec.in_channels, spec.num_classes, spec.image_size)
+        model, shape = _architecture(meta["model"], meta["dataset"])
         try:
             masks.check_fits(model)
-            report = connectivity(model, masks, input_shape=(spec.in_channels, spec.image_size, spec.image_size))
+            report = connectivity(model, masks, input_shape=shape)
         except UserError:
             report = None
     click.echo(mask_table(masks, report, meta.get("prune_seconds")))
@@ -443,9 +442,8 @@ def export_command(run: str, out: str) -> None:
     model, shape = _architecture(train_config["model"], train_config["dataset"])
     origin = {"model": train_config["model"], "dataset": train_config["dataset"], "run": str(run_dir)}
     try:
-        read_sparse_metadata(weights)
-        small, carried = load_sparse(weights, model)
         info = read_sparse_metadata(weights)
+        small, _ = load_sparse(weights, model)
         save_sparse(small, out, info.get("plan"), {**info, **origin})
     except UserError:
         if not (run_dir / "masks.safetensors").is_file():

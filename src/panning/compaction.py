@@ -190,8 +190,7 @@ class CompactReport:
 class _Tracer:
     """Follows channel spaces through an fx graph (see the module docstring)."""
 
-    def __init__(self, model: nn.Module, input_rank: int | None = None) -> None:
-        self.input_rank = input_rank
+    def __init__(self, model: nn.Module, input_shape: Sequence[int] | None = None) -> None:
         try:
             self.graph = torch.fx.symbolic_trace(model).graph
         except Exception as error:  # fx raises many kinds of errors on untraceable code
@@ -200,6 +199,9 @@ class _Tracer:
                 f"cannot compact {type(model).__name__}: torch.fx cannot trace its forward ({first}); "
                 "compaction needs a forward without data-dependent control flow"
             ) from None
+        placeholders = [n for n in self.graph.nodes if n.op == "placeholder"]
+        # The input's rank is known only for a single input of the given shape.
+        self.input_rank = len(input_shape) + 1 if input_shape and len(placeholders) == 1 else None
         self.modules = dict(model.named_modules())
         self.values: dict[torch.fx.Node, _Value] = {}
         self.spaces: list[_Space] = []
@@ -398,10 +400,9 @@ def _columns(units: torch.Tensor, per_unit: int) -> torch.Tensor:
 class _Compactor:
     """Removes dead units space by space until nothing changes (see the module docstring)."""
 
-    def __init__(self, model: nn.Module, masks: Masks, input_rank: int | None) -> None:
-        self.model = model
+    def __init__(self, model: nn.Module, masks: Masks, input_shape: Sequence[int] | None) -> None:
         self.modules = dict(model.named_modules())
-        tracer = _Tracer(model, input_rank)
+        tracer = _Tracer(model, input_shape)
         self.spaces = [s for s in tracer.spaces if s.parent is None and not s.pinned and s.size is not None]
         self.present = {id(s): torch.ones(s.size or 0, dtype=torch.bool) for s in self.spaces}
         layers = {layer for s in self.spaces for layer in s.producers} | {
@@ -611,8 +612,7 @@ def compact_with_plan(
             tensor.mul_(mask.to(tensor.dtype))
     kept_before = merged.kept()
     shape = input_shape if input_shape is not None else given.metadata.get("input_shape")
-    placeholders = sum(1 for n in torch.fx.symbolic_trace(work).graph.nodes if n.op == "placeholder") if shape else 0
-    compactor = _Compactor(work, merged, len(shape) + 1 if shape and placeholders == 1 else None)
+    compactor = _Compactor(work, merged, shape)
     compactor.run()
     plan = compactor.plan()
     sizes_before = {
