@@ -12,7 +12,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from panning import data, masks, models, scores, sparse
+from panning import (
+    agent,  # registers method="rl-panning"
+    data,
+    masks,
+    models,
+    scores,
+    sparse,
+)
 from panning import panning as multi_index  # registers method="panning"
 from panning.compaction import compact
 from panning.connectivity import connectivity, effective_masks, effective_sparsity
@@ -25,6 +32,7 @@ __all__ = [
     "UserError",
     "UserTypeError",
     "__version__",
+    "agent",
     "compact",
     "connectivity",
     "data",

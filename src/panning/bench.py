@@ -55,6 +55,7 @@ import torch
 from panning import __version__, models
 from panning import data as datasets
 from panning import masks as masklib
+from panning.agent import shipped_agent_path
 from panning.errors import UserError, check_sparsity
 from panning.io import read_json, source_commit, write_atomic, write_json
 from panning.pruning import create_method, method_names, prune
@@ -117,10 +118,17 @@ class Cell:
     seed: int
     screening: tuple[tuple[str, Any], ...]
     training: tuple[tuple[str, Any], ...]
+    files: tuple[tuple[str, str], ...] = ()
 
     def canonical(self) -> dict[str, Any]:
-        """Everything that determines the cell's result (the display label does not)."""
+        """Everything that determines the cell's result (the display label does not).
+
+        Files a method reads (an agent) enter by their SHA-256, so a retrained agent gets new
+        cells; cells without such files keep the keys they had before this field existed.
+        """
+        files = {"files": dict(self.files)} if self.files else {}
         return {
+            **files,
             "model": self.model,
             "dataset": self.dataset,
             "method": self.method,
@@ -256,6 +264,7 @@ def parse_grid(config: Mapping[str, Any], quick: bool = False, name: str = "grid
             seed=int(seed),
             screening=_freeze({**screening, **method_screening}),
             training=_freeze(resolved_training),
+            files=_method_files(method, options),
         )
         for model in grid_models
         for dataset in grid_datasets
@@ -322,6 +331,16 @@ def _row(cell: Cell, commit: str, metrics: Mapping[str, Any] | None, error: str 
             layer_density=json.dumps({layer["name"]: layer["kept"] / layer["total"] for layer in layers}),
         )
     return {column: row.get(column) for column in RESULT_COLUMNS}
+
+
+def _method_files(method: str, options: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """SHA-256 digests of the files a method reads: the agent of ``rl-panning``."""
+    if method != "rl-panning":
+        return ()
+    path = Path(options["agent"]) if options.get("agent") else shipped_agent_path()
+    if not path.is_file():
+        raise UserError(f"no agent at {path}; train one with `panning agent train` or drop the agent option")
+    return (("agent", hashlib.sha256(path.read_bytes()).hexdigest()),)
 
 
 def run_cell(

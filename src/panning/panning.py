@@ -244,37 +244,66 @@ class Panning:
 
     def __call__(self, model: nn.Module, context: StepContext) -> dict[str, torch.Tensor]:
         stage, weights = self.weights_for(context.step, context.density)
-        x, y = context.batch()
-        loss_aware = indices.loss_aware_scores(
-            model,
-            x,
-            y,
-            context.masks,
-            self.temperature,
-            want_snip=weights["snip"] != 0,
-            want_grasp=weights["grasp"] != 0,
-            parameters=context.parameters,
+        context.info["stage"] = stage
+        options = (self.normalization, self.combination, self.temperature, self.grasp)
+        return weighted_scores(model, context, weights, *options)
+
+
+def weighted_scores(
+    model: nn.Module,
+    context: StepContext,
+    weights: Mapping[str, float],
+    normalization: str = "zscore-abs",
+    combination: str = "additive",
+    temperature: float = indices.GRASP_TEMPERATURE,
+    grasp: str | None = "abs",
+) -> dict[str, torch.Tensor]:
+    """One Panning step's scores: the indices with a non-zero weight on the masked network, combined.
+
+    SNIP and GraSP share one loss (one forward pass); SynFlow takes one more. The weights used,
+    the batch loss and ``gᵀg`` go into ``context.info`` for the trace.
+
+    Example:
+        >>> from panning.masks import Masks
+        >>> from panning.pruning import BatchSource
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+        >>> g = torch.Generator().manual_seed(0)
+        >>> source = BatchSource((torch.randn(8, 1, 2, 2), torch.arange(8) % 2), 2, g)
+        >>> ctx = StepContext(1, 1, 0.5, Masks.ones_like(net), source, (1, 2, 2), g, None)
+        >>> scores = weighted_scores(net, ctx, {"synflow": 1.0, "snip": 1.0, "grasp": 0.0})
+        >>> sorted(scores), ctx.info["w_grasp"]
+        (['1.weight', '3.weight'], 0.0)
+    """
+    x, y = context.batch()
+    loss_aware = indices.loss_aware_scores(
+        model,
+        x,
+        y,
+        context.masks,
+        temperature,
+        want_snip=weights["snip"] != 0,
+        want_grasp=weights["grasp"] != 0,
+        parameters=context.parameters,
+    )
+    raw: dict[str, Mapping[str, torch.Tensor]] = {}
+    if weights["synflow"] != 0:
+        raw["synflow"] = indices.synflow(
+            model, masks=context.masks, input_shape=context.input_shape, parameters=context.parameters
         )
-        raw: dict[str, Mapping[str, torch.Tensor]] = {}
-        if weights["synflow"] != 0:
-            raw["synflow"] = indices.synflow(
-                model, masks=context.masks, input_shape=context.input_shape, parameters=context.parameters
-            )
-        if loss_aware.snip is not None:
-            raw["snip"] = loss_aware.snip
-        if loss_aware.grasp is not None:
-            grasp = loss_aware.grasp
-            raw["grasp"] = {n: s.abs() for n, s in grasp.items()} if self.grasp == "abs" else grasp
-        normalized = {name: normalize(score, self.normalization) for name, score in raw.items()}
-        context.info.update(
-            stage=stage,
-            w_synflow=weights["synflow"],
-            w_snip=weights["snip"],
-            w_grasp=weights["grasp"],
-            loss=loss_aware.loss,
-            grad_norm_sq=loss_aware.grad_norm_sq,
-        )
-        return combine(normalized, weights, self.combination)
+    if loss_aware.snip is not None:
+        raw["snip"] = loss_aware.snip
+    if loss_aware.grasp is not None:
+        scores = loss_aware.grasp
+        raw["grasp"] = {n: s.abs() for n, s in scores.items()} if grasp == "abs" else scores
+    normalized = {name: normalize(score, normalization) for name, score in raw.items()}
+    context.info.update(
+        w_synflow=weights["synflow"],
+        w_snip=weights["snip"],
+        w_grasp=weights["grasp"],
+        loss=loss_aware.loss,
+        grad_norm_sq=loss_aware.grad_norm_sq,
+    )
+    return combine(normalized, weights, combination)
 
 
 def resolve_stages(stages: Any, combination: str = "additive") -> StageTable:
@@ -302,4 +331,4 @@ def _panning(**options: Any) -> Panning:
     return Panning(**options)
 
 
-__all__ = ["PRESETS", "Panning", "StageTable", "combine", "normalize", "resolve_stages"]
+__all__ = ["PRESETS", "Panning", "StageTable", "combine", "normalize", "resolve_stages", "weighted_scores"]

@@ -1,0 +1,699 @@
+"""The panning agent (SPEC §5): reinforcement learning chooses the index weights at every step.
+
+:class:`PanningEnv` is one screening run as a Gymnasium episode. Each step takes three numbers
+in [-1, 1]; ``action + 1`` are the weights of (SynFlow, SNIP, GraSP) for that step's Panning
+scores on the current masked network, whose global top ``k_t`` becomes the new mask. The
+observation (7 numbers, independent of the architecture) is
+
+====  ================================================================================
+0     loss of the masked network on the episode's probe batch, over the dense network's
+1     its ``gᵀg``, over the dense network's
+2     the change of loss this step caused, over the dense loss
+3     the change of ``gᵀg`` this step caused, over the dense ``gᵀg``, divided by 5
+4     effective sparsity of the current mask
+5     the sparsity the next step will reach, ``1 - k_{t+1}`` (at reset this carries the
+      episode's target: ``1 - k_1`` grows with it)
+6     progress ``t / T``
+====  ================================================================================
+
+and the reward of step ``t`` is ``-(100 |s_t - e_t| + |Δloss| + |ΔgᵀG| / 5)`` in those units,
+with ``s_t`` the step's target sparsity and ``e_t`` the effective sparsity reached. An episode
+ends after ``T`` steps, or earlier with the extra penalty ``-(T - t)`` when the network is cut
+(effective sparsity 1). The probe batch is drawn once per episode and the dense network is
+evaluated on it once, at reset: the normalisation is stationary (the reference's running
+min/max drifts as training goes) and a step costs one Panning step plus one loss and ``gᵀg``
+evaluation of the masked network, with no model copies.
+
+:func:`train_agent` trains Stable-Baselines3's TD3 on it; ``method="rl-panning"`` applies an
+agent (the shipped one by default) as one deterministic episode at the requested sparsity.
+
+Example:
+    >>> import torch, panning
+    >>> x, y = torch.randn(100, 1, 28, 28), torch.arange(100) % 10
+    >>> env = PanningEnv(panning.models.create("lenet300"), (x, y), iterations=4, samples_per_class=2)
+    >>> observation, info = env.reset(seed=0, options={"target": 0.9})
+    >>> observation.shape, round(float(observation[5]), 3)
+    ((7,), 0.438)
+    >>> observation, reward, terminated, truncated, info = env.step(np.zeros(3, dtype=np.float32))
+    >>> info["kept"], terminated
+    (149268, False)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from panning import scores as indices
+from panning.connectivity import connectivity
+from panning.errors import UserError, UserTypeError, check_sparsity
+from panning.masks import Masks, density_schedule, kept_count, prunable_parameters, select_topk
+from panning.panning import COMBINATIONS, INDEX_ORDER, NORMALIZATIONS, weighted_scores
+from panning.pruning import BatchSource, DataLike, StepContext, register_method
+
+OBSERVATION_SIZE = 7
+REWARD_SCALE_SCHEDULE = 100.0
+GTG_DIVISOR = 5.0
+# Ratios of loss and gᵀg are clipped here: a network near its cut can multiply gᵀg by thousands,
+# which would swamp both the critic's inputs and the reward.
+RATIO_LIMIT = 10.0
+SHIPPED_AGENT = "default.zip"
+
+ModelSource = nn.Module | Callable[[], nn.Module]
+
+
+def _evaluate(
+    model: nn.Module, masks: Mapping[str, torch.Tensor] | None, batch: tuple[torch.Tensor, torch.Tensor], names: Any
+) -> tuple[float, float]:
+    """Loss (temperature 1) and ``gᵀg`` of the masked network on ``batch``: one forward and backward pass."""
+    result = indices.loss_aware_scores(model, batch[0], batch[1], masks, 1.0, False, False, names)
+    return result.loss, result.grad_norm_sq
+
+
+@dataclass
+class _Probe:
+    """What the observation and reward remember across steps of one episode."""
+
+    batch: tuple[torch.Tensor, torch.Tensor]
+    dense_loss: float
+    dense_gtg: float
+    loss: float
+    gtg: float
+
+    @classmethod
+    def start(cls, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], names: Any) -> _Probe:
+        loss, gtg = _evaluate(model, None, batch, names)
+        # A zero gᵀg (a model whose loss is flat at init) would divide by zero; any tiny scale keeps
+        # the ratios finite and they are clipped anyway.
+        return cls(batch, max(loss, 1e-12), max(gtg, 1e-12), loss, gtg)
+
+    def advance(self, model: nn.Module, masks: Masks, names: Any) -> tuple[float, float]:
+        """Evaluate the new mask; returns the normalised changes of loss and ``gᵀg`` this step caused."""
+        loss, gtg = _evaluate(model, masks, self.batch, names)
+        change_loss = _clip((loss - self.loss) / self.dense_loss)
+        change_gtg = _clip((gtg - self.gtg) / self.dense_gtg / GTG_DIVISOR)
+        self.loss, self.gtg = loss, gtg
+        return change_loss, change_gtg
+
+    def observation(
+        self, change_loss: float, change_gtg: float, effective: float, next_sparsity: float, progress: float
+    ) -> np.ndarray:
+        return np.array(
+            [
+                min(self.loss / self.dense_loss, RATIO_LIMIT),
+                min(self.gtg / self.dense_gtg, RATIO_LIMIT),
+                change_loss,
+                change_gtg,
+                effective,
+                next_sparsity,
+                progress,
+            ],
+            dtype=np.float32,
+        )
+
+
+def _clip(value: float) -> float:
+    return float(min(max(value, -RATIO_LIMIT), RATIO_LIMIT)) if math.isfinite(value) else RATIO_LIMIT
+
+
+def observation_space() -> gym.spaces.Box:
+    """The 7-number observation (see the module docstring for what each number is)."""
+    low = np.array([0, 0, -RATIO_LIMIT, -RATIO_LIMIT, 0, 0, 0], dtype=np.float32)
+    high = np.array([RATIO_LIMIT, RATIO_LIMIT, RATIO_LIMIT, RATIO_LIMIT, 1, 1, 1], dtype=np.float32)
+    return gym.spaces.Box(low, high, dtype=np.float32)
+
+
+def action_space() -> gym.spaces.Box:
+    """Three numbers in [-1, 1]: ``action + 1`` weighs (SynFlow, SNIP, GraSP)."""
+    return gym.spaces.Box(-1.0, 1.0, (3,), dtype=np.float32)
+
+
+def index_weights(action: Any) -> dict[str, float]:
+    """The index weights of an action: ``action + 1``, clipped to [0, 2]; all zero means equal weights.
+
+    Example:
+        >>> index_weights([-1.0, 0.0, 0.5])
+        {'synflow': 0.0, 'snip': 1.0, 'grasp': 1.5}
+    """
+    values = np.asarray(action, dtype=np.float64).reshape(-1)
+    if values.shape != (3,) or not np.isfinite(values).all():
+        raise UserError(f"an action is 3 finite numbers in [-1, 1] (synflow, snip, grasp), got {action!r}")
+    weights = np.clip(values, -1.0, 1.0) + 1.0
+    if not weights.any():
+        weights = np.ones(3)
+    return {name: float(w) for name, w in zip(INDEX_ORDER, weights)}
+
+
+def parse_targets(text: str) -> tuple[tuple[float, float], ...]:
+    """``"0.8:1.0"`` or ``"0.9:1.0,0.98:1.0"`` (ranges drawn with equal chance) or ``"0.99"``.
+
+    Example:
+        >>> parse_targets("0.9:1.0,0.98:1.0")
+        ((0.9, 1.0), (0.98, 1.0))
+    """
+    ranges = []
+    for part in str(text).split(","):
+        bounds = part.strip().split(":")
+        try:
+            values = [float(b) for b in bounds]
+        except ValueError:
+            raise UserError(f"bad target range {part!r}; write LOW:HIGH, e.g. 0.8:1.0") from None
+        if len(values) == 1:
+            values = values * 2
+        if len(values) != 2:
+            raise UserError(f"bad target range {part!r}; write LOW:HIGH, e.g. 0.8:1.0")
+        ranges.append((values[0], values[1]))
+    return _check_targets(ranges)
+
+
+def _check_targets(targets: Any) -> tuple[tuple[float, float], ...]:
+    if isinstance(targets, str):
+        return parse_targets(targets)
+    if isinstance(targets, (int, float)):
+        targets = [(targets, targets)]
+    try:
+        ranges = tuple((float(low), float(high)) for low, high in targets)
+    except (TypeError, ValueError):
+        raise UserTypeError("targets must be (low, high) sparsity ranges, e.g. [(0.8, 1.0)]") from None
+    if not ranges:
+        raise UserError("targets needs at least one (low, high) range")
+    for low, high in ranges:
+        if not 0.0 <= low <= high <= 1.0:
+            raise UserError(f"a target range needs 0 <= low <= high <= 1, got ({low}, {high})")
+    return ranges
+
+
+class PanningEnv(gym.Env):
+    """One Panning screening run as an episode (SPEC §5); see the module docstring.
+
+    ``model`` is a module (screened from its own initialisation every episode) or a callable
+    returning a fresh module (called at every reset under a seeded torch generator, so episodes
+    see new initialisations); a list of either is drawn from per episode. ``data`` feeds the
+    scoring and probe batches. Each episode draws its target sparsity from one of ``targets``
+    (``(low, high)`` ranges, chosen with equal chance; ``cycle_targets`` walks through them in
+    order instead, as evaluation wants) unless ``reset(options={"target": s})`` gives it.
+    ``iterations`` is ``T``, the steps per episode.
+
+    ``info`` of every step holds its trace: step, target and effective sparsity, kept count,
+    index weights, loss and ``gᵀg`` of the masked network, and the reward's parts.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
+
+    def __init__(
+        self,
+        model: ModelSource | Sequence[ModelSource],
+        data: DataLike,
+        targets: Any = ((0.8, 1.0),),
+        iterations: int = 20,
+        samples_per_class: int = 10,
+        schedule: str = "exponential",
+        normalization: str = "zscore-abs",
+        combination: str = "additive",
+        temperature: float = indices.GRASP_TEMPERATURE,
+        parameters: Sequence[str] | None = None,
+        cycle_targets: bool = False,
+        render_mode: str | None = None,
+    ) -> None:
+        super().__init__()
+        sources = list(model) if isinstance(model, Sequence) else [model]
+        if not sources or not all(isinstance(m, nn.Module) or callable(m) for m in sources):
+            raise UserTypeError("model must be an nn.Module, a callable returning one, or a list of those")
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise UserError(f"iterations must be a positive integer, got {iterations!r}")
+        if data is None:
+            raise UserError("the panning agent is data-driven: pass data=(inputs, targets), a dataset or a DataLoader")
+        if normalization not in NORMALIZATIONS:
+            raise UserError(f"unknown index normalization {normalization!r}; valid: {', '.join(NORMALIZATIONS)}")
+        if combination not in COMBINATIONS:
+            raise UserError(f"unknown combination {combination!r}; valid: {', '.join(COMBINATIONS)}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise UserError(f"render_mode must be None or 'ansi', got {render_mode!r}")
+        self.sources = sources
+        self.data = data
+        self.targets = _check_targets(targets)
+        self.iterations = iterations
+        self.samples_per_class = samples_per_class
+        self.schedule = schedule
+        self.normalization = normalization
+        self.combination = combination
+        self.temperature = float(temperature)
+        self.parameters = parameters
+        self.cycle_targets = cycle_targets
+        self.render_mode = render_mode
+        self.observation_space = observation_space()
+        self.action_space = action_space()
+        self.episodes = 0
+        self.model: nn.Module | None = None
+        self._trace: list[dict[str, Any]] = []
+
+    def _draw_target(self, options: dict[str, Any] | None) -> float:
+        if options and "target" in options:
+            return check_sparsity(options["target"])
+        if self.cycle_targets:
+            low, high = self.targets[self.episodes % len(self.targets)]
+        else:
+            low, high = self.targets[int(self.np_random.integers(len(self.targets)))]
+        return float(min(self.np_random.uniform(low, high) if high > low else low, 1.0 - 1e-9))
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.target = self._draw_target(options)
+        episode_seed = int(seed) if seed is not None else int(self.np_random.integers(2**31 - 1))
+        source = self.sources[self.episodes % len(self.sources)]
+        self.episodes += 1
+        if isinstance(source, nn.Module):
+            self.model = source
+        else:
+            with torch.random.fork_rng():
+                torch.manual_seed(episode_seed)
+                self.model = source()
+            if not isinstance(self.model, nn.Module):
+                raise UserTypeError(f"the model factory returned {type(self.model).__name__}, not an nn.Module")
+        self.device = next(self.model.parameters()).device
+        self.generator = torch.Generator().manual_seed(episode_seed)
+        self.batches = BatchSource(self.data, self.samples_per_class, self.generator, self.device)
+        self.input_shape = self.batches.input_shape
+        self.screening = _Screening(self.model, self.target, self.iterations, self.schedule, self.parameters)
+        self.probe = _Probe.start(self.model, self.batches.next(), self.parameters)
+        self._trace = []
+        observation = self.probe.observation(0.0, 0.0, 0.0, self.screening.sparsity_at(1), 0.0)
+        return observation, {"target": self.target}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self.model is None:
+            raise UserError("call reset() before step()")
+        if self.screening.step >= self.iterations:
+            raise UserError("the episode has ended; call reset()")
+        weights = index_weights(action)
+        with indices.preserved_modes(self.model, train=True):
+            context = self.screening.context(self.batches, self.input_shape, self.generator)
+            scores = weighted_scores(
+                self.model, context, weights, self.normalization, self.combination, self.temperature
+            )
+            masks = self.screening.select(scores)
+            change_loss, change_gtg = self.probe.advance(self.model, masks, self.parameters)
+        report = connectivity(self.model, masks, input_shape=self.input_shape)
+        effective = report.effective_sparsity
+        step, total = self.screening.step, self.iterations
+        target_now = 1.0 - self.screening.density
+        schedule_penalty = REWARD_SCALE_SCHEDULE * abs(target_now - effective)
+        reward = -(schedule_penalty + abs(change_loss) + abs(change_gtg))
+        cut = effective >= 1.0
+        if cut:
+            reward -= total - step
+        terminated = cut or step == total
+        observation = self.probe.observation(
+            change_loss, change_gtg, effective, self.screening.sparsity_at(step + 1), step / total
+        )
+        info = {
+            "step": step,
+            "target_sparsity": target_now,
+            "effective_sparsity": effective,
+            "kept": masks.kept(),
+            **{f"w_{name}": w for name, w in weights.items()},
+            "loss": self.probe.loss,
+            "grad_norm_sq": self.probe.gtg,
+            "reward_schedule": -schedule_penalty,
+            "reward_loss": -abs(change_loss),
+            "reward_gtg": -abs(change_gtg),
+            "collapsed_layers": len(report.collapsed_layers),
+        }
+        self._trace.append(info)
+        info = {**info, "masks": masks} if terminated else info
+        return observation, float(reward), bool(terminated), False, info
+
+    @property
+    def masks(self) -> Masks:
+        """The current mask of the episode."""
+        return self.screening.masks
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi" or not self._trace:
+            return None
+        last = self._trace[-1]
+        return (
+            f"step {last['step']}/{self.iterations}: target {last['target_sparsity']:.4f}, "
+            f"effective {last['effective_sparsity']:.4f}, weights "
+            f"({last['w_synflow']:.2f}, {last['w_snip']:.2f}, {last['w_grasp']:.2f}), loss {last['loss']:.4f}"
+        )
+
+
+@dataclass
+class _Screening:
+    """The schedule of one episode and its current mask (shared by the env and ``rl-panning``)."""
+
+    model: nn.Module
+    sparsity: float
+    iterations: int
+    schedule: str
+    parameters: Sequence[str] | None
+    step: int = 0
+    densities: list[float] = field(init=False)
+    masks: Masks = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.densities = list(density_schedule(self.sparsity, self.iterations, self.schedule))
+        weights = prunable_parameters(self.model, self.parameters)
+        self.total = sum(w.numel() for w in weights.values())
+        self.final_keep = kept_count(self.total, self.sparsity)
+        self.masks = Masks({n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()})
+
+    @property
+    def density(self) -> float:
+        return self.densities[self.step - 1] if self.step else 1.0
+
+    def sparsity_at(self, step: int) -> float:
+        """Target sparsity ``1 - k_step`` (the last step's once past the end)."""
+        return 1.0 - self.densities[min(step, self.iterations) - 1]
+
+    def context(self, batches: BatchSource, input_shape: tuple[int, ...], generator: torch.Generator) -> StepContext:
+        self.step += 1
+        return StepContext(
+            self.step, self.iterations, self.density, self.masks, batches, input_shape, generator, self.parameters
+        )
+
+    def select(self, scores: Mapping[str, torch.Tensor]) -> Masks:
+        last = self.step == self.iterations
+        keep = self.final_keep if last else max(self.final_keep, round(self.density * self.total))
+        self.masks = select_topk(scores, keep)
+        return self.masks
+
+
+@dataclass
+class AgentInfo:
+    """How an agent was trained, saved inside its zip (``panning_agent`` attribute)."""
+
+    iterations: int
+    targets: list[tuple[float, float]]
+    models: list[str]
+    dataset: str
+    samples_per_class: int
+    normalization: str
+    combination: str
+    temperature: float
+    timesteps: int
+    seed: int
+    seconds: float = 0.0
+    command: str = ""
+
+
+def shipped_agent_path() -> Path:
+    """The pretrained agent inside the package (``rl-panning`` uses it without ``agent=``).
+
+    Example:
+        >>> shipped_agent_path().name
+        'default.zip'
+    """
+    return Path(str(resources.files("panning") / "agents" / SHIPPED_AGENT))
+
+
+def load_agent(path: str | os.PathLike[str] | None = None, device: str = "cpu") -> tuple[Any, AgentInfo]:
+    """A trained TD3 agent and how it was trained; ``None`` loads the shipped one.
+
+    Example:
+        >>> agent, info = load_agent()
+        >>> agent.observation_space.shape, info.iterations > 0
+        ((7,), True)
+    """
+    from stable_baselines3 import TD3
+
+    file = shipped_agent_path() if path is None else Path(path)
+    if not file.is_file():
+        raise UserError(f"no agent at {file}; train one with `panning agent train ... --out {file}`")
+    try:
+        agent = TD3.load(file, device=device)
+    except Exception as error:  # SB3 raises zipfile, pickle, key and value errors on foreign files
+        raise UserError(f"{file} is not a panning agent saved by `panning agent train` ({error})") from None
+    if agent.observation_space.shape != (OBSERVATION_SIZE,) or agent.action_space.shape != (3,):
+        raise UserError(
+            f"{file} is an agent for observations {agent.observation_space.shape} and actions "
+            f"{agent.action_space.shape}; a panning agent has (7,) and (3,)"
+        )
+    stored = getattr(agent, "panning_agent", None)
+    if not isinstance(stored, Mapping):
+        raise UserError(f"{file} lacks the panning training record; train it with `panning agent train`")
+    fields = {name: stored[name] for name in AgentInfo.__dataclass_fields__ if name in stored}
+    return agent, AgentInfo(**fields)
+
+
+@dataclass
+class RLPanning:
+    """``method="rl-panning"``: one deterministic episode of a trained agent (SPEC §5).
+
+    At every step the agent sees the 7-number observation of the current mask and chooses the
+    index weights; scoring is Panning's, with the normalisation and combination the agent was
+    trained with. ``agent`` is a path or ``None`` for the shipped agent. Without ``iterations``
+    the episode has as many steps as the agent's training episodes.
+    """
+
+    agent: str | os.PathLike[str] | None = None
+    data_driven: bool = True
+    default_iterations: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.policy, self.info = load_agent(self.agent)
+        self.default_iterations = int(self.info.iterations)
+        self._probe: _Probe | None = None
+
+    def __call__(self, model: nn.Module, context: StepContext) -> dict[str, torch.Tensor]:
+        names = context.parameters
+        next_sparsity = 1.0 - context.density
+        if context.step == 1 or self._probe is None:
+            self._probe = _Probe.start(model, context.batch(), names)
+            observation = self._probe.observation(0.0, 0.0, 0.0, next_sparsity, 0.0)
+        else:
+            change_loss, change_gtg = self._probe.advance(model, context.masks, names)
+            effective = connectivity(model, context.masks, input_shape=context.input_shape).effective_sparsity
+            progress = (context.step - 1) / context.iterations
+            observation = self._probe.observation(change_loss, change_gtg, effective, next_sparsity, progress)
+        action, _ = self.policy.predict(observation, deterministic=True)
+        weights = index_weights(action)
+        return weighted_scores(
+            model, context, weights, self.info.normalization, self.info.combination, self.info.temperature
+        )
+
+
+@register_method("rl-panning")
+def _rl_panning(agent: str | os.PathLike[str] | None = None) -> RLPanning:
+    return RLPanning(agent)
+
+
+def _latest_checkpoint(folder: Path) -> tuple[Path, Path] | None:
+    found = []
+    for path in folder.glob("agent_*_steps.zip"):
+        try:
+            found.append((int(path.stem.split("_")[1]), path))
+        except (IndexError, ValueError):
+            continue
+    for steps, path in sorted(found, reverse=True):
+        buffer = folder / f"agent_replay_buffer_{steps}_steps.pkl"
+        if buffer.is_file():
+            return path, buffer
+    return None
+
+
+def checkpoint_dir(out: str | os.PathLike[str]) -> Path:
+    """Where training keeps checkpoints, evaluations and logs: ``agent.zip`` -> ``agent-training/``.
+
+    Example:
+        >>> checkpoint_dir("runs/agent.zip").as_posix()
+        'runs/agent-training'
+    """
+    path = Path(out)
+    return path.with_name(path.stem + "-training")
+
+
+def train_agent(
+    env: PanningEnv,
+    timesteps: int,
+    out: str | os.PathLike[str],
+    record: AgentInfo,
+    eval_env: PanningEnv | None = None,
+    seed: int = 0,
+    learning_starts: int | None = None,
+    eval_every: int = 1000,
+    eval_episodes: int = 4,
+    checkpoint_every: int = 1000,
+    resume: bool = False,
+    tensorboard: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    net_arch: Sequence[int] = (64, 64),
+    learning_rate: float = 2e-4,
+    batch_size: int = 256,
+) -> Any:
+    """Train Stable-Baselines3's TD3 on ``env`` for ``timesteps`` steps and save it to ``out``.
+
+    The reference's settings where they fit: batch 256, discount 0.99, tau 0.01, policy noise
+    0.2 clipped at 0.5, policy delay 2, Gaussian exploration noise 0.1, learning rate 2e-4;
+    ``learning_starts`` random steps first (default the reference's 2000, at most a quarter of
+    ``timesteps``). The networks are 64-64 (the observation has 7 numbers; the file stays
+    small). Every ``checkpoint_every`` steps the agent and its replay buffer are saved in
+    :func:`checkpoint_dir`; ``resume`` continues from the latest. Every ``eval_every`` steps
+    ``eval_episodes`` deterministic episodes of ``eval_env`` are scored (``evaluations.npz``).
+    The final agent is written atomically, with ``record`` inside.
+
+    Example:
+        >>> # env = PanningEnv(lambda: panning.models.create("lenet5"), panning.data.load("mnist"))
+        >>> # agent = train_agent(env, 2000, "agent.zip", record)
+    """
+    from stable_baselines3 import TD3
+    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.noise import NormalActionNoise
+
+    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
+        raise UserError(f"timesteps must be a positive integer, got {timesteps!r}")
+    out_path = Path(out)
+    if out_path.suffix != ".zip":
+        raise UserError(f"the agent file must end in .zip, got {out_path.name}")
+    if tensorboard is not None:
+        try:
+            import tensorboard as _  # noqa: F401
+        except ImportError:
+            raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+    folder = checkpoint_dir(out_path)
+    latest = _latest_checkpoint(folder) if folder.is_dir() else None
+    if resume and latest is None:
+        raise UserError(f"nothing to resume: no checkpoint with its replay buffer in {folder}")
+    if not resume and latest is not None:
+        raise UserError(f"{folder} holds checkpoints of an earlier run; pass --resume or remove the folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    monitored = Monitor(env)
+    if resume:
+        assert latest is not None
+        agent = TD3.load(latest[0], env=monitored, device="cpu")
+        agent.load_replay_buffer(latest[1])
+        done = agent.num_timesteps
+    else:
+        starts = min(2000, timesteps // 4) if learning_starts is None else int(learning_starts)
+        agent = TD3(
+            "MlpPolicy",
+            monitored,
+            learning_rate=learning_rate,
+            buffer_size=max(timesteps, 1),
+            learning_starts=starts,
+            batch_size=batch_size,
+            tau=0.01,
+            gamma=0.99,
+            policy_delay=2,
+            target_policy_noise=0.2,
+            target_noise_clip=0.5,
+            action_noise=NormalActionNoise(np.zeros(3), 0.1 * np.ones(3)),
+            policy_kwargs={"net_arch": list(net_arch)},
+            tensorboard_log=None if tensorboard is None else str(tensorboard),
+            seed=seed,
+            device="cpu",
+            verbose=0,
+        )
+        done = 0
+    callbacks: list[Any] = [
+        CheckpointCallback(
+            max(1, checkpoint_every), str(folder), name_prefix="agent", save_replay_buffer=True, verbose=0
+        )
+    ]
+    if eval_env is not None and eval_every > 0:
+        callbacks.append(
+            EvalCallback(
+                Monitor(eval_env),
+                n_eval_episodes=eval_episodes,
+                eval_freq=eval_every,
+                log_path=str(folder),
+                deterministic=True,
+                verbose=0,
+            )
+        )
+    if progress:
+        callbacks.append(_ProgressBar(timesteps))
+    remaining = timesteps - done
+    if remaining > 0:
+        agent.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=not resume, log_interval=10)
+    record.seconds = float(record.seconds) + time.perf_counter() - started
+    record.timesteps = int(agent.num_timesteps)
+    agent.panning_agent = asdict(record)
+    save_agent(agent, out_path)
+    return agent
+
+
+def save_agent(agent: Any, out: str | os.PathLike[str]) -> None:
+    """Write an agent's zip atomically (a temporary file in the same folder, then a rename)."""
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{out_path.stem}-", suffix=".zip", dir=out_path.parent)
+    os.close(handle)
+    try:
+        agent.save(temporary)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would make the agent private
+        os.replace(temporary, out_path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+class _ProgressBar:
+    """A tqdm bar over the training steps (SB3's own bar needs rich, which this package does not)."""
+
+    def __new__(cls, total: int) -> Any:
+        from stable_baselines3.common.callbacks import BaseCallback
+        from tqdm.auto import tqdm
+
+        class Bar(BaseCallback):
+            def _on_training_start(self) -> None:
+                self.bar = tqdm(total=total, initial=self.model.num_timesteps, unit="step", desc="agent")
+
+            def _on_step(self) -> bool:
+                self.bar.update(1)
+                return True
+
+            def _on_training_end(self) -> None:
+                self.bar.close()
+
+        return Bar()
+
+
+def trace_episode(agent: Any, env: PanningEnv, target: float, seed: int = 0) -> list[dict[str, Any]]:
+    """One deterministic episode of ``agent`` at ``target``; the per-step trace (``info`` dicts).
+
+    Example:
+        >>> # rows = trace_episode(load_agent()[0], env, 0.99)
+    """
+    observation, _ = env.reset(seed=seed, options={"target": target})
+    rows = []
+    while True:
+        action, _ = agent.predict(observation, deterministic=True)
+        observation, _, terminated, truncated, info = env.step(action)
+        rows.append({k: v for k, v in info.items() if k != "masks"})
+        if terminated or truncated:
+            return rows
+
+
+__all__ = [
+    "AgentInfo",
+    "PanningEnv",
+    "RLPanning",
+    "action_space",
+    "checkpoint_dir",
+    "index_weights",
+    "load_agent",
+    "observation_space",
+    "parse_targets",
+    "save_agent",
+    "shipped_agent_path",
+    "trace_episode",
+    "train_agent",
+]

@@ -1,0 +1,223 @@
+"""The panning agent: the Gymnasium environment, TD3 training, and rl-panning screening."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from gymnasium.utils.env_checker import check_env as gymnasium_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from torch import nn
+
+import panning
+from panning.agent import AgentInfo, PanningEnv, index_weights, load_agent, parse_targets, train_agent
+from panning.cli import cli
+
+
+def small_net() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 4))
+
+
+@pytest.fixture(scope="module")
+def tiny_data() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(80, 1, 4, 4, generator=generator), torch.arange(80) % 4
+
+
+def record(iterations: int) -> AgentInfo:
+    return AgentInfo(
+        iterations=iterations,
+        targets=[[0.5, 0.9]],
+        models=["small"],
+        dataset="random",
+        samples_per_class=2,
+        normalization="zscore-abs",
+        combination="additive",
+        temperature=200.0,
+        timesteps=0,
+        seed=0,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, tiny_data) -> Path:
+    """An agent trained for a few dozen steps (a few seconds): enough to save, load and screen."""
+    out = tmp_path_factory.mktemp("agent") / "agent.zip"
+    torch.manual_seed(0)
+    env = PanningEnv(small_net, tiny_data, targets=[(0.5, 0.9)], iterations=4, samples_per_class=2)
+    train_agent(env, 40, out, record(4), learning_starts=10, batch_size=16, progress=False, checkpoint_every=20)
+    return out
+
+
+def test_env_passes_gymnasium_and_sb3_checkers(tiny_data) -> None:
+    env = PanningEnv(small_net, tiny_data, iterations=3, samples_per_class=2)
+    gymnasium_check_env(env, skip_render_check=True)
+    sb3_check_env(env, warn=True)
+
+
+def test_episode_follows_the_schedule_and_ends_with_exactly_k(tiny_data) -> None:
+    model = small_net()
+    total = sum(m.weight.numel() for m in model if isinstance(m, nn.Linear))
+    env = PanningEnv(model, tiny_data, iterations=5, samples_per_class=2)
+    observation, info = env.reset(seed=1, options={"target": 0.8})
+    assert info["target"] == 0.8 and observation[6] == 0.0
+    kept, terminated, step = [], False, 0
+    while not terminated:
+        observation, reward, terminated, truncated, info = env.step(np.array([0.0, 0.5, -0.5], dtype=np.float32))
+        step += 1
+        kept.append(info["kept"])
+        assert reward <= 0 and not truncated
+        assert info["w_snip"] == 1.5 and info["w_grasp"] == 0.5
+        assert env.observation_space.contains(observation)
+    assert step == 5 and kept == sorted(kept, reverse=True)
+    assert kept[-1] == round(0.2 * total) == info["masks"].kept()
+    assert observation[6] == 1.0 and info["target_sparsity"] == pytest.approx(0.8)
+    # The reward is the sum of its reported parts when the network is not cut.
+    assert info["reward_schedule"] + info["reward_loss"] + info["reward_gtg"] == pytest.approx(reward)
+
+
+def test_first_observation_carries_the_target(tiny_data) -> None:
+    env = PanningEnv(small_net, tiny_data, iterations=10, samples_per_class=2)
+    low = env.reset(seed=0, options={"target": 0.9})[0]
+    high = env.reset(seed=0, options={"target": 0.99})[0]
+    assert high[5] > low[5] > 0
+    np.testing.assert_array_equal(low[:5], high[:5])
+
+
+def test_cutting_the_network_ends_the_episode_with_the_remaining_steps_as_penalty(tiny_data) -> None:
+    env = PanningEnv(small_net, tiny_data, iterations=10, samples_per_class=2)
+    env.reset(seed=0, options={"target": 0.999})  # from step 7 on, 2 weights or fewer of 272 span no 3 layers
+    step, terminated = 0, False
+    while not terminated:
+        step += 1
+        _, reward, terminated, _, info = env.step(np.zeros(3, dtype=np.float32))
+    assert step <= 7 and info["effective_sparsity"] == 1.0
+    assert info["collapsed_layers"] >= 1
+    parts = info["reward_schedule"] + info["reward_loss"] + info["reward_gtg"]
+    assert reward == pytest.approx(parts - (10 - step))
+
+
+def test_targets_are_drawn_from_the_ranges_and_cycled_for_evaluation(tiny_data) -> None:
+    env = PanningEnv(small_net, tiny_data, targets=[(0.9, 0.95), (0.98, 0.99)], iterations=2, samples_per_class=2)
+    env.reset(seed=0)
+    drawn = [env.reset()[1]["target"] for _ in range(40)]
+    assert all(0.9 <= t <= 0.95 or 0.98 <= t <= 0.99 for t in drawn)
+    assert any(t < 0.95 for t in drawn) and any(t > 0.98 for t in drawn)
+    cycle = PanningEnv(small_net, tiny_data, targets=[(0.9, 0.9), (0.99, 0.99)], iterations=2, cycle_targets=True)
+    assert [cycle.reset(seed=i)[1]["target"] for i in range(3)] == [0.9, 0.99, 0.9]
+
+
+def test_a_model_factory_gives_each_episode_a_new_initialisation(tiny_data) -> None:
+    env = PanningEnv(small_net, tiny_data, iterations=2, samples_per_class=2)
+    env.reset(seed=0)
+    first = env.model[1].weight.clone()
+    env.reset(seed=1)
+    assert not torch.equal(first, env.model[1].weight)
+    env.reset(seed=0)
+    assert torch.equal(first, env.model[1].weight)
+
+
+def test_action_and_target_parsing() -> None:
+    assert index_weights([-1, -1, -1]) == {"synflow": 1.0, "snip": 1.0, "grasp": 1.0}
+    assert index_weights([2.0, -3.0, 0.0]) == {"synflow": 2.0, "snip": 0.0, "grasp": 1.0}
+    with pytest.raises(panning.UserError, match="3 finite numbers"):
+        index_weights([0.0, 0.0])
+    assert parse_targets("0.99") == ((0.99, 0.99),)
+    with pytest.raises(panning.UserError, match="LOW:HIGH"):
+        parse_targets("0.8-1.0")
+    with pytest.raises(panning.UserError, match="low <= high"):
+        parse_targets("0.9:0.8")
+
+
+def test_rl_panning_replays_the_deterministic_episode_of_its_agent(trained: Path, tiny_data) -> None:
+    agent, info = load_agent(trained)
+    assert info.iterations == 4 and info.timesteps == 40 and info.seconds > 0
+    torch.manual_seed(3)
+    model = small_net()
+    masks = panning.prune(model, 0.85, "rl-panning", data=tiny_data, samples_per_class=2, seed=5, agent=str(trained))
+    assert masks.metadata["iterations"] == 4
+    env = PanningEnv(model, tiny_data, iterations=4, samples_per_class=2)
+    observation, _ = env.reset(seed=5, options={"target": 0.85})
+    terminated = False
+    while not terminated:
+        observation, _, terminated, _, step_info = env.step(agent.predict(observation, deterministic=True)[0])
+    assert masks.kept() == step_info["masks"].kept() == round(0.15 * masks.total())
+    for name in masks:
+        assert torch.equal(masks[name], step_info["masks"][name])
+
+
+def test_training_resumes_from_its_last_checkpoint(trained: Path, tiny_data) -> None:
+    env = PanningEnv(small_net, tiny_data, targets=[(0.5, 0.9)], iterations=4, samples_per_class=2)
+    with pytest.raises(panning.UserError, match="--resume"):
+        train_agent(env, 60, trained, record(4), progress=False)
+    agent = train_agent(env, 60, trained, record(4), resume=True, progress=False, checkpoint_every=20)
+    assert agent.num_timesteps == 60
+    assert load_agent(trained)[1].timesteps == 60
+    fresh = trained.with_name("other.zip")
+    with pytest.raises(panning.UserError, match="nothing to resume"):
+        train_agent(env, 60, fresh, record(4), resume=True, progress=False)
+
+
+def test_loading_something_else_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(panning.UserError, match="no agent at"):
+        load_agent(tmp_path / "missing.zip")
+    bogus = tmp_path / "bogus.zip"
+    with zipfile.ZipFile(bogus, "w") as archive:
+        archive.writestr("hello.txt", "not an agent")
+    with pytest.raises(panning.UserError, match="not a panning agent"):
+        load_agent(bogus)
+
+
+def test_the_shipped_agent_screens_lenet5_at_099_with_exactly_k_and_no_collapse(lenet5, batch) -> None:
+    masks = panning.prune(lenet5, 0.99, "rl-panning", data=batch, seed=0)
+    assert masks.kept() == round(0.01 * 430500)
+    assert masks.metadata["collapsed_layers"] == []
+    assert masks.metadata["effective_sparsity"] < 0.995
+    assert load_agent()[1].command.startswith("panning agent train")
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+def test_cli_trains_an_agent_that_screens(data_root: Path, tmp_path: Path) -> None:
+    agent = tmp_path / "agent.zip"
+    common = ["--dataset", "mnist", "--val-size", "50"]
+    code, out = invoke(
+        "agent", "train", "--model", "lenet300", *common, "--timesteps", "24", "--iterations", "4",
+        "--eval-every", "12", "--eval-targets", "0.9", "--checkpoint-every", "12", "--quiet", "--out", str(agent),
+    )  # fmt: skip
+    assert code == 0, out
+    assert (tmp_path / "agent-training" / "evaluations.npz").is_file()
+    code, out = invoke("agent", "info", str(agent))
+    assert code == 0 and "iterations: 4" in out and "models: ['lenet300']" in out
+    masks = tmp_path / "m.safetensors"
+    code, out = invoke(
+        "prune", "--model", "lenet300", *common, "--method", "rl-panning", "--agent", str(agent),
+        "--sparsity", "0.99", "--out", str(masks),
+    )  # fmt: skip
+    assert code == 0, out
+    loaded = panning.masks.load(masks)
+    assert loaded.kept() == round(0.01 * loaded.total()) and loaded.metadata["iterations"] == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["prune", "--method", "panning", "--agent", "a.zip"], "--agent only applies to --method rl-panning"),
+        (["prune", "--method", "rl-panning", "--agent", "nowhere.zip"], "no agent at nowhere.zip"),
+        (["agent", "train", "--timesteps", "10", "--targets", "1.2"], "low <= high <= 1"),
+        (["agent", "train", "--timesteps", "0"], "--timesteps must be positive"),
+    ],
+)
+def test_cli_agent_mistakes_are_one_line_errors(data_root: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    extra = ["--sparsity", "0.9"] if args[0] == "prune" else []
+    common = ["--model", "lenet300", "--dataset", "mnist", "--val-size", "50"]
+    code, out = invoke(*args, *common, *extra, "--out", str(tmp_path / "x.zip"))
+    assert code == 2 and message in out and "Traceback" not in out
+    assert len(out.strip().splitlines()) == 1
