@@ -221,3 +221,14 @@ def test_cli_agent_mistakes_are_one_line_errors(data_root: Path, tmp_path: Path,
     code, out = invoke(*args, *common, *extra, "--out", str(tmp_path / "x.zip"))
     assert code == 2 and message in out and "Traceback" not in out
     assert len(out.strip().splitlines()) == 1
+
+
+def test_same_seed_same_agent(tmp_path: Path, tiny_data) -> None:
+    def run(out: Path, seed: int) -> dict[str, torch.Tensor]:
+        env = PanningEnv(small_net, tiny_data, targets=[(0.5, 0.9)], iterations=3, samples_per_class=2)
+        options = {"learning_starts": 10, "batch_size": 8, "progress": False, "checkpoint_every": 100}
+        return train_agent(env, 24, out, record(3), seed=seed, **options).policy.state_dict()
+
+    first, second, other = run(tmp_path / "a.zip", 1), run(tmp_path / "b.zip", 1), run(tmp_path / "c.zip", 2)
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    assert not all(torch.equal(first[name], other[name]) for name in first)
