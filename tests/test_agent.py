@@ -154,9 +154,12 @@ def test_training_resumes_from_its_last_checkpoint(trained: Path, tiny_data) -> 
     env = PanningEnv(small_net, tiny_data, targets=[(0.5, 0.9)], iterations=4, samples_per_class=2)
     with pytest.raises(panning.UserError, match="--resume"):
         train_agent(env, 60, trained, record(4), progress=False)
+    before = load_agent(trained)[1].seconds
     agent = train_agent(env, 60, trained, record(4), resume=True, progress=False, checkpoint_every=20)
     assert agent.num_timesteps == 60
-    assert load_agent(trained)[1].timesteps == 60
+    resumed = load_agent(trained)[1]
+    assert resumed.timesteps == 60
+    assert resumed.seconds > before  # the checkpoint's seconds carry over into the resumed run
     fresh = trained.with_name("other.zip")
     with pytest.raises(panning.UserError, match="nothing to resume"):
         train_agent(env, 60, fresh, record(4), resume=True, progress=False)

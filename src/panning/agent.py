@@ -36,7 +36,7 @@ Example:
     ((7,), 0.438)
     >>> observation, reward, terminated, truncated, info = env.step(np.zeros(3, dtype=np.float32))
     >>> info["kept"], terminated
-    (149268, False)
+    (149695, False)
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ from torch import nn
 from panning import scores as indices
 from panning.connectivity import connectivity
 from panning.errors import UserError, UserTypeError, check_sparsity
-from panning.masks import Masks, density_schedule, kept_count, prunable_parameters, select_topk
+from panning.masks import Masks, density_schedule, kept_schedule, select_topk
 from panning.panning import COMBINATIONS, INDEX_ORDER, NORMALIZATIONS, weighted_scores
 from panning.pruning import BatchSource, DataLike, StepContext, register_method
 
@@ -351,25 +351,18 @@ class PanningEnv(gym.Env):
         )
 
 
-@dataclass
 class _Screening:
-    """The schedule of one episode and its current mask (shared by the env and ``rl-panning``)."""
+    """The schedule of one episode and its current mask, stepped as :func:`panning.prune` steps."""
 
-    model: nn.Module
-    sparsity: float
-    iterations: int
-    schedule: str
-    parameters: Sequence[str] | None
-    step: int = 0
-    densities: list[float] = field(init=False)
-    masks: Masks = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.densities = list(density_schedule(self.sparsity, self.iterations, self.schedule))
-        weights = prunable_parameters(self.model, self.parameters)
-        self.total = sum(w.numel() for w in weights.values())
-        self.final_keep = kept_count(self.total, self.sparsity)
-        self.masks = Masks({n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()})
+    def __init__(
+        self, model: nn.Module, sparsity: float, iterations: int, schedule: str, parameters: Sequence[str] | None
+    ) -> None:
+        self.iterations = iterations
+        self.parameters = parameters
+        self.step = 0
+        self.densities = density_schedule(sparsity, iterations, schedule)
+        self.masks = Masks.ones_like(model, parameters)
+        self.keeps = kept_schedule(self.masks.total(), sparsity, iterations, schedule)
 
     @property
     def density(self) -> float:
@@ -386,9 +379,7 @@ class _Screening:
         )
 
     def select(self, scores: Mapping[str, torch.Tensor]) -> Masks:
-        last = self.step == self.iterations
-        keep = self.final_keep if last else max(self.final_keep, round(self.density * self.total))
-        self.masks = select_topk(scores, keep)
+        self.masks = select_topk(scores, self.keeps[self.step - 1])
         return self.masks
 
 
@@ -571,20 +562,21 @@ def train_agent(
     if not resume and latest is not None:
         raise UserError(f"{folder} holds checkpoints of an earlier run; pass --resume or remove the folder")
     folder.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
     monitored = Monitor(env)
     if resume:
         assert latest is not None
         agent = TD3.load(latest[0], env=monitored, device="cpu")
         agent.load_replay_buffer(latest[1])
         done = agent.num_timesteps
+        earlier = getattr(agent, "panning_agent", None)  # the checkpoint's record: seconds spent so far
+        record.seconds = float(earlier.get("seconds", 0.0)) if isinstance(earlier, Mapping) else 0.0
     else:
         starts = min(2000, timesteps // 4) if learning_starts is None else int(learning_starts)
         agent = TD3(
             "MlpPolicy",
             monitored,
             learning_rate=learning_rate,
-            buffer_size=max(timesteps, 1),
+            buffer_size=timesteps,
             learning_starts=starts,
             batch_size=batch_size,
             tau=0.01,
@@ -601,9 +593,10 @@ def train_agent(
         )
         done = 0
     callbacks: list[Any] = [
+        _bookkeeping(record, timesteps, progress),  # first, so each checkpoint carries the current record
         CheckpointCallback(
             max(1, checkpoint_every), str(folder), name_prefix="agent", save_replay_buffer=True, verbose=0
-        )
+        ),
     ]
     if eval_env is not None and eval_every > 0:
         callbacks.append(
@@ -616,12 +609,9 @@ def train_agent(
                 verbose=0,
             )
         )
-    if progress:
-        callbacks.append(_ProgressBar(timesteps))
     remaining = timesteps - done
     if remaining > 0:
         agent.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=not resume, log_interval=10)
-    record.seconds = float(record.seconds) + time.perf_counter() - started
     record.timesteps = int(agent.num_timesteps)
     agent.panning_agent = asdict(record)
     save_agent(agent, out_path)
@@ -645,41 +635,30 @@ def save_agent(agent: Any, out: str | os.PathLike[str]) -> None:
             os.unlink(temporary)
 
 
-class _ProgressBar:
-    """A tqdm bar over the training steps (SB3's own bar needs rich, which this package does not)."""
+def _bookkeeping(record: AgentInfo, total: int, progress: bool) -> Any:
+    """A callback keeping ``record`` (training seconds, steps) current inside the agent, and a tqdm
+    bar over the steps when ``progress`` (SB3's own bar needs rich, which this package does not)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+    from tqdm.auto import tqdm
 
-    def __new__(cls, total: int) -> Any:
-        from stable_baselines3.common.callbacks import BaseCallback
-        from tqdm.auto import tqdm
+    class Bookkeeping(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.started, self.earlier = time.perf_counter(), float(record.seconds)
+            self.bar = tqdm(
+                total=total, initial=self.model.num_timesteps, unit="step", desc="agent", disable=not progress
+            )
 
-        class Bar(BaseCallback):
-            def _on_training_start(self) -> None:
-                self.bar = tqdm(total=total, initial=self.model.num_timesteps, unit="step", desc="agent")
+        def _on_step(self) -> bool:
+            record.seconds = self.earlier + time.perf_counter() - self.started
+            record.timesteps = int(self.model.num_timesteps)
+            self.model.panning_agent = asdict(record)
+            self.bar.update(1)
+            return True
 
-            def _on_step(self) -> bool:
-                self.bar.update(1)
-                return True
+        def _on_training_end(self) -> None:
+            self.bar.close()
 
-            def _on_training_end(self) -> None:
-                self.bar.close()
-
-        return Bar()
-
-
-def trace_episode(agent: Any, env: PanningEnv, target: float, seed: int = 0) -> list[dict[str, Any]]:
-    """One deterministic episode of ``agent`` at ``target``; the per-step trace (``info`` dicts).
-
-    Example:
-        >>> # rows = trace_episode(load_agent()[0], env, 0.99)
-    """
-    observation, _ = env.reset(seed=seed, options={"target": target})
-    rows = []
-    while True:
-        action, _ = agent.predict(observation, deterministic=True)
-        observation, _, terminated, truncated, info = env.step(action)
-        rows.append({k: v for k, v in info.items() if k != "masks"})
-        if terminated or truncated:
-            return rows
+    return Bookkeeping()
 
 
 __all__ = [
@@ -694,6 +673,5 @@ __all__ = [
     "parse_targets",
     "save_agent",
     "shipped_agent_path",
-    "trace_episode",
     "train_agent",
 ]

@@ -253,6 +253,7 @@ def parse_grid(config: Mapping[str, Any], quick: bool = False, name: str = "grid
     for later, default in LATER_TRAINING_DEFAULTS.items():
         if resolved_training.get(later) == default:
             resolved_training.pop(later)
+    files = {label: _method_files(method, options) for method, label, options, _ in methods}
     cells = tuple(
         Cell(
             model=model,
@@ -264,7 +265,7 @@ def parse_grid(config: Mapping[str, Any], quick: bool = False, name: str = "grid
             seed=int(seed),
             screening=_freeze({**screening, **method_screening}),
             training=_freeze(resolved_training),
-            files=_method_files(method, options),
+            files=files[label],
         )
         for model in grid_models
         for dataset in grid_datasets

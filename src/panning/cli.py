@@ -655,21 +655,22 @@ def agent_train_command(
             cycle_targets=cycle,
         )
 
+    train_env = environment(ranges, False)
     record = agentlib.AgentInfo(
         iterations=iterations,
         targets=[list(r) for r in ranges],
         models=names,
         dataset=dataset,
         samples_per_class=samples_per_class,
-        normalization="zscore-abs",
-        combination="additive",
-        temperature=200.0,
+        normalization=train_env.normalization,
+        combination=train_env.combination,
+        temperature=train_env.temperature,
         timesteps=timesteps,
         seed=seed,
         command="panning " + " ".join(sys.argv[1:]),
     )
     agentlib.train_agent(
-        environment(ranges, False),
+        train_env,
         timesteps,
         out,
         record,

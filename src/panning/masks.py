@@ -248,6 +248,18 @@ def kept_count(total: int, sparsity: float) -> int:
     return max(1, round((1.0 - sparsity) * total))
 
 
+def kept_schedule(total: int, sparsity: float, iterations: int, schedule: str = "exponential") -> list[int]:
+    """Weights kept after each step: ``round(k_t * N)``, never below the final ``K``, exactly ``K`` last.
+
+    Example:
+        >>> kept_schedule(1000, 0.99, 3)
+        [215, 46, 10]
+    """
+    final = kept_count(total, sparsity)
+    densities = density_schedule(sparsity, iterations, schedule)
+    return [max(final, round(k * total)) for k in densities[:-1]] + [final]
+
+
 def _check_scores(scores: Mapping[str, torch.Tensor]) -> None:
     if not scores:
         raise UserError("no scores given: there is nothing to select from")
@@ -369,8 +381,8 @@ def apply(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
     Example:
         >>> net = nn.Linear(2, 1)
         >>> _ = apply(net, {"weight": torch.tensor([[True, False]])})
-        >>> float(net.weight[0, 1])
-        0.0
+        >>> float(net.weight[0, 1]) == 0.0
+        True
     """
     masks = masks if isinstance(masks, Masks) else Masks(masks)
     masks.check_fits(model)
@@ -400,7 +412,7 @@ def copy_model(model: nn.Module) -> nn.Module:
         >>> net = apply(nn.Linear(2, 1), {"weight": torch.tensor([[True, False]])})
         >>> _ = net(torch.ones(1, 2))
         >>> copy_model(net).weight_mask.tolist()
-        [[True, False]]
+        [[1.0, 0.0]]
     """
     memo: dict[int, Any] = {}
     for _, module, tensor_name in _pruned_tensors(model):

@@ -21,7 +21,7 @@ from panning import scores as indices
 from panning.connectivity import connectivity
 from panning.data import Dataset, class_balanced_batch
 from panning.errors import UserError, UserTypeError, check_sparsity
-from panning.masks import Masks, density_schedule, kept_count, prunable_parameters, select_topk
+from panning.masks import Masks, density_schedule, kept_schedule, prunable_parameters, select_topk
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 DataLike = tuple[torch.Tensor, torch.Tensor] | Dataset | DataLoader | None
@@ -348,7 +348,7 @@ def prune(
         densities = density_schedule(sparsity, steps, schedule)
         weights = prunable_parameters(model, parameters)
         total = sum(w.numel() for w in weights.values())
-        final_keep = kept_count(total, sparsity)
+        keeps = kept_schedule(total, sparsity, steps, schedule)
         if round((1.0 - sparsity) * total) < 1:
             warnings.warn(f"sparsity {sparsity} would keep no weight of {total}; keeping 1", stacklevel=2)
         generator = torch.Generator().manual_seed(int(seed))
@@ -363,11 +363,10 @@ def prune(
             shape = batches.input_shape
         else:
             raise UserError(f"{method} needs the input shape: pass data=... or input_shape=(C, H, W)")
-        masks = Masks({n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()})
+        masks = Masks.ones_like(model, parameters)
         with indices.preserved_modes(model, train=True):
-            for step, density in enumerate(densities, start=1):
+            for step, (density, keep) in enumerate(zip(densities, keeps), start=1):
                 step_started = time.perf_counter()
-                keep = final_keep if step == steps else max(final_keep, round(density * total))
                 context = StepContext(step, steps, density, masks, batches, shape, generator, parameters)
                 step_scores = chosen(model, context)
                 if not regrowth:
