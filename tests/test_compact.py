@@ -300,6 +300,23 @@ def test_cli_compact_and_export(data_root: Path, tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "parameters stored: 431080 ->" in result.output and (tmp_path / "c").is_file()
+    result = runner.invoke(
+        cli,
+        [
+            "compact",
+            "--model",
+            "lenet5",
+            "--dataset",
+            "mnist",
+            "--masks",
+            str(mask_file),
+            "--out",
+            str(tmp_path / "t"),
+            "--time-batch",
+            "4",
+        ],
+    )
+    assert result.exit_code == 0 and "inference at batch 4: masked" in result.output, result.output
     fast = ["--val-size", "50", "--batch-size", "64", "--quiet", "--device", "cpu", "--epochs", "1"]
     common = ["--model", "lenet5", "--dataset", "mnist"]
     assert (

@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 from panning import (
     agent,  # registers method="rl-panning"
     data,
+    inference,
     masks,
     models,
     scores,
@@ -38,6 +39,7 @@ __all__ = [
     "data",
     "effective_masks",
     "effective_sparsity",
+    "inference",
     "masks",
     "method_names",
     "models",

@@ -25,6 +25,7 @@ from panning import masks as masklib
 from panning.compaction import compact_with_plan
 from panning.connectivity import Connectivity, connectivity
 from panning.errors import UserError, check_sparsity
+from panning.inference import fastest_inference
 from panning.io import write_atomic
 from panning.panning import COMBINATIONS, NORMALIZATIONS
 from panning.pruning import StepRecord, method_names, prune
@@ -425,8 +426,16 @@ def _cost_lines(before: Costs, after: Costs) -> str:
 @click.option("--masks", "masks_path", required=True, type=click.Path(dir_okay=False), help="Mask file.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the initialisation.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Compact model file to write.")
+@click.option(
+    "--time-batch",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Also time inference at this batch size: the masked and the compact model, each in its fastest mode.",
+)
 @_user_errors
-def compact_command(model_name: str, dataset: str, masks_path: str, seed: int, out: str) -> None:
+def compact_command(
+    model_name: str, dataset: str, masks_path: str, seed: int, out: str, time_batch: int | None
+) -> None:
     """Remove the dead units a mask leaves: a smaller model computing the same function."""
     masks = masklib.load(masks_path)
     torch.manual_seed(seed)
@@ -438,6 +447,17 @@ def compact_command(model_name: str, dataset: str, masks_path: str, seed: int, o
     click.echo(compaction.describe())
     click.echo(_cost_lines(model_costs(model, shape, masks), model_costs(small, shape, carried)))
     click.echo(f"wrote {out} (load it with panning.sparse.load_sparse(path, model))")
+    if time_batch is not None:
+        _, masked = fastest_inference(masklib.apply(model, masks), shape, time_batch)
+        _, compacted = fastest_inference(small, shape, time_batch)
+        click.echo(
+            f"inference at batch {time_batch}: masked {masked.best_ms:.3g} ms ({masked.chosen}), "
+            f"compact {compacted.best_ms:.3g} ms ({compacted.chosen}): "
+            f"{masked.best_ms / compacted.best_ms:.1f}x faster"
+        )
+        for label, timing in (("masked", masked), ("compact", compacted)):
+            for mode, reason in timing.skipped.items():
+                click.echo(f"  {label}: mode {mode} left out: {reason}")
 
 
 @cli.command("export")
