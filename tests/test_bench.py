@@ -16,7 +16,7 @@ from conftest import write_mnist
 from panning import bench, report
 from panning.cli import cli
 from panning.errors import UserError
-from panning.pruning import _METHODS, register_method
+from panning.pruning import register_method, unregister_method
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {
@@ -107,7 +107,10 @@ def exploding_method() -> Any:
     register_method("explodes-at-step")(Explodes)
 
     yield "explodes-at-step"
-    _METHODS.pop("explodes-at-step")
+    unregister_method("explodes-at-step")
+    assert "explodes-at-step" not in panning.method_names()
+    with pytest.raises(ValueError, match="no screening method 'explodes-at-step'"):
+        unregister_method("explodes-at-step")
 
 
 def test_failed_cell_is_recorded_the_grid_goes_on_and_a_rerun_retries_only_it(

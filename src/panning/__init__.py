@@ -26,7 +26,7 @@ from panning.compaction import compact
 from panning.connectivity import connectivity, effective_masks, effective_sparsity
 from panning.errors import UserError, UserTypeError
 from panning.masks import Masks
-from panning.pruning import method_names, prune, register_method
+from panning.pruning import method_names, prune, register_method, unregister_method
 
 __all__ = [
     "Masks",
@@ -48,4 +48,5 @@ __all__ = [
     "register_method",
     "scores",
     "sparse",
+    "unregister_method",
 ]

@@ -54,12 +54,11 @@ import torch
 
 from panning import __version__, models
 from panning import data as datasets
-from panning import masks as masklib
 from panning.agent import shipped_agent_path
 from panning.errors import UserError, check_sparsity
 from panning.io import read_json, source_commit, write_atomic, write_json
 from panning.pruning import create_method, method_names, prune
-from panning.training import TrainConfig, create_model, record_origin, train
+from panning.training import TrainConfig, create_model, masks_to_resume, record_origin, train
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -368,10 +367,9 @@ def run_cell(
         config = cell.train_config(device).validate()
         dataset = _dataset(cell.dataset, data_dir, config.val_size, config.normalization)
         model = create_model(config, dataset)
-        resume = (run_dir / "masks.safetensors").is_file() and (run_dir / "config.json").is_file()
-        if resume:
-            masks = masklib.load(run_dir / "masks.safetensors")
-        else:
+        masks = masks_to_resume(run_dir)
+        resume = masks is not None
+        if masks is None:
             shutil.rmtree(run_dir, ignore_errors=True)
             masks = prune(
                 model,

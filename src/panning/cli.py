@@ -31,7 +31,15 @@ from panning.panning import COMBINATIONS, NORMALIZATIONS
 from panning.pruning import StepRecord, method_names, prune
 from panning.report import mask_table, write_trace
 from panning.sparse import Costs, load_sparse, model_costs, read_sparse_metadata, save_sparse
-from panning.training import TrainConfig, build, check_out_dir, record_origin, resolve_device, train
+from panning.training import (
+    TrainConfig,
+    build,
+    check_out_dir,
+    masks_to_resume,
+    record_origin,
+    resolve_device,
+    train,
+)
 
 F = Callable[..., Any]
 
@@ -371,9 +379,8 @@ def run_command(
     config = _train_config(model_name, dataset, seed, device, **kw)
     model, data = build(config, data_dir)
     run_dir = Path(out)
-    if resume and (run_dir / "masks.safetensors").is_file():
-        masks = masklib.load(run_dir / "masks.safetensors")
-    else:
+    masks = masks_to_resume(run_dir) if resume else None
+    if masks is None:
         check_out_dir(run_dir, resume)
         model.to(resolve_device(device))
         masks = _screen(model, model_name, data, kw, seed)

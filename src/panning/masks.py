@@ -278,8 +278,17 @@ def _topk_flat(flat: torch.Tensor, keep: int) -> torch.Tensor:
     n = flat.numel()
     if keep >= n:
         return torch.ones(n, dtype=torch.bool, device=flat.device)
-    threshold = torch.kthvalue(flat.cpu() if flat.device.type == "mps" else flat, n - keep + 1).values
-    threshold = threshold.to(flat.device)
+    # The threshold is the keep-th largest score. A partial sort of the smaller side finds it
+    # faster than kthvalue (which copies and selects over all n) when keep or n - keep is small.
+    rank_from_bottom = n - keep + 1
+    if min(keep, rank_from_bottom) <= n // 8:
+        if keep <= rank_from_bottom:
+            threshold = torch.topk(flat, keep, sorted=False).values.min()
+        else:
+            threshold = torch.topk(flat, rank_from_bottom, largest=False, sorted=False).values.max()
+    else:
+        threshold = torch.kthvalue(flat.cpu() if flat.device.type == "mps" else flat, rank_from_bottom).values
+        threshold = threshold.to(flat.device)
     chosen = flat > threshold
     missing = keep - int(chosen.sum())
     if missing > 0:

@@ -161,9 +161,9 @@ def normalize(scores: Mapping[str, torch.Tensor], method: str = "zscore-abs") ->
         mean = flat.mean()
         if mean == 0:
             return _unflat(torch.zeros_like(flat), scores)
-        flat = flat / mean
+        flat.div_(mean)  # in place: flat is this function's own copy, and a step runs this on every weight
         std = flat.std()
-        return _unflat(((flat - flat.mean()) / std).abs() if std > 0 else torch.zeros_like(flat), scores)
+        return _unflat(flat.sub_(flat.mean()).div_(std).abs_() if std > 0 else torch.zeros_like(flat), scores)
     if method == "zscore":
         std = flat.std()
         return _unflat((flat - flat.mean()) / std if std > 0 else torch.zeros_like(flat), scores)
@@ -187,16 +187,19 @@ def combine(
         raise UserError("every index weight is zero: nothing to combine")
     names = list(normalized[active[0]])
     out = {}
+    if combination not in COMBINATIONS:
+        raise UserError(f"unknown combination {combination!r}; valid: {', '.join(COMBINATIONS)}")
     for name in names:
+        # Accumulated in place into the first term (a new tensor), in the order of the plain formula.
         if combination == "additive":
-            out[name] = sum(weights[i] * normalized[i][name] for i in active)
-        elif combination == "multiplicative":
-            value = torch.ones_like(normalized[active[0]][name])
-            for i in active:
-                value = value * normalized[i][name].clamp_min(0) ** weights[i]
-            out[name] = value
+            value = weights[active[0]] * normalized[active[0]][name]
+            for i in active[1:]:
+                value += weights[i] * normalized[i][name]
         else:
-            raise UserError(f"unknown combination {combination!r}; valid: {', '.join(COMBINATIONS)}")
+            value = normalized[active[0]][name].clamp_min(0).pow_(weights[active[0]])
+            for i in active[1:]:
+                value *= normalized[i][name].clamp_min(0).pow_(weights[i])
+        out[name] = value
     return out  # type: ignore[return-value]
 
 

@@ -228,6 +228,21 @@ def register_method(name: str) -> Callable[[MethodFactory], MethodFactory]:
     return decorate
 
 
+def unregister_method(name: str) -> None:
+    """Remove a screening method added with :func:`register_method` (a plug-in's or a test's clean-up).
+
+    Example:
+        >>> register_method("scratch")(lambda **options: SingleIndex("magnitude"))  # doctest: +ELLIPSIS
+        <function <lambda> at ...>
+        >>> unregister_method("scratch")
+        >>> "scratch" in method_names()
+        False
+    """
+    if name not in _METHODS:
+        raise UserError(f"no screening method {name!r} is registered; registered: {', '.join(method_names())}")
+    del _METHODS[name]
+
+
 def method_names() -> list[str]:
     """Names of the registered screening methods."""
     return sorted(_METHODS)
@@ -405,4 +420,5 @@ __all__ = [
     "method_names",
     "prune",
     "register_method",
+    "unregister_method",
 ]

@@ -222,6 +222,21 @@ def check_out_dir(out: Path, resume: bool) -> None:
         raise UserError(f"{out} is not empty; choose a new or empty folder for --out")
 
 
+def masks_to_resume(run_dir: str | os.PathLike[str]) -> Masks | None:
+    """The masks an unfinished run in ``run_dir`` was started with, or ``None`` if it has none.
+
+    A run that screened before training resumes with its saved masks instead of screening again.
+
+    Example:
+        >>> masks_to_resume("no/such/run") is None
+        True
+    """
+    folder = Path(run_dir)
+    if (folder / "masks.safetensors").is_file() and (folder / "config.json").is_file():
+        return masklib.load(folder / "masks.safetensors")
+    return None
+
+
 def save_model(model: nn.Module, path: Path, metadata: dict[str, Any] | None = None) -> None:
     """Save ``model``'s weights (masks made permanent) as safetensors, atomically."""
     state = {k: v.detach().cpu().contiguous() for k, v in masklib.dense_state_dict(model).items()}
