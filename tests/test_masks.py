@@ -30,6 +30,15 @@ def test_select_topk_keeps_exactly_k_and_breaks_ties_by_position() -> None:
     assert masks["b"].tolist() == [[True, False], [False, False]]
 
 
+@pytest.mark.parametrize("keep", [1, 40, 500, 961, 1000])
+def test_select_topk_matches_a_stable_sort_whichever_way_it_finds_the_threshold(keep: int) -> None:
+    scores = torch.randint(0, 50, (1000,), generator=torch.Generator().manual_seed(keep)).double()
+    order = sorted(range(1000), key=lambda i: (-float(scores[i]), i))  # highest first, ties by position
+    expected = torch.zeros(1000, dtype=torch.bool)
+    expected[order[:keep]] = True
+    assert torch.equal(select_topk({"w": scores}, keep)["w"], expected)
+
+
 def test_select_topk_is_exact_under_massive_ties() -> None:
     scores = {"w": torch.zeros(1000), "v": torch.ones(10)}
     for keep in (1, 5, 10, 11, 500, 1010):
