@@ -27,8 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import math
-import time
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,6 +37,7 @@ from torch import nn
 
 from panning import masks as masklib
 from panning.errors import UserError, UserTypeError
+from panning.sparse import _time_ms
 
 MODES = ("eager", "channels-last", "compiled")
 
@@ -133,13 +132,7 @@ def _milliseconds(model: nn.Module, x: torch.Tensor, repeats: int) -> float:
         if x.device.type == "cuda":
             torch.cuda.synchronize(x.device)
 
-    step()  # warm-up: allocations, oneDNN primitive creation
-    best = math.inf
-    for _ in range(repeats):
-        began = time.perf_counter()
-        step()
-        best = min(best, time.perf_counter() - began)
-    return best * 1e3
+    return _time_ms(step, repeats)
 
 
 def _first_line(error: BaseException) -> str:
