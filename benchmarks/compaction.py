@@ -73,22 +73,25 @@ def _file_bytes(path: Path, writer: Any) -> int:
 
 
 def _inference_models(
-    model: nn.Module, masks: panning.Masks, shape: tuple[int, ...], batch: int
+    model: nn.Module, masks: panning.Masks, small: nn.Module, carried: panning.Masks, batch: int
 ) -> dict[str, nn.Module]:
     masked = masklib.remove(masklib.apply(masklib.copy_model(model), masks))
-    small, carried, _, _ = compact_with_plan(model, masks, shape)
     kernels, rest, _ = use_sparse_kernels(masklib.copy_model(small), carried, batch, training=False)
     return {"masked": masked, "compact": small, "sparse": masklib.remove(masklib.apply(kernels, rest))}
 
 
 def _train_steps_by_layout(
-    model: nn.Module, masks: panning.Masks, shape: tuple[int, ...], repeats: int
+    model: nn.Module,
+    masks: panning.Masks,
+    small: nn.Module,
+    carried: panning.Masks,
+    shape: tuple[int, ...],
+    repeats: int,
 ) -> dict[str, dict[str, float]]:
     """One SGD step at batch 256, masked and compacted, in NCHW and in channels-last layout.
 
     The library trains in NCHW; this says whether the other layout would change the comparison.
     """
-    small, carried, _, _ = compact_with_plan(model, masks, shape)
     steps: dict[str, dict[str, float]] = {}
     for variant, net, net_masks in (("masked", model, masks), ("compact", small, carried)):
         steps[variant] = {}
@@ -143,13 +146,13 @@ def mnist_rows(args: argparse.Namespace, runs: Path, scratch: Path) -> list[dict
                     row["kernels"] = {k["layer"]: k["kernel"] for k in metrics["kernels"]}
             small, carried, plan, _ = compact_with_plan(model, masks, shape)
             small_file = scratch / "small.safetensors"
-            save_sparse(masklib.apply(small, carried), small_file, plan)
+            save_sparse(masklib.apply(masklib.copy_model(small), carried), small_file, plan)
             row["sparse_file_bytes"] = small_file.stat().st_size
             for batch in (1, 256):
-                for variant, net in _inference_models(model, masks, shape, batch).items():
+                for variant, net in _inference_models(model, masks, small, carried, batch).items():
                     _, timing = fastest_inference(net, shape, batch, repeats=args.repeats)
                     row[f"{variant}_infer_b{batch}"] = timing.as_dict()
-            row["train_step_ms"] = _train_steps_by_layout(model, masks, shape, args.repeats)
+            row["train_step_ms"] = _train_steps_by_layout(model, masks, small, carried, shape, args.repeats)
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k not in ("costs", "units")}), flush=True)
     return rows

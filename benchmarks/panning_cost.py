@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -117,7 +118,7 @@ def write_report(results: list[dict[str, Any]], meta: dict[str, Any], out: Path)
     lines = [
         f"# Cost of a Panning step on CPU ({meta['threads']} threads, torch {meta['torch']}, commit {meta['commit']})",
         "",
-        "Command: `python benchmarks/panning_cost.py`. One process; medians after warm-up. The ratio is one",
+        f"Command: `{meta['command']}`. One process; medians after warm-up. The ratio is one",
         "Panning step's time over one masked SGD training step's (goal: at most 0.5 on lenet5).",
         "",
         "| model | SGD step (batch) | variant | scoring batch | Panning step | ratio |",
@@ -150,6 +151,7 @@ def main() -> None:
         variants = ", ".join(f"{k} {v['ratio_to_sgd_step']:.2f}" for k, v in results[-1]["variants"].items())
         print(f"{name}: SGD step {1000 * results[-1]['sgd_step_seconds']:.1f} ms; ratios {variants}", flush=True)
     meta = {
+        "command": " ".join(["python", "benchmarks/panning_cost.py", *sys.argv[1:]]),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from panning import masks as masklib
+from panning.compaction import _device_of
 from panning.errors import UserError, UserTypeError
 from panning.sparse import _time_ms
 
@@ -58,9 +59,10 @@ def _own_entry_point(model: nn.Module) -> Any:
 
 
 class InferenceModel(nn.Module):
-    """A snapshot of a model for inference in one execution mode (always without gradients).
+    """A model run for inference in one execution mode (always without gradients).
 
-    The weights are copied when it is made: later changes to the source model do not reach it.
+    It takes over ``model``: puts it in evaluation mode and, for ``channels-last``, changes its
+    memory layout. :func:`fastest_inference` hands it a copy, so its result is a snapshot.
 
     Example:
         >>> net = InferenceModel(nn.Linear(3, 1), "eager")
@@ -118,12 +120,6 @@ class InferenceTiming:
             "skipped": dict(self.skipped),
             "chosen": self.chosen,
         }
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 def _milliseconds(model: nn.Module, x: torch.Tensor, repeats: int) -> float:
