@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from itertools import pairwise
 from pathlib import Path
 
@@ -116,6 +118,9 @@ def test_save_and_load_round_trip_with_metadata(tmp_path: Path) -> None:
     masklib.save(masks, path, metadata={"seed": 3, "model": "toy"})
     loaded = masklib.load(path)
     assert loaded.equal(masks)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, "written files follow the umask, not mkstemp's 0600"
     assert loaded.metadata["method"] == "magnitude" and loaded.metadata["seed"] == 3
     assert loaded.metadata["kept"] == 7 and loaded.metadata["version"] == panning.__version__
     assert loaded.metadata["shapes"] == {"0.weight": [5, 6], "2.weight": [3, 5]}

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -59,8 +58,9 @@ from torch import nn
 from panning import scores as indices
 from panning.connectivity import connectivity
 from panning.errors import UserError, UserTypeError, check_sparsity
+from panning.io import write_atomic
 from panning.masks import Masks, density_schedule, kept_schedule, select_topk
-from panning.panning import COMBINATIONS, INDEX_ORDER, NORMALIZATIONS, weighted_scores
+from panning.panning import INDEX_ORDER, Panning, weighted_scores
 from panning.pruning import BatchSource, DataLike, StepContext, register_method
 
 OBSERVATION_SIZE = 7
@@ -235,10 +235,7 @@ class PanningEnv(gym.Env):
             raise UserError(f"iterations must be a positive integer, got {iterations!r}")
         if data is None:
             raise UserError("the panning agent is data-driven: pass data=(inputs, targets), a dataset or a DataLoader")
-        if normalization not in NORMALIZATIONS:
-            raise UserError(f"unknown index normalization {normalization!r}; valid: {', '.join(NORMALIZATIONS)}")
-        if combination not in COMBINATIONS:
-            raise UserError(f"unknown combination {combination!r}; valid: {', '.join(COMBINATIONS)}")
+        scoring = Panning(normalization, combination, temperature=float(temperature))  # checks as method="panning"
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise UserError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         self.sources = sources
@@ -247,9 +244,10 @@ class PanningEnv(gym.Env):
         self.iterations = iterations
         self.samples_per_class = samples_per_class
         self.schedule = schedule
-        self.normalization = normalization
-        self.combination = combination
-        self.temperature = float(temperature)
+        self.normalization = scoring.normalization
+        self.combination = scoring.combination
+        self.temperature = scoring.temperature
+        self.grasp = scoring.grasp
         self.parameters = parameters
         self.cycle_targets = cycle_targets
         self.render_mode = render_mode
@@ -301,7 +299,7 @@ class PanningEnv(gym.Env):
         with indices.preserved_modes(self.model, train=True):
             context = self.screening.context(self.batches, self.input_shape, self.generator)
             scores = weighted_scores(
-                self.model, context, weights, self.normalization, self.combination, self.temperature
+                self.model, context, weights, self.normalization, self.combination, self.temperature, self.grasp
             )
             masks = self.screening.select(scores)
             change_loss, change_gtg = self.probe.advance(self.model, masks, self.parameters)
@@ -421,9 +419,7 @@ def load_agent(path: str | os.PathLike[str] | None = None, device: str = "cpu") 
     """
     from stable_baselines3 import TD3
 
-    file = shipped_agent_path() if path is None else Path(path)
-    if not file.is_file():
-        raise UserError(f"no agent at {file}; train one with `panning agent train ... --out {file}`")
+    file = agent_file(path)
     try:
         agent = TD3.load(file, device=device)
     except Exception as error:  # SB3 raises zipfile, pickle, key and value errors on foreign files
@@ -438,6 +434,19 @@ def load_agent(path: str | os.PathLike[str] | None = None, device: str = "cpu") 
         raise UserError(f"{file} lacks the panning training record; train it with `panning agent train`")
     fields = {name: stored[name] for name in AgentInfo.__dataclass_fields__ if name in stored}
     return agent, AgentInfo(**fields)
+
+
+def agent_file(path: str | os.PathLike[str] | None = None) -> Path:
+    """The agent file ``path`` names (the shipped agent for ``None``), checked to exist.
+
+    Example:
+        >>> agent_file().name
+        'default.zip'
+    """
+    file = shipped_agent_path() if path is None else Path(path)
+    if not file.is_file():
+        raise UserError(f"no agent at {file}; train one with `panning agent train ... --out {file}`")
+    return file
 
 
 @dataclass
@@ -457,6 +466,7 @@ class RLPanning:
     def __post_init__(self) -> None:
         self.policy, self.info = load_agent(self.agent)
         self.default_iterations = int(self.info.iterations)
+        self._scoring = Panning(self.info.normalization, self.info.combination, temperature=self.info.temperature)
         self._probe: _Probe | None = None
 
     def __call__(self, model: nn.Module, context: StepContext) -> dict[str, torch.Tensor]:
@@ -472,8 +482,9 @@ class RLPanning:
             observation = self._probe.observation(change_loss, change_gtg, effective, next_sparsity, progress)
         action, _ = self.policy.predict(observation, deterministic=True)
         weights = index_weights(action)
+        scoring = self._scoring
         return weighted_scores(
-            model, context, weights, self.info.normalization, self.info.combination, self.info.temperature
+            model, context, weights, scoring.normalization, scoring.combination, scoring.temperature, scoring.grasp
         )
 
 
@@ -620,19 +631,7 @@ def train_agent(
 
 def save_agent(agent: Any, out: str | os.PathLike[str]) -> None:
     """Write an agent's zip atomically (a temporary file in the same folder, then a rename)."""
-    out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{out_path.stem}-", suffix=".zip", dir=out_path.parent)
-    os.close(handle)
-    try:
-        agent.save(temporary)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would make the agent private
-        os.replace(temporary, out_path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    write_atomic(out, agent.save)  # SB3 keeps a path that has a suffix, so the temporary name stands
 
 
 def _bookkeeping(record: AgentInfo, total: int, progress: bool) -> Any:

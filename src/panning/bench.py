@@ -54,7 +54,7 @@ import torch
 
 from panning import __version__, models
 from panning import data as datasets
-from panning.agent import shipped_agent_path
+from panning.agent import agent_file
 from panning.errors import UserError, check_sparsity
 from panning.io import read_json, source_commit, write_atomic, write_json
 from panning.pruning import create_method, method_names, prune
@@ -337,9 +337,7 @@ def _method_files(method: str, options: dict[str, Any]) -> tuple[tuple[str, str]
     """SHA-256 digests of the files a method reads: the agent of ``rl-panning``."""
     if method != "rl-panning":
         return ()
-    path = Path(options["agent"]) if options.get("agent") else shipped_agent_path()
-    if not path.is_file():
-        raise UserError(f"no agent at {path}; train one with `panning agent train` or drop the agent option")
+    path = agent_file(options.get("agent") or None)
     return (("agent", hashlib.sha256(path.read_bytes()).hexdigest()),)
 
 

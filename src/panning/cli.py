@@ -666,11 +666,7 @@ def agent_train_command(
     data = datasets.load(dataset, data_dir, val_size=val_size, normalization=normalization)
 
     def factory(name: str) -> Callable[[], torch.nn.Module]:
-        def create() -> torch.nn.Module:
-            spec = data.spec
-            return models.create(name, spec.in_channels, spec.num_classes, spec.image_size).to(target_device)
-
-        return create
+        return lambda: _architecture(name, dataset)[0].to(target_device)
 
     def environment(target_ranges: Any, cycle: bool) -> agentlib.PanningEnv:
         return agentlib.PanningEnv(
