@@ -117,6 +117,27 @@ def test_a_forward_dead_unit_is_folded_into_the_next_bias() -> None:
     _outputs_agree(_masked(net, panning.Masks(masks)), masklib.apply(small, carried), (3,))
 
 
+def test_a_folded_constant_includes_a_number_added_after_the_activation() -> None:
+    class PlusOne(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 2), nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(torch.relu(self.a(x)) + 1.0)
+
+    net = PlusOne()
+    with torch.no_grad():
+        net.a.bias.copy_(torch.tensor([0.5, 0.7]))
+    masks = {
+        "a.weight": torch.tensor([[True, True, False], [False, False, False]]),
+        "b.weight": torch.ones(2, 2).bool(),
+    }
+    small, carried, _, report = compact_with_plan(net, masks, (3,))
+    assert report.folded == 1 and small.b.in_features == 1
+    _outputs_agree(_masked(net, panning.Masks(masks)), masklib.apply(small, carried), (3,))
+
+
 def test_a_constant_unit_before_batch_norm_or_a_padded_conv_stays() -> None:
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3, padding=1))
     with torch.no_grad():
@@ -286,7 +307,8 @@ def test_compact_training_run_records_costs_and_saves_the_small_file(data_root: 
     assert costs["masked"]["macs"] < costs["compact"]["macs"] and metrics["seconds_per_epoch"] > 0
     assert metrics["compaction"]["units"]["fc3"][1] < 500
     loaded, _ = load_sparse(tmp_path / "run" / "model.safetensors", _model("lenet5"))
-    assert 0 <= panning.training.evaluate(loaded, data, "test", torch.device("cpu"))["accuracy"] <= 1
+    reloaded = panning.training.evaluate(loaded, data, "test", torch.device("cpu"))["accuracy"]
+    assert reloaded == pytest.approx(metrics["test_accuracy"], abs=1e-3), "the saved small file is the trained model"
 
 
 def test_cli_compact_and_export(data_root: Path, tmp_path: Path) -> None:

@@ -447,7 +447,6 @@ def compact_command(
     masks = masklib.load(masks_path)
     torch.manual_seed(seed)
     model, shape = _architecture(model_name, dataset)
-    masks.check_fits(model)
     small, carried, plan, compaction = compact_with_plan(model, masks, shape)
     masklib.apply(small, carried)
     save_sparse(small, out, plan, {"model": model_name, "dataset": dataset, "init_seed": seed})
@@ -483,12 +482,15 @@ def export_command(run: str, out: str) -> None:
     model, shape = _architecture(train_config["model"], train_config["dataset"])
     origin = {"model": train_config["model"], "dataset": train_config["dataset"], "run": str(run_dir)}
     try:
-        info = read_sparse_metadata(weights)
+        info: dict[str, Any] | None = read_sparse_metadata(weights)
+    except UserError:  # a plain safetensors file: a masked run, compacted here
+        info = None
+    if info is not None:
         small, _ = load_sparse(weights, model)
         save_sparse(small, out, info.get("plan"), {**info, **origin})
-    except UserError:
+    else:
         if not (run_dir / "masks.safetensors").is_file():
-            raise UserError(f"{run_dir} is a dense run: there is nothing sparse to export") from None
+            raise UserError(f"{run_dir} is a dense run: there is nothing sparse to export")
         masks = masklib.load(run_dir / "masks.safetensors")
         state = load_file(str(weights))
         try:

@@ -362,7 +362,7 @@ class _Tracer:
             root.foldable = False  # a constant plus a varying unit is not constant
             self.values[node] = _Value(root, a.rank)
         elif len(values) == 1 and values[0] is not None and not isinstance(node.args[1], torch.fx.Node):
-            self._same(node, foldable=True)
+            self._same(node, foldable=True, activation=True)  # a folded constant must include the added number
         else:
             self._pin(node)
 
@@ -631,7 +631,7 @@ def compact_with_plan(
         if isinstance(m, _LAYERS)
     }
     report = CompactReport(units, kept_before, carried.kept(), compactor.folded)
-    return work.to(_device_of(model)), carried, plan, report
+    return work.to(masklib.model_device(model)), carried, plan, report
 
 
 def compact(
@@ -657,12 +657,6 @@ def compact(
     """
     small, carried, _, _ = compact_with_plan(model, masks, input_shape)
     return small, carried
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 __all__ = ["CompactReport", "apply_plan", "compact", "compact_with_plan"]

@@ -36,7 +36,6 @@ import torch
 from torch import nn
 
 from panning import masks as masklib
-from panning.compaction import _device_of
 from panning.errors import UserError, UserTypeError
 from panning.sparse import _time_ms
 
@@ -168,7 +167,7 @@ def fastest_inference(
     unknown = [mode for mode in modes if mode not in MODES]
     if unknown or not modes:
         raise UserError(f"unknown inference modes {unknown or list(modes)}; choose among {', '.join(MODES)}")
-    device = _device_of(model)
+    device = masklib.model_device(model)
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch_size, *input_shape, generator=generator).to(device)
     plain = masklib.remove(masklib.copy_model(model)).eval()

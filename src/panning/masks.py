@@ -412,6 +412,18 @@ def apply(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
     return model
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter or buffer (CPU for a model with neither).
+
+    Example:
+        >>> model_device(nn.Linear(2, 1))
+        device(type='cpu')
+    """
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 def copy_model(model: nn.Module) -> nn.Module:
     """A deep copy of ``model`` that also works after a forward pass with masks applied.
 
@@ -575,8 +587,10 @@ __all__ = [
     "dense_state_dict",
     "density_schedule",
     "kept_count",
+    "kept_schedule",
     "layer_quotas",
     "load",
+    "model_device",
     "prunable_parameters",
     "remove",
     "save",

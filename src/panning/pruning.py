@@ -21,7 +21,7 @@ from panning import scores as indices
 from panning.connectivity import connectivity
 from panning.data import Dataset, class_balanced_batch
 from panning.errors import UserError, UserTypeError, check_sparsity
-from panning.masks import Masks, density_schedule, kept_schedule, prunable_parameters, select_topk
+from panning.masks import Masks, density_schedule, kept_schedule, model_device, prunable_parameters, select_topk
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 DataLike = tuple[torch.Tensor, torch.Tensor] | Dataset | DataLoader | None
@@ -297,12 +297,6 @@ class StepRecord:
     info: dict[str, Any]
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    return torch.device("cpu")
-
-
 def _output_size(model: nn.Module, data: DataLike, device: torch.device) -> int | None:
     """The model's number of outputs, when the data come from a DataLoader (else not needed)."""
     if not isinstance(data, DataLoader):
@@ -348,7 +342,7 @@ def prune(
     """
     if not isinstance(model, nn.Module):
         raise UserTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    device = _model_device(model)
+    device = model_device(model)
     # Dropout in train mode and shuffling DataLoaders draw from torch's global generator: seed it,
     # and give the caller's generator state back afterwards.
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):

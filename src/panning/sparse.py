@@ -292,9 +292,6 @@ class Costs:
     macs: int
     kept_macs: int
 
-    def as_dict(self) -> dict[str, int]:
-        return {"params": self.params, "kept": self.kept, "macs": self.macs, "kept_macs": self.kept_macs}
-
 
 def model_costs(model: nn.Module, input_shape: Sequence[int], masks: Mapping[str, torch.Tensor] | None = None) -> Costs:
     """Count :class:`Costs` of ``model`` for one input of ``input_shape`` (without the batch axis).
@@ -317,7 +314,7 @@ def model_costs(model: nn.Module, input_shape: Sequence[int], masks: Mapping[str
 
     layers = {n: m for n, m in model.named_modules() if isinstance(m, (*masklib.PRUNABLE_TYPES, SparseLinear))}
     handles = [m.register_forward_hook(hook(n)) for n, m in layers.items()]
-    device = next(iter(model.parameters())).device
+    device = masklib.model_device(model)
     was_training = model.training
     model.eval()
     try:
@@ -332,13 +329,12 @@ def model_costs(model: nn.Module, input_shape: Sequence[int], masks: Mapping[str
         weight_name = f"{name}.weight" if name else "weight"
         if isinstance(module, SparseLinear):
             numel, kept_weights = module.in_features * module.out_features, module.values.numel()
-            params += numel - module.values.numel()  # a dense implementation would store the full matrix
-            kept += numel - module.values.numel()
+            params += numel - kept_weights  # a dense implementation would store the full matrix
         else:
             weight = getattr(module, "weight_orig", module.weight)
             numel = weight.numel()
             kept_weights = kept_of.get(weight_name, numel)
-        kept -= numel - kept_weights
+            kept -= numel - kept_weights  # (a SparseLinear's parameters are its kept weights already)
         macs += numel * positions.get(name, 0)
         kept_macs += kept_weights * positions.get(name, 0)
     return Costs(params, kept, macs, kept_macs)
@@ -382,10 +378,10 @@ def save_sparse(
         else:
             tensors[name] = tensor.contiguous()
     info = {
+        **dict(metadata or {}),  # first: an old file's format, plan or shapes must not outlive this save
         "format": SPARSE_FORMAT,
         "plan": dict(plan or {}),
         "shapes": {name: list(t.shape) for name, t in state.items()},
-        **dict(metadata or {}),
     }
     text = {"panning": json.dumps(info, sort_keys=True, default=str)}
     write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=text))
@@ -466,7 +462,7 @@ def load_sparse(path: str | os.PathLike[str], model: nn.Module) -> tuple[nn.Modu
         )
     work.load_state_dict(state)
     masklib.apply(work, masks)
-    return work.to(next(iter(model.parameters())).device), masks
+    return work.to(masklib.model_device(model)), masks
 
 
 __all__ = [
