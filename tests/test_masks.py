@@ -41,6 +41,36 @@ def test_select_topk_matches_a_stable_sort_whichever_way_it_finds_the_threshold(
     assert torch.equal(select_topk({"w": scores}, keep)["w"], expected)
 
 
+def _stable_topk(scores: torch.Tensor, keep: int) -> torch.Tensor:
+    order = torch.sort(-scores, stable=True).indices  # highest first, ties by position
+    expected = torch.zeros(scores.numel(), dtype=torch.bool)
+    expected[order[:keep]] = True
+    return expected
+
+
+@pytest.mark.parametrize("keep", [20, 4_000, 20_000, 39_000, 39_990])
+@pytest.mark.parametrize("layout", ["spread", "ties", "layered", "infinite"])
+def test_select_topk_is_exact_when_a_sample_brackets_the_threshold(keep: int, layout: str) -> None:
+    generator = torch.Generator().manual_seed(keep)
+    scores = torch.randn(40_000, generator=generator, dtype=torch.float64)
+    if layout == "ties":
+        scores = scores.round()
+    elif layout == "layered":  # one block far above the other, as with per-layer score scales
+        scores[:10_000] += 100.0
+    elif layout == "infinite":  # pruned weights without regrowth
+        scores[::3] = float("-inf")
+    assert torch.equal(select_topk({"w": scores}, keep)["w"], _stable_topk(scores, keep))
+
+
+def test_select_topk_is_exact_when_the_sample_misleads() -> None:
+    # Every sampled position holds 0 and every other one holds 1: the bracket misses and the
+    # selection falls back to all the scores.
+    scores = torch.ones(1 << 16)
+    scores[:: (1 << 16) // 4096] = 0.0
+    for keep in (30_000, 62_000, 63_000):
+        assert torch.equal(select_topk({"w": scores}, keep)["w"], _stable_topk(scores, keep))
+
+
 def test_select_topk_is_exact_under_massive_ties() -> None:
     scores = {"w": torch.zeros(1000), "v": torch.ones(10)}
     for keep in (1, 5, 10, 11, 500, 1010):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -273,22 +274,62 @@ def _check_scores(scores: Mapping[str, torch.Tensor]) -> None:
             )
 
 
+# Below this many scores a full selection is cheap; above it, a sample narrows the search first.
+_SAMPLED_SELECTION_MIN = 1 << 15
+_SELECTION_SAMPLE = 4096
+
+
+def _kthvalue(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th smallest entry (kthvalue has no MPS kernel: select on the CPU there)."""
+    return torch.kthvalue(values.cpu() if values.device.type == "mps" else values, k).values.to(values.device)
+
+
+def _kth_largest_sampled(flat: torch.Tensor, keep: int) -> torch.Tensor | None:
+    """The exact ``keep``-th largest entry, selected among the few scores near it; None if the guess misses.
+
+    An evenly strided sample brackets the wanted value between two sample order statistics
+    (a margin of four standard deviations of the sample rank); every score above the bracket is
+    counted and the exact value is selected inside it. A bracket that misses (an adversarial
+    layout) returns None, and the caller selects over everything.
+    """
+    n = flat.numel()
+    sample = flat[:: max(1, n // _SELECTION_SAMPLE)]
+    size = sample.numel()
+    ordered = torch.sort(sample, descending=True).values
+    rank = keep * size / n
+    margin = 4.0 * math.sqrt(max(rank * (1.0 - rank / size), 1.0)) + 2.0
+    upper = ordered[max(0, int(rank - margin))]
+    lower = ordered[min(size - 1, math.ceil(rank + margin))]
+    above = int((flat > upper).sum())
+    if above >= keep:
+        return None
+    bracket = flat[(flat >= lower) & (flat <= upper)]
+    wanted = keep - above
+    if bracket.numel() < wanted:
+        return None
+    return _kthvalue(bracket, bracket.numel() - wanted + 1)
+
+
 def _topk_flat(flat: torch.Tensor, keep: int) -> torch.Tensor:
     """Boolean vector keeping exactly ``keep`` largest entries; ties go to the lower index."""
     n = flat.numel()
     if keep >= n:
         return torch.ones(n, dtype=torch.bool, device=flat.device)
-    # The threshold is the keep-th largest score. A partial sort of the smaller side finds it
-    # faster than kthvalue (which copies and selects over all n) when keep or n - keep is small.
+    # The threshold is the keep-th largest score; how it is found never changes it. kthvalue
+    # copies and selects over all n: a sample's bracket, or a partial sort of the smaller side
+    # when that is tiny, finds the same value several times faster.
     rank_from_bottom = n - keep + 1
-    if min(keep, rank_from_bottom) <= n // 8:
+    threshold = None
+    sampled = n >= _SAMPLED_SELECTION_MIN
+    if min(keep, rank_from_bottom) <= n // (1000 if sampled else 8):
         if keep <= rank_from_bottom:
             threshold = torch.topk(flat, keep, sorted=False).values.min()
         else:
             threshold = torch.topk(flat, rank_from_bottom, largest=False, sorted=False).values.max()
-    else:
-        threshold = torch.kthvalue(flat.cpu() if flat.device.type == "mps" else flat, rank_from_bottom).values
-        threshold = threshold.to(flat.device)
+    elif sampled:
+        threshold = _kth_largest_sampled(flat, keep)
+    if threshold is None:
+        threshold = _kthvalue(flat, rank_from_bottom)
     chosen = flat > threshold
     missing = keep - int(chosen.sum())
     if missing > 0:
