@@ -10,7 +10,7 @@ from click.testing import CliRunner
 import panning
 import panning.cli
 from panning.masks import kept_count
-from panning.panning import PRESETS, Panning, StageTable, combine, normalize
+from panning.panning import PRESETS, Panning, StageTable, combine, normalize, weighted_scores
 
 LENET5_WEIGHTS = 430_500
 
@@ -37,6 +37,40 @@ def test_combinations() -> None:
     assert combine(z, {"synflow": 0.5, "snip": 0.5})["w"].tolist() == [2.5, 5.0]
     assert combine(z, {"synflow": 0.5, "snip": 0.5}, "multiplicative")["w"].tolist() == [2.0, 3.0]
     assert combine(z, {"synflow": 1.0, "snip": 0.0})["w"].tolist() == [4.0, 1.0]
+
+
+def test_combine_matches_layers_by_name_and_leaves_its_inputs_alone() -> None:
+    synflow = {"a": torch.tensor([4.0, 1.0]), "b": torch.tensor([2.0])}
+    snip = {"b": torch.tensor([3.0]), "a": torch.tensor([1.0, 9.0])}  # another key order
+    combined = combine({"synflow": synflow, "snip": snip}, {"synflow": 0.5, "snip": 0.5}, "multiplicative")
+    assert combined["a"].tolist() == [2.0, 3.0]
+    assert combined["b"].tolist() == [pytest.approx(6.0**0.5)]
+    assert synflow["a"].tolist() == [4.0, 1.0] and snip["a"].tolist() == [1.0, 9.0]
+    scores = {"w": torch.tensor([1.0, 3.0])}
+    normalize(scores, "zscore-abs")
+    assert scores["w"].tolist() == [1.0, 3.0]
+
+
+@pytest.mark.parametrize("combination", ["additive", "multiplicative"])
+def test_a_step_equals_the_public_indices_normalised_and_combined(lenet5, batch, combination) -> None:
+    # weighted_scores works on flat vectors in place for speed; its scores must be bit for bit
+    # those of the public functions it stands for.
+    masks = panning.prune(lenet5, 0.9, "synflow", input_shape=(1, 28, 28), iterations=2)
+    generator = torch.Generator().manual_seed(0)
+    source = panning.pruning.BatchSource(batch, 2, generator)
+    context = panning.pruning.StepContext(1, 1, 0.1, masks, source, (1, 28, 28), generator, None)
+    weights = {"synflow": 0.3, "snip": 1.0, "grasp": 0.4}
+    step = weighted_scores(lenet5, context, weights, "zscore-abs", combination)
+
+    x, y = panning.pruning.BatchSource(batch, 2, torch.Generator().manual_seed(0)).next()
+    loss_aware = panning.scores.loss_aware_scores(lenet5, x, y, masks, 200.0)
+    raw = {
+        "synflow": panning.scores.synflow(lenet5, masks=masks, input_shape=(1, 28, 28)),
+        "snip": loss_aware.snip,
+        "grasp": {name: score.abs() for name, score in loss_aware.grasp.items()},
+    }
+    expected = combine({index: normalize(score) for index, score in raw.items()}, weights, combination)
+    assert all(torch.equal(step[name], expected[name]) for name in expected)
 
 
 def test_stages_follow_the_reference_boundaries_one_step_at_a_time() -> None:

@@ -128,7 +128,14 @@ PRESETS: dict[tuple[str, str], StageTable] = {
 
 
 def _flat(scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    return torch.cat([s.reshape(-1).double() for s in scores.values()])
+    """All scores as one new float64 vector (each converted while it is copied in)."""
+    first = next(iter(scores.values()))
+    flat = torch.empty(sum(s.numel() for s in scores.values()), dtype=torch.float64, device=first.device)
+    offset = 0
+    for score in scores.values():
+        flat[offset : offset + score.numel()].copy_(score.reshape(-1))
+        offset += score.numel()
+    return flat
 
 
 def _unflat(flat: torch.Tensor, like: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -137,6 +144,26 @@ def _unflat(flat: torch.Tensor, like: Mapping[str, torch.Tensor]) -> dict[str, t
         out[name] = flat[offset : offset + score.numel()].reshape(score.shape)
         offset += score.numel()
     return out
+
+
+def _normalize_flat(flat: torch.Tensor, method: str) -> torch.Tensor:
+    """:func:`normalize` of one flat float64 vector, overwriting it where the method allows."""
+    if method == "rank":
+        _, inverse, counts = torch.unique(flat, sorted=True, return_inverse=True, return_counts=True)
+        ends = torch.cumsum(counts, 0).double()
+        average_rank = ends - (counts.double() - 1) / 2
+        return average_rank[inverse] / flat.numel()
+    if method == "zscore-abs":
+        mean = flat.mean()
+        if mean == 0:
+            return flat.zero_()
+        flat.div_(mean)
+        std = flat.std()
+        return flat.sub_(flat.mean()).div_(std).abs_() if std > 0 else flat.zero_()
+    if method == "zscore":
+        std = flat.std()
+        return flat.sub_(flat.mean()).div_(std) if std > 0 else flat.zero_()
+    raise UserError(f"unknown index normalization {method!r}; valid: {', '.join(NORMALIZATIONS)}")
 
 
 def normalize(scores: Mapping[str, torch.Tensor], method: str = "zscore-abs") -> dict[str, torch.Tensor]:
@@ -151,23 +178,33 @@ def normalize(scores: Mapping[str, torch.Tensor], method: str = "zscore-abs") ->
         >>> normalize({"w": torch.tensor([1.0, 2.0, 2.0, 4.0])}, "rank")["w"].tolist()
         [0.25, 0.625, 0.625, 1.0]
     """
-    flat = _flat(scores)
-    if method == "rank":
-        _, inverse, counts = torch.unique(flat, sorted=True, return_inverse=True, return_counts=True)
-        ends = torch.cumsum(counts, 0).double()
-        average_rank = ends - (counts.double() - 1) / 2
-        return _unflat(average_rank[inverse] / flat.numel(), scores)
-    if method == "zscore-abs":
-        mean = flat.mean()
-        if mean == 0:
-            return _unflat(torch.zeros_like(flat), scores)
-        flat.div_(mean)  # in place: flat is this function's own copy, and a step runs this on every weight
-        std = flat.std()
-        return _unflat(flat.sub_(flat.mean()).div_(std).abs_() if std > 0 else torch.zeros_like(flat), scores)
-    if method == "zscore":
-        std = flat.std()
-        return _unflat((flat - flat.mean()) / std if std > 0 else torch.zeros_like(flat), scores)
-    raise UserError(f"unknown index normalization {method!r}; valid: {', '.join(NORMALIZATIONS)}")
+    return _unflat(_normalize_flat(_flat(scores), method), scores)
+
+
+def _active(weights: Mapping[str, float], combination: str) -> list[str]:
+    if combination not in COMBINATIONS:
+        raise UserError(f"unknown combination {combination!r}; valid: {', '.join(COMBINATIONS)}")
+    active = [name for name, w in weights.items() if w != 0]
+    if not active:
+        raise UserError("every index weight is zero: nothing to combine")
+    return active
+
+
+def _combine_in_place(
+    normalized: Mapping[str, torch.Tensor], weights: Mapping[str, float], combination: str
+) -> torch.Tensor:
+    """:func:`combine` of flat vectors the caller gives up: the result overwrites the first."""
+    active = _active(weights, combination)
+    # Term by term, in the order of the plain formula, so the values are those of combine().
+    if combination == "additive":
+        value = normalized[active[0]].mul_(weights[active[0]])
+        for index in active[1:]:
+            value.add_(normalized[index].mul_(weights[index]))
+    else:
+        value = normalized[active[0]].clamp_min_(0).pow_(weights[active[0]])
+        for index in active[1:]:
+            value.mul_(normalized[index].clamp_min_(0).pow_(weights[index]))
+    return value
 
 
 def combine(
@@ -182,25 +219,10 @@ def combine(
         >>> combine(z, {"snip": 0.5, "grasp": 0.5})["w"].tolist()
         [2.0, 1.5]
     """
-    active = [name for name, w in weights.items() if w != 0]
-    if not active:
-        raise UserError("every index weight is zero: nothing to combine")
-    names = list(normalized[active[0]])
-    out = {}
-    if combination not in COMBINATIONS:
-        raise UserError(f"unknown combination {combination!r}; valid: {', '.join(COMBINATIONS)}")
-    for name in names:
-        # Accumulated in place into the first term (a new tensor), in the order of the plain formula.
-        if combination == "additive":
-            value = weights[active[0]] * normalized[active[0]][name]
-            for i in active[1:]:
-                value += weights[i] * normalized[i][name]
-        else:
-            value = normalized[active[0]][name].clamp_min(0).pow_(weights[active[0]])
-            for i in active[1:]:
-                value *= normalized[i][name].clamp_min(0).pow_(weights[i])
-        out[name] = value
-    return out  # type: ignore[return-value]
+    active = _active(weights, combination)
+    like = normalized[active[0]]
+    flats = {index: torch.cat([normalized[index][name].reshape(-1) for name in like]) for index in active}
+    return _unflat(_combine_in_place(flats, {i: weights[i] for i in active}, combination), like)
 
 
 @dataclass
@@ -296,9 +318,12 @@ def weighted_scores(
     if loss_aware.snip is not None:
         raw["snip"] = loss_aware.snip
     if loss_aware.grasp is not None:
-        scores = loss_aware.grasp
-        raw["grasp"] = {n: s.abs() for n, s in scores.items()} if grasp == "abs" else scores
-    normalized = {name: normalize(score, normalization) for name, score in raw.items()}
+        raw["grasp"] = loss_aware.grasp
+    # Each index becomes one float64 vector that this step owns, normalised and combined in place.
+    flats = {name: _flat(score) for name, score in raw.items()}
+    if "grasp" in flats and grasp == "abs":
+        flats["grasp"].abs_()
+    normalized = {name: _normalize_flat(flat, normalization) for name, flat in flats.items()}
     context.info.update(
         w_synflow=weights["synflow"],
         w_snip=weights["snip"],
@@ -306,7 +331,7 @@ def weighted_scores(
         loss=loss_aware.loss,
         grad_norm_sq=loss_aware.grad_norm_sq,
     )
-    return combine(normalized, weights, combination)
+    return _unflat(_combine_in_place(normalized, weights, combination), next(iter(raw.values())))
 
 
 def resolve_stages(stages: Any, combination: str = "additive") -> StageTable:

@@ -72,12 +72,12 @@ def _check_masks(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.
             )
 
 
-def _masked(weight: torch.Tensor, mask: torch.Tensor | None, dtype: torch.dtype | None = None) -> torch.Tensor:
+def _masked(weight: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """A new leaf ``θ ⊙ m`` to differentiate by (a boolean mask multiplies as 0/1 without a copy)."""
     value = weight.detach()
-    if dtype is not None:
-        value = value.to(dtype)
     if mask is not None:
-        value = value * mask.to(device=value.device, dtype=value.dtype)
+        dtype = torch.bool if mask.dtype == torch.bool else value.dtype
+        value = torch.mul(value, mask.to(device=value.device, dtype=dtype))
     return value.requires_grad_(True)
 
 
@@ -173,19 +173,24 @@ def loss_aware_scores(
     # allow_unused: a prunable layer off the loss's graph (an unused auxiliary head) scores zero.
     used = torch.autograd.grad(loss, tensors, create_graph=want_grasp, allow_unused=True)
     grads = [torch.zeros_like(t) if g is None else g for g, t in zip(used, tensors)]
-    grad_norm_sq = sum((g * g).sum() for g in grads)
+    with torch.no_grad():
+        grad_norm_sq = sum((g * g).sum() for g in grads)
     snip_scores = None
     if want_snip:
-        snip_scores = {n: (weights[n].detach() * g.detach()).abs() for n, g in zip(names, grads)}
+        snip_scores = {n: torch.mul(weights[n].detach(), g.detach()).abs_() for n, g in zip(names, grads)}
     grasp_scores = None
     if want_grasp:
-        assert isinstance(grad_norm_sq, torch.Tensor)
-        if grad_norm_sq.requires_grad:
-            products = torch.autograd.grad(grad_norm_sq, tensors, allow_unused=True)
-        else:
-            products = (None,) * len(tensors)
-        hessian_grads = [torch.zeros_like(t) if h is None else h for h, t in zip(products, tensors)]
-        grasp_scores = {n: weights[n].detach() * (0.5 * hg) for n, hg in zip(names, hessian_grads)}
+        # Hg as the vector-Jacobian product of g with itself (H is symmetric): the same values as
+        # ½ ∂(gᵀg)/∂θm, without a scalar's graph on top of the double backward.
+        with_graph = [g for g in grads if g.requires_grad]
+        products: Sequence[torch.Tensor | None] = (None,) * len(tensors)
+        if with_graph:
+            vectors = [g.detach() for g in with_graph]
+            products = torch.autograd.grad(with_graph, tensors, grad_outputs=vectors, allow_unused=True)
+        grasp_scores = {
+            n: torch.zeros_like(t) if hg is None else torch.mul(weights[n].detach(), hg)
+            for n, t, hg in zip(names, tensors, products)
+        }
     return LossAwareScores(snip_scores, grasp_scores, float(loss.detach()), float(grad_norm_sq.detach()))
 
 
@@ -270,7 +275,8 @@ def synflow(
     weights = prunable_parameters(model, parameters)
     _check_masks(weights, masks)
     device = next(iter(weights.values())).device
-    masked = {n: _masked(w.abs(), masks.get(n) if masks else None, torch.float64) for n, w in weights.items()}
+    magnitudes = {n: w.detach().to(torch.float64, copy=True).abs_() for n, w in weights.items()}
+    masked = {n: _masked(magnitude, masks.get(n) if masks else None) for n, magnitude in magnitudes.items()}
     substitutes = {**_buffers(model, torch.float64, absolute=True), **_synflow_parameters(model, weights), **masked}
     ones = torch.ones((1, *input_shape), dtype=torch.float64, device=device)
     with preserved_modes(model, train=False):
@@ -279,8 +285,9 @@ def synflow(
     grads = torch.autograd.grad(output.sum(), [masked[n] for n in names], allow_unused=True)
     scores = {}
     for name, grad in zip(names, grads):
-        weight = weights[name].detach().double()
-        scores[name] = (weight * grad).abs() if grad is not None else torch.zeros_like(weight)
+        # |θ| ⊙ |∂R/∂θm| is |θ ⊙ ∂R/∂θm| bit for bit: a product's magnitude ignores the signs.
+        magnitude = magnitudes[name]
+        scores[name] = torch.mul(magnitude, grad).abs_() if grad is not None else torch.zeros_like(magnitude)
     return scores
 
 
