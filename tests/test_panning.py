@@ -82,7 +82,10 @@ def test_stages_follow_the_reference_boundaries_one_step_at_a_time() -> None:
     for stage, boundary in zip(range(2, 6), PRESETS[("paper", "additive")].boundaries):
         assert 1 - schedule[first_in[stage] - 1] > boundary >= 1 - schedule[first_in[stage] - 2]
     # One step straight to 0.999 moves only one stage, as the reference does.
-    assert Panning().weights_for(1, 0.001) == (2, {"synflow": 0.2, "snip": 0.4, "grasp": 0.4})
+    assert Panning(combination="additive").weights_for(1, 0.001) == (2, {"synflow": 0.2, "snip": 0.4, "grasp": 0.4})
+    # The default table is the multiplicative one, but a product cannot take signed z-scores.
+    assert Panning().combination == "multiplicative" and Panning().table == PRESETS[("paper", "multiplicative")]
+    assert Panning(normalization="zscore").combination == "additive"
 
 
 def test_stage_tables_from_files_and_bad_tables(tmp_path: Path) -> None:
@@ -103,7 +106,7 @@ def test_stage_tables_from_files_and_bad_tables(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"normalization": "rank"}, {"combination": "multiplicative"}, {"normalization": "zscore", "grasp": "signed"}],
+    [{}, {"normalization": "rank"}, {"combination": "additive"}, {"normalization": "zscore", "grasp": "signed"}],
 )
 def test_panning_keeps_exactly_k_and_is_deterministic(lenet5, batch, options) -> None:
     def run() -> panning.Masks:

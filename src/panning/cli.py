@@ -109,7 +109,7 @@ _prune_options = _options(
     click.option(
         "--combination",
         type=click.Choice(list(COMBINATIONS)),
-        help="panning: additive or multiplicative combination (default additive).",
+        help="panning: multiplicative (default) or additive (the reference's default) combination.",
     ),
     click.option("--stages", help="panning: 'paper' or a TOML/JSON stage table file (default paper)."),
     click.option(
