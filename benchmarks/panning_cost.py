@@ -44,7 +44,7 @@ SETTINGS = {
 }
 # label -> (panning options, samples per class)
 VARIANTS = {
-    "panning-paper": ({}, 10),
+    "panning-paper": ({"combination": "additive"}, 10),
     "panning-paper-mult": ({"combination": "multiplicative"}, 10),
     "panning-fast": ({"combination": "multiplicative"}, 2),
 }
@@ -169,6 +169,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
+    commit = source_commit()  # the code measured, before anything can change the tree
     results = []
     for name in args.models:
         results.append(measure(name))
@@ -180,7 +181,7 @@ def main() -> None:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "commit": source_commit(),
+        "commit": commit,
     }
     write_report(results, meta, args.out)
     print(f"wrote {args.out.with_suffix('.md')}")
