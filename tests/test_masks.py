@@ -89,6 +89,12 @@ def test_nan_scores_are_refused_with_the_parameter_name() -> None:
         select_topk({"bad": torch.tensor([1.0, float("nan")])}, 1)
 
 
+def test_infinite_scores_of_both_signs_are_not_mistaken_for_nan() -> None:
+    # Their sum is NaN, which alone must not condemn them.
+    masks = select_topk({"w": torch.tensor([float("-inf"), 2.0, float("inf"), 1.0])}, 2)
+    assert masks["w"].tolist() == [False, True, True, False]
+
+
 def test_masks_validate_on_write() -> None:
     masks = Masks({"w": torch.tensor([True, False])})
     with pytest.raises(ValueError, match="shape"):

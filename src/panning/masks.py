@@ -187,7 +187,7 @@ class Masks(MutableMapping[str, torch.Tensor]):
 
     def kept(self) -> int:
         """Number of kept weights."""
-        return sum(int(m.sum()) for m in self._masks.values())
+        return sum(int(torch.count_nonzero(m)) for m in self._masks.values())
 
     def density(self) -> float:
         """Fraction of weights kept."""
@@ -200,7 +200,9 @@ class Masks(MutableMapping[str, torch.Tensor]):
 
     def layers(self) -> list[LayerStats]:
         """Per-parameter counts, in insertion order."""
-        return [LayerStats(name, tuple(m.shape), m.numel(), int(m.sum())) for name, m in self._masks.items()]
+        return [
+            LayerStats(name, tuple(m.shape), m.numel(), int(torch.count_nonzero(m))) for name, m in self._masks.items()
+        ]
 
     def to(self, device: torch.device | str) -> Masks:
         """A copy on ``device``."""
@@ -267,7 +269,9 @@ def _check_scores(scores: Mapping[str, torch.Tensor]) -> None:
     for name, score in scores.items():
         if not isinstance(score, torch.Tensor):
             raise UserTypeError(f"score {name!r} must be a tensor, got {type(score).__name__}")
-        if bool(torch.isnan(score).any()):
+        # A sum is NaN whenever an entry is (and only otherwise when +inf meets -inf): one cheap
+        # reduction clears the common case, the elementwise test confirms.
+        if bool(torch.isnan(score.sum())) and bool(torch.isnan(score).any()):
             raise UserError(
                 f"the scores of {name!r} contain NaN: the model or the scoring batch produced "
                 "non-finite values; check the input normalisation and initialisation"
@@ -300,7 +304,7 @@ def _kth_largest_sampled(flat: torch.Tensor, keep: int) -> torch.Tensor | None:
     margin = 4.0 * math.sqrt(max(rank * (1.0 - rank / size), 1.0)) + 2.0
     upper = ordered[max(0, int(rank - margin))]
     lower = ordered[min(size - 1, math.ceil(rank + margin))]
-    above = int((flat > upper).sum())
+    above = int(torch.count_nonzero(flat > upper))
     if above >= keep:
         return None
     bracket = flat[(flat >= lower) & (flat <= upper)]
@@ -331,7 +335,7 @@ def _topk_flat(flat: torch.Tensor, keep: int) -> torch.Tensor:
     if threshold is None:
         threshold = _kthvalue(flat, rank_from_bottom)
     chosen = flat > threshold
-    missing = keep - int(chosen.sum())
+    missing = keep - int(torch.count_nonzero(chosen))
     if missing > 0:
         tied = torch.nonzero(flat == threshold).squeeze(1)[:missing]
         chosen[tied] = True
