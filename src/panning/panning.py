@@ -191,19 +191,31 @@ def _active(weights: Mapping[str, float], combination: str) -> list[str]:
 
 
 def _combine_in_place(
-    normalized: Mapping[str, torch.Tensor], weights: Mapping[str, float], combination: str
+    normalized: Mapping[str, torch.Tensor],
+    weights: Mapping[str, float],
+    combination: str,
+    nonnegative: bool = False,
 ) -> torch.Tensor:
-    """:func:`combine` of flat vectors the caller gives up: the result overwrites the first."""
+    """:func:`combine` of flat vectors the caller gives up: the result overwrites the first.
+
+    ``nonnegative`` says the vectors hold no negative entry (``zscore-abs`` and ``rank`` give
+    none), so the product's clamp at zero, which would change nothing, is skipped.
+    """
     active = _active(weights, combination)
     # Term by term, in the order of the plain formula, so the values are those of combine().
     if combination == "additive":
         value = normalized[active[0]].mul_(weights[active[0]])
         for index in active[1:]:
             value.add_(normalized[index].mul_(weights[index]))
-    else:
-        value = normalized[active[0]].clamp_min_(0).pow_(weights[active[0]])
-        for index in active[1:]:
-            value.mul_(normalized[index].clamp_min_(0).pow_(weights[index]))
+        return value
+
+    def factor(index: str) -> torch.Tensor:
+        vector = normalized[index] if nonnegative else normalized[index].clamp_min_(0)
+        return vector.pow_(weights[index])
+
+    value = factor(active[0])
+    for index in active[1:]:
+        value.mul_(factor(index))
     return value
 
 
@@ -326,7 +338,11 @@ def weighted_scores(
     raw: dict[str, Mapping[str, torch.Tensor]] = {}
     if weights["synflow"] != 0:
         raw["synflow"] = indices.synflow(
-            model, masks=context.masks, input_shape=context.input_shape, parameters=context.parameters
+            model,
+            masks=context.masks,
+            input_shape=context.input_shape,
+            parameters=context.parameters,
+            cache=context.cache,
         )
     if loss_aware.snip is not None:
         raw["snip"] = loss_aware.snip
@@ -344,7 +360,8 @@ def weighted_scores(
         loss=loss_aware.loss,
         grad_norm_sq=loss_aware.grad_norm_sq,
     )
-    return _unflat(_combine_in_place(normalized, weights, combination), next(iter(raw.values())))
+    combined = _combine_in_place(normalized, weights, combination, nonnegative=normalization in ("zscore-abs", "rank"))
+    return _unflat(combined, next(iter(raw.values())))
 
 
 def resolve_stages(stages: Any, combination: str = "additive") -> StageTable:
