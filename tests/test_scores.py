@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -210,3 +213,67 @@ def test_scoring_a_model_with_applied_masks_is_refused() -> None:
     panning.masks.apply(net, Masks.ones_like(net))
     with pytest.raises(ValueError, match="masks are applied"):
         scores.synflow(net, input_shape=(3,))
+
+
+class _FirstConvNet(nn.Module):
+    """A strided, dilated, grouped first convolution with a bias, then a 'same'-padded one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Conv2d(4, 6, 3, stride=2, padding=1, dilation=2, groups=2)
+        self.second = nn.Conv2d(6, 5, 3, padding="same")
+        self.head = nn.Linear(5 * 3 * 3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.second(torch.tanh(self.first(x)))).flatten(1))
+
+
+def test_grasp_skips_the_data_inputs_gradient_without_changing_a_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    net = _FirstConvNet()
+    x, y = torch.randn(6, 4, 7, 7), torch.tensor([0, 1, 2, 0, 1, 2])
+    masks = Masks({n: torch.rand(p.shape) > 0.3 for n, p in net.named_parameters() if n.endswith("weight")})
+    routed_inputs = []
+    apply = scores._DataConv2d.apply
+    monkeypatch.setattr(scores._DataConv2d, "apply", lambda x, *rest: routed_inputs.append(x.shape) or apply(x, *rest))
+    routed = scores.loss_aware_scores(net, x, y, masks, 200.0)
+    assert routed_inputs == [x.shape]  # the first convolution only: the second's input needs a gradient
+    monkeypatch.setattr(scores, "_DataConvolutions", contextlib.nullcontext)
+    plain = scores.loss_aware_scores(net, x, y, masks, 200.0)
+    for name in plain.grasp:
+        assert torch.equal(routed.grasp[name], plain.grasp[name]), name
+        assert torch.equal(routed.snip[name], plain.snip[name]), name
+
+
+def test_the_data_convolution_has_pytorchs_second_derivatives_for_weight_and_bias() -> None:
+    torch.manual_seed(1)
+    x = torch.randn(3, 2, 6, 6, dtype=torch.float64)
+    weight = torch.randn(4, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(3, 4, 3, 3, dtype=torch.float64)
+
+    def hessian_vector_products(convolve: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        loss = ((torch.tanh(convolve()) - target) ** 2).sum()
+        grads = torch.autograd.grad(loss, (weight, bias), create_graph=True)
+        return torch.autograd.grad(grads, (weight, bias), grad_outputs=[g.detach() for g in grads])
+
+    ours = hessian_vector_products(lambda: scores._DataConv2d.apply(x, weight, bias, [2, 2], [1, 1], [1, 1], 1))
+    pytorchs = hessian_vector_products(lambda: nn.functional.conv2d(x, weight, bias, stride=2, padding=1))
+    for mine, reference in zip(ours, pytorchs, strict=True):
+        torch.testing.assert_close(mine, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_synflow_reuses_its_float64_magnitudes_only_while_the_weights_are_unchanged() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    cache: dict = {}
+    first = scores.synflow(net, input_shape=(4,), cache=cache)
+    assert len(cache) == 1
+    again = scores.synflow(net, input_shape=(4,), cache=cache)
+    assert all(torch.equal(first[n], again[n]) for n in first)
+    with torch.no_grad():
+        net[0].weight.mul_(-3.0)  # an in-place change moves the version counter: the entry is stale
+    changed = scores.synflow(net, input_shape=(4,), cache=cache)
+    fresh = scores.synflow(net, input_shape=(4,))
+    assert all(torch.equal(changed[n], fresh[n]) for n in fresh)
+    assert not torch.equal(changed["0.weight"], first["0.weight"])

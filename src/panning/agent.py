@@ -361,6 +361,7 @@ class _Screening:
         self.densities = density_schedule(sparsity, iterations, schedule)
         self.masks = Masks.ones_like(model, parameters)
         self.keeps = kept_schedule(self.masks.total(), sparsity, iterations, schedule)
+        self.cache: dict[Any, Any] = {}
 
     @property
     def density(self) -> float:
@@ -373,7 +374,15 @@ class _Screening:
     def context(self, batches: BatchSource, input_shape: tuple[int, ...], generator: torch.Generator) -> StepContext:
         self.step += 1
         return StepContext(
-            self.step, self.iterations, self.density, self.masks, batches, input_shape, generator, self.parameters
+            self.step,
+            self.iterations,
+            self.density,
+            self.masks,
+            batches,
+            input_shape,
+            generator,
+            self.parameters,
+            cache=self.cache,
         )
 
     def select(self, scores: Mapping[str, torch.Tensor]) -> Masks:

@@ -152,6 +152,8 @@ class StepContext:
     generator: torch.Generator
     parameters: Sequence[str] | None
     info: dict[str, Any] = field(default_factory=dict)
+    # Shared by every step of one run: what a method may reuse while the model stays unchanged.
+    cache: dict[Any, Any] = field(default_factory=dict)
 
     def batch(self) -> Batch:
         """A fresh class-balanced batch (only for data-driven methods)."""
@@ -190,7 +192,9 @@ class SingleIndex:
         if self.index == "magnitude":
             return indices.magnitude(model, names)
         if self.index == "synflow":
-            return indices.synflow(model, masks=masks, input_shape=context.input_shape, parameters=names)
+            return indices.synflow(
+                model, masks=masks, input_shape=context.input_shape, parameters=names, cache=context.cache
+            )
         x, y = context.batch()
         temperature = self.temperature
         if self.index == "snip":
@@ -373,10 +377,13 @@ def prune(
         else:
             raise UserError(f"{method} needs the input shape: pass data=... or input_shape=(C, H, W)")
         masks = Masks.ones_like(model, parameters)
+        run_cache: dict[Any, Any] = {}
         with indices.preserved_modes(model, train=True):
             for step, (density, keep) in enumerate(zip(densities, keeps), start=1):
                 step_started = time.perf_counter()
-                context = StepContext(step, steps, density, masks, batches, shape, generator, parameters)
+                context = StepContext(
+                    step, steps, density, masks, batches, shape, generator, parameters, cache=run_cache
+                )
                 step_scores = chosen(model, context)
                 if not regrowth:
                     step_scores = {

@@ -21,13 +21,15 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.overrides import TorchFunctionMode
 
 from panning.errors import UserError, UserTypeError
 from panning.masks import prunable_parameters
@@ -124,6 +126,113 @@ def _check_logits(logits: torch.Tensor, targets: torch.Tensor, index: str) -> No
         )
 
 
+def _pair(value: Any) -> list[int] | None:
+    """A conv2d ``stride``/``padding``/``dilation`` as two ints; None for anything else (``"same"``)."""
+    values = [value] if isinstance(value, int) else list(value) if isinstance(value, (tuple, list)) else []
+    if len(values) not in (1, 2) or not all(isinstance(v, int) for v in values):
+        return None
+    return values * 2 if len(values) == 1 else values
+
+
+class _ConvWeightGradient(torch.autograd.Function):
+    """``∂L/∂W`` (and ``∂L/∂b``) of a 2-D convolution whose input needs no gradient.
+
+    Its backward gives only ``∂/∂gO`` (``conv(x, ggW) + ggb``). PyTorch's own double backward
+    of a convolution also computes the input's term ``convT(gO, ggW)`` whenever ``ggW`` is
+    defined: a transposed convolution at every GraSP step that a data input never uses. The
+    kernels called are PyTorch's own, so the values are the same bit for bit.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        grad_output: torch.Tensor,
+        inputs: torch.Tensor,
+        weight: torch.Tensor,
+        with_bias: bool,
+        stride: list[int],
+        padding: list[int],
+        dilation: list[int],
+        groups: int,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        ctx.save_for_backward(inputs)
+        ctx.convolution = (stride, padding, dilation, groups)
+        ctx.output_shape = grad_output.shape
+        ctx.set_materialize_grads(False)
+        bias_sizes = [weight.shape[0]] if with_bias else None
+        mask = [False, True, with_bias]
+        _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            grad_output, inputs, weight, bias_sizes, stride, padding, dilation, False, [0, 0], groups, mask
+        )
+        return grad_weight, grad_bias
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_grad_weight: torch.Tensor | None, grad_grad_bias: torch.Tensor | None) -> Any:
+        (inputs,) = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.convolution
+        grad_grad_output = None
+        if grad_grad_weight is not None:
+            grad_grad_output = torch.convolution(
+                inputs, grad_grad_weight, None, stride, padding, dilation, False, [0, 0], groups
+            )
+        if grad_grad_bias is not None:
+            term = grad_grad_bias.contiguous().view(1, -1, 1, 1).expand(ctx.output_shape)
+            grad_grad_output = term if grad_grad_output is None else grad_grad_output + term
+        return grad_grad_output, None, None, None, None, None, None, None
+
+
+class _DataConv2d(torch.autograd.Function):
+    """``conv2d`` of an input that needs no gradient, with :class:`_ConvWeightGradient` as backward."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        inputs: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        stride: list[int],
+        padding: list[int],
+        dilation: list[int],
+        groups: int,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(inputs, weight)
+        ctx.convolution = (stride, padding, dilation, groups)
+        ctx.with_bias = bias is not None
+        return torch.convolution(inputs, weight, bias, stride, padding, dilation, False, [0, 0], groups)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> Any:
+        inputs, weight = ctx.saved_tensors
+        with_bias = ctx.with_bias and ctx.needs_input_grad[2]
+        grad_weight, grad_bias = _ConvWeightGradient.apply(grad_output, inputs, weight, with_bias, *ctx.convolution)
+        return None, grad_weight, grad_bias, None, None, None, None
+
+
+class _DataConvolutions(TorchFunctionMode):
+    """Routes every ``conv2d`` whose input needs no gradient (the first layer's) through :class:`_DataConv2d`."""
+
+    _ARGUMENTS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+
+    def __torch_function__(self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func is torch.conv2d:
+            bound = {**dict(zip(self._ARGUMENTS, args)), **kwargs}
+            inputs, weight, groups = bound["input"], bound["weight"], bound.get("groups", 1)
+            geometry = [
+                _pair(bound.get(key, default)) for key, default in (("stride", 1), ("padding", 0), ("dilation", 1))
+            ]
+            if (
+                inputs.dim() == 4
+                and not inputs.requires_grad
+                and weight.requires_grad
+                and isinstance(groups, int)
+                and all(g is not None for g in geometry)
+            ):
+                return _DataConv2d.apply(inputs, weight, bound.get("bias"), *geometry, groups)
+        return func(*args, **kwargs)
+
+
 @dataclass
 class LossAwareScores:
     """SNIP and GraSP scores from one forward pass, with the batch loss and ``gᵀg``."""
@@ -163,7 +272,9 @@ def loss_aware_scores(
     weights = prunable_parameters(model, parameters)
     _check_masks(weights, masks)
     masked = {n: _masked(w, masks.get(n) if masks else None) for n, w in weights.items()}
-    logits = functional_call(model, {**_buffers(model), **masked}, (inputs,))
+    # Only GraSP's double backward gains from skipping the data input's unused gradient.
+    with _DataConvolutions() if want_grasp else nullcontext():
+        logits = functional_call(model, {**_buffers(model), **masked}, (inputs,))
     _check_logits(logits, targets, index)
     loss = nn.functional.cross_entropy(logits / temperature, targets.long())
     if not bool(torch.isfinite(loss)):
@@ -249,18 +360,36 @@ def _synflow_parameters(model: nn.Module, weights: Mapping[str, torch.Tensor]) -
     return out
 
 
+def _float64_magnitudes(
+    weights: Mapping[str, torch.Tensor], cache: MutableMapping[Any, Any] | None
+) -> dict[str, torch.Tensor]:
+    """``|θ|`` in float64, reused from ``cache`` while every weight is the same unmodified tensor."""
+    key = ("synflow-magnitudes", tuple(weights))
+    # A tensor's version counter moves on every in-place change, so a stale entry is never used.
+    stamp = tuple((id(w), w.data_ptr(), w._version) for w in weights.values())
+    if cache is not None and key in cache and cache[key][0] == stamp:
+        return cache[key][1]
+    magnitudes = {n: w.detach().to(torch.float64, copy=True).abs_() for n, w in weights.items()}
+    if cache is not None:
+        cache[key] = (stamp, magnitudes)
+    return magnitudes
+
+
 def synflow(
     model: nn.Module,
     inputs: torch.Tensor | None = None,
     masks: Mapping[str, torch.Tensor] | None = None,
     input_shape: Sequence[int] | None = None,
     parameters: Sequence[str] | None = None,
+    cache: MutableMapping[Any, Any] | None = None,
 ) -> Scores:
     """SynFlow (Tanaka et al. 2020): ``|θ ⊙ ∂R/∂θm|``, ``R = Σ f(1; |θm|)``, data-free.
 
     Every parameter (and floating buffer) is replaced by its absolute value, the input is a
     single all-ones example, normalisation layers run in eval mode, all in float64.
     ``inputs`` only give the shape; pass ``input_shape`` (without batch) instead if you like.
+    ``cache``, a dict kept across the calls of one screening run, keeps the float64 ``|θ|``
+    between them; an entry is used only while the weights are unchanged.
 
     Example:
         >>> scores = synflow(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1)), input_shape=(2,))
@@ -275,7 +404,7 @@ def synflow(
     weights = prunable_parameters(model, parameters)
     _check_masks(weights, masks)
     device = next(iter(weights.values())).device
-    magnitudes = {n: w.detach().to(torch.float64, copy=True).abs_() for n, w in weights.items()}
+    magnitudes = _float64_magnitudes(weights, cache)
     masked = {n: _masked(magnitude, masks.get(n) if masks else None) for n, magnitude in magnitudes.items()}
     substitutes = {**_buffers(model, torch.float64, absolute=True), **_synflow_parameters(model, weights), **masked}
     ones = torch.ones((1, *input_shape), dtype=torch.float64, device=device)
