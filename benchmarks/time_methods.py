@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--sparsity", type=float, default=0.99)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="path stem of the .json and .md results")
     args = parser.parse_args()
+    commit = source_commit()  # the code measured, before anything can change the tree
     rows = []
     for model_name in args.models:
         for method in METHODS:
@@ -74,7 +75,7 @@ def main() -> None:
                 print(f"{model_name:8s} {method:10s} T={iterations:<4d} {row['seconds']:8.3f} s", flush=True)
     meta = {
         "version": panning.__version__,
-        "commit": source_commit(),
+        "commit": commit,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
