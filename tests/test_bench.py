@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from conftest import write_mnist
 from panning import bench, report
 from panning.cli import cli
 from panning.errors import UserError
+from panning.io import source_commit
 from panning.pruning import register_method, unregister_method
 
 REPO = Path(__file__).resolve().parents[1]
@@ -273,3 +275,21 @@ def test_registry_model_in_grid_is_created_at_its_seed(data_root: Path, tmp_path
     assert masks.metadata["init_seed"] == 0 and row["status"] == "ok"
     again = panning.prune(model, cell.sparsity, "random", input_shape=(1, 28, 28), seed=cell.seed)
     assert all(torch.equal(again[n], masks[n]) for n in masks)
+
+
+def test_the_source_commit_is_dirty_for_changed_code_but_not_for_written_results(tmp_path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("a = 1\n")
+    (tmp_path / "benchmarks" / "results" / "results.csv").write_text("x\n1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    clean = source_commit(tmp_path)
+    assert clean != "unknown" and not clean.endswith("+dirty")
+    (tmp_path / "benchmarks" / "results" / "results.csv").write_text("x\n2\n")
+    assert source_commit(tmp_path) == clean
+    (tmp_path / "code.py").write_text("a = 2\n")
+    assert source_commit(tmp_path) == clean + "+dirty"

@@ -65,9 +65,15 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     return json.loads(Path(path).read_text())
 
 
+_RESULTS_EXCLUDED = ":(top,exclude)benchmarks/results"
+
+
 def source_commit(folder: str | os.PathLike[str] | None = None) -> str:
     """The short git commit of ``folder`` (default: this package's source), ``+dirty`` when the
     tree has uncommitted changes to tracked files, or ``unknown`` outside a git checkout.
+
+    Files under ``benchmarks/results/`` do not count: a grid that writes its results there must
+    not mark the next grid of the same session as run on changed code.
 
     Example:
         >>> import tempfile
@@ -80,7 +86,7 @@ def source_commit(folder: str | os.PathLike[str] | None = None) -> str:
             ["git", "-C", where, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
         )
         status = subprocess.run(
-            ["git", "-C", where, "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", where, "status", "--porcelain", "--untracked-files=no", "--", ":(top)", _RESULTS_EXCLUDED],
             capture_output=True,
             text=True,
             check=True,
