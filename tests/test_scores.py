@@ -269,7 +269,9 @@ def test_synflow_reuses_its_float64_magnitudes_only_while_the_weights_are_unchan
     cache: dict = {}
     first = scores.synflow(net, input_shape=(4,), cache=cache)
     assert len(cache) == 1
+    entry = next(iter(cache.values()))
     again = scores.synflow(net, input_shape=(4,), cache=cache)
+    assert next(iter(cache.values())) is entry  # reused, not recomputed
     assert all(torch.equal(first[n], again[n]) for n in first)
     with torch.no_grad():
         net[0].weight.mul_(-3.0)  # an in-place change moves the version counter: the entry is stale
