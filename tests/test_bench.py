@@ -74,6 +74,29 @@ def test_quick_grid_runs_end_to_end_and_a_rerun_does_no_new_work(big_enough_mnis
     assert {p: p.stat().st_mtime_ns for p in cells.glob("*/result.json")} == stamps
 
 
+@pytest.mark.parametrize(
+    "config",
+    sorted(
+        p.stem
+        for p in (REPO / "benchmarks").glob("*.toml")
+        if not p.stem.startswith(("panning", "rl-panning"))  # 84 of their rows drifted before (issue #18)
+    ),
+)
+def test_committed_results_keep_the_keys_their_config_gives(config: str) -> None:
+    rows = (REPO / "benchmarks" / "results" / config / "results.jsonl").read_text().splitlines()
+    committed = {json.loads(row)["cell"] for row in rows}
+    assert committed == {cell.key for cell in bench.load_grid(REPO / "benchmarks" / f"{config}.toml").cells}
+
+
+def test_a_training_default_changed_later_keeps_old_cells_only_when_pinned() -> None:
+    pinned = bench.parse_grid({**SMALL, "training": {**SMALL["training"], "clip_grad_norm": "none"}}).cells[0]
+    default = bench.parse_grid(SMALL).cells[0]
+    assert "clip_grad_norm" not in dict(pinned.training)  # the key cells had before the field existed
+    assert dict(default.training)["clip_grad_norm"] == panning.training.TrainConfig().clip_grad_norm
+    assert pinned.key != default.key
+    assert pinned.train_config().clip_grad_norm is None
+
+
 def test_cell_key_follows_the_canonical_config_not_the_label() -> None:
     base = bench.parse_grid(SMALL).cells[0]
     relabelled = bench.parse_grid({**SMALL, "methods": [{"name": "random", "label": "rnd"}]}).cells[0]

@@ -99,6 +99,18 @@ def test_run_records_screening_facts(data_root: Path, tmp_path: Path) -> None:
         (["prune", "--model", "lenet300", "--dataset", "svhn", "--method", "random", "--sparsity", "0.5"], "svhn"),
         (["train", "--model", "lenet300", "--dataset", "mnist", "--dense", "--epochs", "0"], "epochs"),
         (["train", "--model", "lenet300", "--dataset", "mnist", "--epochs", "1"], "--masks"),
+        (
+            ["train", "--model", "lenet300", "--dataset", "mnist", "--dense", "--epochs", "2", "--warmup-epochs", "-1"],
+            "warmup_epochs",
+        ),
+        (
+            ["train", "--model", "lenet300", "--dataset", "mnist", "--dense", "--epochs", "1", "--clip-grad-norm", "0"],
+            "clip_grad_norm",
+        ),
+        (
+            ["train", "--model", "lenet300", "--dataset", "mnist", "--dense", "--epochs", "1", "--clip-grad-norm", "x"],
+            "'x' is neither",
+        ),
     ],
 )
 def test_user_mistakes_exit_2_with_one_line(data_root: Path, tmp_path: Path, args: list[str], message: str) -> None:
@@ -188,3 +200,31 @@ def test_help_is_available_for_every_command() -> None:
     for command in ("prune", "train", "run", "info"):
         code, out = invoke(command, "--help")
         assert code == 0 and "Usage" in out
+
+
+def test_a_diverging_run_exits_2_with_what_to_try(data_root: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--model", "lenet300", "--dataset", "mnist", "--dense", "--epochs", "2", "--out", str(run), *FAST]
+    code, out = invoke(*args, "--lr", "1e12")
+    assert code == 2 and out.count("\n") == 1, out
+    assert "diverged at epoch 1, step" in out and "--resume" in out and "--lr" in out
+    assert not (run / "model.safetensors").exists() and (run / "config.json").is_file()
+    code, out = invoke(*args, "--lr", "0.05", "--resume", "--clip-grad-norm", "none")
+    assert code == 2 and "clip_grad_norm = 1.0, not None" in out, out
+    code, out = invoke(*args, "--lr", "0.05", "--resume")
+    assert code == 0, out
+    assert json.loads((run / "config.json").read_text())["changes"] == [{"from_epoch": 1, "lr": [1e12, 0.05]}]
+
+
+def test_masks_screened_on_another_initialisation_are_flagged(data_root: Path, tmp_path: Path) -> None:
+    mask_file = tmp_path / "m.safetensors"
+    prune = ["prune", "--model", "lenet300", "--dataset", "mnist", "--method", "synflow", "--sparsity", "0.9"]
+    code, out = invoke(*prune, "--iterations", "2", "--init", "reference", "--val-size", "50", "--out", str(mask_file))
+    assert code == 0, out
+    assert panning.masks.load(mask_file).metadata["init"] == "reference"
+    train = ["train", "--model", "lenet300", "--dataset", "mnist", "--masks", str(mask_file), "--epochs", "1", *FAST]
+    code, out = invoke(*train, "--out", str(tmp_path / "a"))
+    assert code == 0 and "screened on the reference initialisation" in out and "--init reference" in out
+    code, out = invoke(*train, "--init", "reference", "--out", str(tmp_path / "b"))
+    assert code == 0 and "warning" not in out
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["train"]["init"] == "reference"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -95,12 +96,28 @@ def test_resume_with_other_options_is_refused(data_root: Path, tmp_path: Path) -
             progress=False,
             callbacks=[lambda end: (_ for _ in ()).throw(Interrupt())],
         )
-    with pytest.raises(ValueError, match="another configuration"):
-        train(model, data, _config(epochs=2, lr=0.05), tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(ValueError, match="started with momentum = 0.9, not 0.5"):
+        train(model, data, _config(epochs=2, momentum=0.5), tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(ValueError, match="warmup_epochs = 0.0, not 1.0"):
+        train(model, data, _config(epochs=2, warmup_epochs=1.0), tmp_path / "run", resume=True, progress=False)
 
 
 @pytest.mark.parametrize(
-    "field,value", [("epochs", 0), ("epochs", -1), ("batch_size", 0), ("lr", -0.1), ("normalization", "minmax")]
+    "field,value",
+    [
+        ("epochs", 0),
+        ("epochs", -1),
+        ("batch_size", 0),
+        ("lr", -0.1),
+        ("normalization", "minmax"),
+        ("warmup_epochs", -1),
+        ("warmup_epochs", 3),  # not shorter than the run
+        ("warmup_epochs", "1"),
+        ("rescale", "fan-out"),
+        ("init", "xavier"),
+        ("clip_grad_norm", 0.0),
+        ("clip_grad_norm", float("inf")),
+    ],
 )
 def test_bad_training_options(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
@@ -145,3 +162,114 @@ def test_metrics_carry_the_screening_facts(data_root: Path, tmp_path: Path) -> N
     metrics = train(model, data, config, tmp_path / "run", masks=_masks(model), progress=False)
     assert metrics["method"] == "random" and metrics["prune_seconds"] > 0 and metrics["target_sparsity"] == 0.3
     assert [layer["name"] for layer in metrics["layers"]] == ["fc1.weight", "fc2.weight", "fc3.weight"]
+
+
+def test_fan_in_rescale_gives_each_unit_its_dense_scale() -> None:
+    linear = torch.nn.Linear(8, 3)
+    conv = torch.nn.Conv2d(2, 2, 3)
+    model = torch.nn.Sequential(conv, torch.nn.Flatten(), linear)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    keep_linear = torch.zeros(3, 8, dtype=torch.bool)
+    keep_linear[0, :2] = True  # 2 of 8 inputs: x2
+    keep_linear[1, :] = True  # dense: unchanged
+    keep_conv = torch.zeros(2, 2, 3, 3, dtype=torch.bool)
+    keep_conv[0, 0, :2, 0] = True  # 2 of 18: x3
+    keep_conv[1, 1, 0, 0] = True  # 1 of 18
+    masks = panning.Masks({"0.weight": keep_conv, "2.weight": keep_linear})
+    panning.training.rescale_to_fan_in(model, masks)
+    assert torch.allclose(linear.weight[0], 2 * before["2.weight"][0])
+    assert torch.equal(linear.weight[1], before["2.weight"][1])
+    assert torch.equal(linear.weight[2], before["2.weight"][2])  # no kept weight: left alone
+    assert torch.allclose(conv.weight[0], 3 * before["0.weight"][0])
+    assert torch.allclose(conv.weight[1], 18**0.5 * before["0.weight"][1])
+    assert torch.equal(linear.bias, before["2.bias"])
+
+
+def test_fan_in_rescale_is_what_training_starts_from(data_root: Path, tmp_path: Path) -> None:
+    config = _config(rescale="fan-in", lr=1e-12, momentum=0.0, weight_decay=0.0)
+    model, data = build(config)
+    masks = _masks(model)
+    plain = build(config)[0].fc1.weight.detach() * masks["fc1.weight"]
+    expected = panning.training.rescale_to_fan_in(build(config)[0], masks).fc1.weight.detach() * masks["fc1.weight"]
+    kept = masks["fc1.weight"]
+    assert (expected[kept] / plain[kept]).mean() == pytest.approx((1 / 0.7) ** 0.5, rel=0.05)  # 30% pruned
+    with pytest.raises(Interrupt):
+        train(model, data, config, tmp_path / "run", masks=masks, progress=False, callbacks=[_interrupt])
+    started = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"]["fc1.weight_orig"]
+    assert torch.allclose(started, expected, atol=1e-6)  # lr 1e-12: one epoch barely moved them
+
+
+def _interrupt(end: panning.training.EpochEnd) -> None:
+    raise Interrupt
+
+
+def test_warmup_reaches_the_full_rate_after_its_epochs(data_root: Path, tmp_path: Path) -> None:
+    rates = {}
+    for warmup in (0.0, 1.0):
+        config = _config(warmup_epochs=warmup)
+        model, data = build(config)
+        metrics = train(model, data, config, tmp_path / str(warmup), progress=False)
+        rates[warmup] = [epoch["lr"] for epoch in metrics["epochs"]]
+    assert rates[1.0][0] == pytest.approx(0.1)  # the end of the warm-up: the peak
+    assert rates[0.0][0] < 0.1  # the cosine has already begun
+    assert rates[1.0][1] > rates[0.0][1] and rates[1.0][2] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_reference_init_is_screened_and_trained_alike(data_root: Path) -> None:
+    model, _ = build(_config(model="lenet5", init="reference"))
+    assert all(float(m.bias.detach().abs().sum()) == 0 for m in (model.conv1, model.conv2, model.fc3, model.fc4))
+    assert float(model.fc3.weight.detach().std()) == pytest.approx(0.01, rel=0.05)
+    assert float(model.conv2.weight.detach().std()) == pytest.approx((2 / (50 * 25)) ** 0.5, rel=0.1)
+    again, _ = build(_config(model="lenet5", init="reference"))
+    assert torch.equal(model.conv1.weight, again.conv1.weight)  # seeded
+    default, _ = build(_config(model="lenet5"))
+    assert not torch.equal(model.conv1.weight, default.conv1.weight)
+
+
+def test_a_diverging_run_stops_and_resumes_with_a_smaller_rate(data_root: Path, tmp_path: Path) -> None:
+    config = _config(epochs=3)
+    run = tmp_path / "run"
+    model, data = build(config)
+    masks = _masks(model)
+    with pytest.raises(Interrupt):
+        train(model, data, config, run, masks=masks, progress=False, callbacks=[_interrupt])
+    checkpoint = (run / "checkpoint.pt").read_bytes()
+    with pytest.raises(
+        ValueError, match=r"diverged at epoch 2, step \d+/\d+ .*epoch 1 is kept.*--resume.*--lr"
+    ) as error:
+        train(build(config)[0], data, _config(epochs=3, lr=1e12), run, masks=masks, resume=True, progress=False)
+    assert isinstance(error.value, panning.errors.TrainingDiverged) and "\n" not in str(error.value)
+    assert (run / "checkpoint.pt").read_bytes() == checkpoint  # the last good epoch
+    assert not (run / "model.safetensors").exists()
+    json.loads((run / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
+    metrics = train(build(config)[0], data, _config(epochs=3, lr=0.05), run, masks=masks, resume=True, progress=False)
+    # The rest of the cosine, scaled to the new rate: 0.05 * (1 + cos(2 pi / 3)) / 2 at the end of epoch 2.
+    assert metrics["finished"] and metrics["epochs"][1]["lr"] == pytest.approx(0.0125)
+    record = json.loads((run / "config.json").read_text())
+    assert record["train"]["lr"] == 0.05
+    assert [change["lr"] for change in record["changes"]] == [[0.1, 1e12], [1e12, 0.05]]
+    assert [change["from_epoch"] for change in record["changes"]] == [2, 2]
+
+
+def test_metrics_json_is_strict_json(tmp_path: Path) -> None:
+    panning.io.write_json(tmp_path / "m.json", {"loss": float("nan"), "epochs": [{"acc": float("inf")}]})
+    text = (tmp_path / "m.json").read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c}")) == {
+        "loss": None,
+        "epochs": [{"acc": None}],
+    }
+
+
+def test_a_run_from_before_a_new_field_resumes_only_with_its_old_value(data_root: Path, tmp_path: Path) -> None:
+    legacy = _config(epochs=2, clip_grad_norm=None)
+    model, data = build(legacy)
+    with pytest.raises(Interrupt):
+        train(model, data, legacy, tmp_path / "run", progress=False, callbacks=[_interrupt])
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    for field in ("warmup_epochs", "rescale", "init", "clip_grad_norm"):
+        del record["train"][field]  # as written before these fields existed
+    (tmp_path / "run" / "config.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="clip_grad_norm = None, not 1.0"):
+        train(build(_config())[0], data, _config(epochs=2), tmp_path / "run", resume=True, progress=False)
+    metrics = train(build(legacy)[0], data, legacy, tmp_path / "run", resume=True, progress=False)
+    assert metrics["finished"]

@@ -20,16 +20,18 @@ from panning import (
     models,
     scores,
     sparse,
+    training,
 )
 from panning import panning as multi_index  # registers method="panning"
 from panning.compaction import compact
 from panning.connectivity import connectivity, effective_masks, effective_sparsity
-from panning.errors import UserError, UserTypeError
+from panning.errors import TrainingDiverged, UserError, UserTypeError
 from panning.masks import Masks
 from panning.pruning import method_names, prune, register_method, unregister_method
 
 __all__ = [
     "Masks",
+    "TrainingDiverged",
     "UserError",
     "UserTypeError",
     "__version__",
@@ -48,5 +50,6 @@ __all__ = [
     "register_method",
     "scores",
     "sparse",
+    "training",
     "unregister_method",
 ]

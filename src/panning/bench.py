@@ -58,7 +58,7 @@ from panning.agent import agent_file
 from panning.errors import UserError, check_sparsity
 from panning.io import read_json, source_commit, write_atomic, write_json
 from panning.pruning import create_method, method_names, prune
-from panning.training import TrainConfig, create_model, masks_to_resume, record_origin, train
+from panning.training import LEGACY_TRAINING, TrainConfig, create_model, masks_to_resume, record_origin, train
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -145,7 +145,9 @@ class Cell:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def train_config(self, device: str = "cpu") -> TrainConfig:
-        return TrainConfig(model=self.model, dataset=self.dataset, seed=self.seed, device=device, **dict(self.training))
+        """The cell's training; a field its key leaves out has the value from before the field existed."""
+        training = {**LATER_TRAINING_DEFAULTS, **dict(self.training)}
+        return TrainConfig(model=self.model, dataset=self.dataset, seed=self.seed, device=device, **training)
 
     def describe(self) -> str:
         return f"{self.model}/{self.dataset} {self.label} s={self.sparsity} seed={self.seed}"
@@ -206,7 +208,7 @@ def _methods(entries: Any) -> list[tuple[str, str, dict[str, Any], dict[str, Any
     return out
 
 
-LATER_TRAINING_DEFAULTS: dict[str, Any] = {"compact": False, "sparse_kernels": False}
+LATER_TRAINING_DEFAULTS: dict[str, Any] = {"compact": False, "sparse_kernels": False, **LEGACY_TRAINING}
 
 
 def parse_grid(config: Mapping[str, Any], quick: bool = False, name: str = "grid", source: str = "") -> Grid:
@@ -244,6 +246,8 @@ def parse_grid(config: Mapping[str, Any], quick: bool = False, name: str = "grid
         raise UserError(f"seeds must be integers, got {seeds!r}")
     screening = dict(_check_keys(merged.get("screening", {}), SCREENING_KEYS, "[screening]"))
     training = dict(_check_keys(merged.get("training", {}), TRAINING_KEYS, "[training]"))
+    if training.get("clip_grad_norm") == "none":  # TOML has no null
+        training["clip_grad_norm"] = None
     resolved_training = TrainConfig(**training).validate().as_dict()
     for fixed in ("model", "dataset", "seed", "device"):
         resolved_training.pop(fixed)
@@ -378,7 +382,7 @@ def run_cell(
                 **dict(cell.screening),
                 **dict(cell.options),
             )
-            record_origin(masks, cell.model, dataset, cell.seed)
+            record_origin(masks, cell.model, dataset, cell.seed, config.init)
         metrics = train(model, dataset, config, run_dir, masks=masks, resume=resume, progress=False)
         row = _row(cell, commit, metrics, None)
     except KeyboardInterrupt:

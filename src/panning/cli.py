@@ -32,6 +32,7 @@ from panning.pruning import StepRecord, method_names, prune
 from panning.report import mask_table, write_trace
 from panning.sparse import Costs, load_sparse, model_costs, read_sparse_metadata, save_sparse
 from panning.training import (
+    RESCALES,
     TrainConfig,
     build,
     check_out_dir,
@@ -53,6 +54,20 @@ def _options(*decorators: F) -> Callable[[F], F]:
     return apply
 
 
+class _NumberOrNone(click.ParamType):
+    name = "number|none"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float | None:
+        if value is None or (isinstance(value, str) and value.lower() == "none"):
+            return None
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither a number nor 'none'", param, ctx)
+
+
+_NUMBER_OR_NONE = _NumberOrNone()
+
 _common = _options(
     click.option("--model", "model_name", required=True, type=click.Choice(models.names()), help="Model name."),
     click.option("--dataset", required=True, type=click.Choice(datasets.names()), help="Dataset name."),
@@ -72,6 +87,13 @@ _common = _options(
         show_default=True,
         type=click.Choice(["standard", "half"]),
         help="standard: the dataset's mean/std; half: mean 0.5, std 0.5.",
+    ),
+    click.option(
+        "--init",
+        default=TrainConfig.init,
+        show_default=True,
+        type=click.Choice(list(models.INITS)),
+        help="Initialisation screened and trained: the modules' own (pytorch) or the authors' script's (reference).",
     ),
 )
 
@@ -131,6 +153,27 @@ _train_options = _options(
         "--augment/--no-augment",
         default=None,
         help="Random crop and flip (default: on for CIFAR and Tiny-ImageNet only).",
+    ),
+    click.option(
+        "--warmup-epochs",
+        default=TrainConfig.warmup_epochs,
+        show_default=True,
+        type=float,
+        help="Epochs of linear learning-rate warm-up before the cosine schedule (0: none).",
+    ),
+    click.option(
+        "--rescale",
+        default=TrainConfig.rescale,
+        show_default=True,
+        type=click.Choice(list(RESCALES)),
+        help="fan-in: scale each unit's kept weights to its fan-in after masking; none: as initialised.",
+    ),
+    click.option(
+        "--clip-grad-norm",
+        default=str(TrainConfig.clip_grad_norm),
+        show_default=True,
+        type=_NUMBER_OR_NONE,
+        help="Clip the gradient's global norm to this value before every step; none: no clipping.",
     ),
     click.option("--compact", is_flag=True, help="Train the compacted model: dead units removed (needs masks)."),
     click.option(
@@ -194,6 +237,10 @@ def _train_config(model_name: str, dataset: str, seed: int, device: str, **kw: A
         dataset=dataset,
         seed=seed,
         device=device,
+        init=kw["init"],
+        warmup_epochs=kw["warmup_epochs"],
+        rescale=kw["rescale"],
+        clip_grad_norm=kw["clip_grad_norm"],
         epochs=kw["epochs"],
         lr=kw["lr"],
         batch_size=kw["batch_size"],
@@ -235,7 +282,7 @@ def _method_options(kw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _screen(
-    model: torch.nn.Module, model_name: str, dataset: datasets.Dataset, kw: dict[str, Any], seed: int
+    model: torch.nn.Module, model_name: str, dataset: datasets.Dataset, kw: dict[str, Any], seed: int, init: str
 ) -> masklib.Masks:
     rows: list[dict[str, Any]] = []
 
@@ -268,7 +315,7 @@ def _screen(
         callback=trace if kw.get("trace") else None,
         **_method_options(kw),
     )
-    record_origin(masks, model_name, dataset, seed)
+    record_origin(masks, model_name, dataset, seed, init)
     if kw.get("trace"):
         write_trace(kw["trace"], rows)
         click.echo(f"wrote the per-step trace to {kw['trace']}")
@@ -298,6 +345,7 @@ def prune_command(
     out: str,
     val_size: int,
     normalization: str,
+    init: str,
     **kw: Any,
 ) -> None:
     """Screen a model at initialisation and save its masks."""
@@ -310,10 +358,11 @@ def prune_command(
         epochs=1,
         val_size=val_size,
         normalization=normalization,
+        init=init,
     )
     model, data = build(config, data_dir)
     model.to(resolve_device(device))
-    masks = _screen(model, model_name, data, kw, seed)
+    masks = _screen(model, model_name, data, kw, seed, init)
     masklib.save(masks, out)
     _print_masks(model, masks, data.input_shape)
     click.echo(f"wrote {out}")
@@ -350,6 +399,12 @@ def train_command(
             f"training starts from seed {seed}'s",
             stacklevel=1,
         )
+    if masks is not None and masks.metadata.get("init", "pytorch") != config.init:
+        warnings.warn(
+            f"the masks were screened on the {masks.metadata.get('init', 'pytorch')} initialisation, training "
+            f"starts from the {config.init} one; pass --init {masks.metadata.get('init', 'pytorch')}",
+            stacklevel=1,
+        )
     model, data = build(config, data_dir)
     if masks is not None:
         masks.check_fits(model)
@@ -383,7 +438,7 @@ def run_command(
     if masks is None:
         check_out_dir(run_dir, resume)
         model.to(resolve_device(device))
-        masks = _screen(model, model_name, data, kw, seed)
+        masks = _screen(model, model_name, data, kw, seed, config.init)
     _print_masks(model, masks, data.input_shape)
     metrics = train(model, data, config, out, masks=masks, resume=resume, progress=not quiet)
     _print_result(metrics, out)

@@ -23,6 +23,14 @@ class UserTypeError(UserError, TypeError):
     """A value of the wrong type from the user (also a ``TypeError``)."""
 
 
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the run folder keeps its last good checkpoint.
+
+    A ``ValueError`` like every :class:`UserError`: the settings (learning rate, warm-up) were
+    wrong for this network, and the message says what to try.
+    """
+
+
 def check_sparsity(sparsity: float) -> float:
     """Return ``sparsity`` as a float after checking that it lies in [0, 1).
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import tempfile
@@ -46,8 +47,18 @@ def write_atomic(path: str | os.PathLike[str], writer: Callable[[Path], Any]) ->
         writer(tmp)
 
 
+def _finite(data: Any) -> Any:
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {key: _finite(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(value) for value in data]
+    return data
+
+
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
-    """Write ``data`` as indented JSON, atomically.
+    """Write ``data`` as indented strict JSON, atomically; NaN and infinities become ``null``.
 
     Example:
         >>> import tempfile, pathlib
@@ -56,7 +67,7 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
         >>> read_json(target)
         {'a': 1}
     """
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    text = json.dumps(_finite(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
     write_atomic(path, lambda tmp: tmp.write_text(text))
 
 

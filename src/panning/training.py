@@ -32,12 +32,15 @@ from panning import masks as masklib
 from panning import models
 from panning.compaction import compact_with_plan
 from panning.connectivity import connectivity
-from panning.errors import UserError, UserTypeError
+from panning.errors import TrainingDiverged, UserError, UserTypeError
 from panning.io import read_json, write_atomic, write_json
 from panning.masks import Masks
 from panning.sparse import model_costs, save_sparse, use_sparse_kernels
 
 CHECKPOINT = "checkpoint.pt"
+RESCALES = ("fan-in", "none")
+# What a run configured before a field existed did: the value a saved config lacking it means.
+LEGACY_TRAINING = {"warmup_epochs": 0.0, "rescale": "none", "init": "pytorch", "clip_grad_norm": None}
 # Facts of the screening run that every training run's metrics carry (SPEC §7).
 SCREENING_FACTS = {
     "method": "method",
@@ -95,6 +98,17 @@ class TrainConfig:
     compact: bool = False
     # Swap linear layers for sparse kernels where timing says they are faster (panning.sparse).
     sparse_kernels: bool = False
+    # Epochs of linear learning-rate warm-up before the cosine schedule (0: cosine from the first step).
+    warmup_epochs: float = 0.0
+    # "fan-in": scale each unit's kept weights by sqrt(dense fan-in / kept fan-in) after masking, so
+    # a sparse unit starts with the output scale of its dense initialisation (Evci et al. 2022).
+    rescale: str = "none"
+    # The initialisation of a registered model (panning.models.initialize): "pytorch" or "reference".
+    init: str = "pytorch"
+    # Clip the gradient's global norm to this value before every step (None: no clipping). At
+    # extreme sparsity a network that leaves its initial plateau can take one huge step that
+    # silences a bottleneck unit for good; clipping bounds that step (benchmarks/sparse_training.py).
+    clip_grad_norm: float | None = 1.0
 
     def validate(self) -> TrainConfig:
         """Return self after checking every field; a bad value raises ``UserError``."""
@@ -116,11 +130,70 @@ class TrainConfig:
             raise UserError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.normalization not in ("standard", "half"):
             raise UserError(f"unknown normalization {self.normalization!r}; valid: standard, half")
+        if (
+            isinstance(self.warmup_epochs, bool)
+            or not isinstance(self.warmup_epochs, (int, float))
+            or not 0 <= self.warmup_epochs < self.epochs
+        ):
+            raise UserError(f"warmup_epochs must be a number in [0, epochs={self.epochs}), got {self.warmup_epochs!r}")
+        if self.rescale not in RESCALES:
+            raise UserError(f"unknown rescale {self.rescale!r}; valid: {', '.join(RESCALES)}")
+        if self.init not in models.INITS:
+            raise UserError(f"unknown init {self.init!r}; valid: {', '.join(models.INITS)}")
+        if self.clip_grad_norm is not None and (
+            isinstance(self.clip_grad_norm, bool)
+            or not isinstance(self.clip_grad_norm, (int, float))
+            or not (self.clip_grad_norm > 0 and math.isfinite(self.clip_grad_norm))
+        ):
+            raise UserError(f"clip_grad_norm must be a positive number or None, got {self.clip_grad_norm!r}")
         resolve_device(self.device)
         return self
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def rescale_to_fan_in(model: nn.Module, masks: Masks) -> nn.Module:
+    """Scale every unit's kept weights by ``sqrt(dense fan-in / kept fan-in)``, in place.
+
+    A unit of a sparse layer sums over few inputs with weights drawn for many, so its output
+    starts orders of magnitude smaller than the dense initialisation intended; at extreme
+    sparsity the signal vanishes and the first large steps can silence a bottleneck unit for
+    good. This restores each unit's initial output variance (Evci et al. 2022, "Gradient Flow in
+    Sparse Neural Networks and How Lottery Tickets Win"). Units are the first dimension of a
+    weight (a linear layer's outputs, a convolution's filters); 1-D parameters are left alone.
+    Returns ``model``.
+
+    Example:
+        >>> net = nn.Linear(4, 1, bias=False)
+        >>> _ = nn.init.ones_(net.weight)
+        >>> _ = rescale_to_fan_in(net, Masks({"weight": torch.tensor([[True, False, False, False]])}))
+        >>> net.weight.tolist()
+        [[2.0, 1.0, 1.0, 1.0]]
+    """
+    weights = masklib.prunable_parameters(model, list(masks))
+    with torch.no_grad():
+        for name, weight in weights.items():
+            mask = masks[name].to(weight.device)
+            if weight.dim() < 2:
+                continue
+            kept = mask.flatten(1).sum(1).to(weight.dtype)
+            dense = mask[0].numel()
+            scale = torch.where(kept > 0, (dense / kept.clamp(min=1)).sqrt(), torch.ones_like(kept))
+            weight.mul_(scale.view(-1, *([1] * (weight.dim() - 1))))
+    return model
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
+    """The learning rate's factor at ``step``: linear warm-up over ``warmup_steps``, then cosine to 0.
+
+    Example:
+        >>> [round(lr_factor(s, 10, 2), 3) for s in (0, 1, 2, 6, 10)]
+        [0.5, 1.0, 1.0, 0.5, 0.0]
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps)))
 
 
 def resolve_device(device: str) -> torch.device:
@@ -286,13 +359,10 @@ def train(
         "masks": dict(masks.metadata) if masks is not None else None,
     }
     config_path = run_dir / "config.json"
+    changed: dict[str, list[Any]] = {}
     if resume and config_path.is_file():
         saved = read_json(config_path)
-        if saved.get("train") != json.loads(json.dumps(record["train"])):
-            raise UserError(
-                f"{run_dir} was started with another configuration; resume with the same options or "
-                "choose another --out"
-            )
+        changed = _resume_changes(run_dir, saved, record)
         if saved.get("masks_digest") != record["masks_digest"]:
             was = "dense" if saved.get("masks_digest") is None else "with other masks"
             raise UserError(f"{run_dir} was started {was}; resume with the same --masks/--dense as the first run")
@@ -310,6 +380,8 @@ def train(
     training_masks = masks
     plan: dict[str, Any] = {}
     if masks is not None:
+        if config.rescale == "fan-in" and not (resume and (run_dir / CHECKPOINT).is_file()):
+            rescale_to_fan_in(model, masks)
         costs = model_costs(model, dataset.input_shape, masks)
         mask_facts["costs"] = {"dense": {"params": costs.params, "macs": costs.macs}}
         mask_facts["costs"]["masked"] = {"params": costs.kept, "macs": costs.kept_macs}
@@ -339,7 +411,17 @@ def train(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     steps_per_epoch = math.ceil(len(dataset.train[1]) / config.batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
+    total_steps = config.epochs * steps_per_epoch
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    if config.warmup_epochs:
+        warmup_steps = max(1, round(config.warmup_epochs * steps_per_epoch))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, total_steps, warmup_steps)
+        )
+    else:
+        # The closed form differs from CosineAnnealingLR's recursion in the last bits; runs
+        # without warm-up keep the recursion so that earlier results reproduce exactly.
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     generator = torch.Generator().manual_seed(config.seed)
     augment = dataset.spec.augment if config.augment is None else config.augment
     history: list[dict[str, Any]] = []
@@ -356,6 +438,11 @@ def train(
         history = state["history"]
         start_epoch = state["epoch"]
         train_seconds = sum(h["seconds"] for h in history)
+        _continue_with(optimizer, scheduler, config.lr)
+    if changed:
+        saved = read_json(config_path)
+        changes = [*saved.get("changes", []), {"from_epoch": start_epoch + 1, **changed}]
+        write_json(config_path, {**saved, "train": json.loads(json.dumps(record["train"])), "changes": changes})
 
     model.train()
     for epoch in range(start_epoch + 1, config.epochs + 1):
@@ -369,14 +456,20 @@ def train(
             disable=None if progress else True,
             leave=False,
         )
-        for x, y in bar:
+        for step, (x, y) in enumerate(bar, start=1):
             logits = model(x)
             loss = nn.functional.cross_entropy(logits, y)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                bar.close()
+                raise TrainingDiverged(_diverged(run_dir, config, epoch, step, steps_per_epoch, value, start_epoch))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if config.clip_grad_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
             optimizer.step()
             scheduler.step()
-            total_loss += float(loss.detach()) * len(y)
+            total_loss += value * len(y)
             correct += int((logits.detach().argmax(1) == y).sum())
             count += len(y)
         seconds = time.perf_counter() - began
@@ -424,14 +517,59 @@ def train(
     return metrics
 
 
-def record_origin(masks: Masks, model_name: str, dataset: datasets.Dataset, seed: int) -> Masks:
+# Settings a resumed run may change, e.g. a smaller learning rate after a divergence.
+CHANGEABLE_ON_RESUME = ("lr",)
+
+
+def _resume_changes(run_dir: Path, saved: dict[str, Any], record: dict[str, Any]) -> dict[str, list[Any]]:
+    """The changeable settings that differ from the run's saved ones; any other difference is refused."""
+    before = {**LEGACY_TRAINING, **saved.get("train", {})}
+    now = json.loads(json.dumps(record["train"]))
+    differing = [name for name in now if before.get(name) != now[name]]
+    differing += [name for name in before if name not in now]
+    for name in differing:
+        if name not in CHANGEABLE_ON_RESUME:
+            raise UserError(
+                f"{run_dir} was started with {name} = {before.get(name)!r}, not {now.get(name)!r}; resume with "
+                f"the same {name} or choose another --out (only {', '.join(CHANGEABLE_ON_RESUME)} may change)"
+            )
+    return {name: [before[name], now[name]] for name in differing}
+
+
+def _continue_with(
+    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler, lr: float
+) -> None:
+    """Carry a changed learning rate into a resumed schedule: the rest of the curve is scaled to it."""
+    ratio = lr / scheduler.base_lrs[0]
+    if ratio != 1:
+        for group in optimizer.param_groups:
+            group["lr"] *= ratio
+            group["initial_lr"] = lr
+        scheduler.base_lrs = [base * ratio for base in scheduler.base_lrs]
+
+
+def _diverged(
+    run_dir: Path, config: TrainConfig, epoch: int, step: int, steps: int, loss: float, last_good: int
+) -> str:
+    kept = (
+        f"the checkpoint of epoch {last_good} is kept in {run_dir}"
+        if last_good
+        else f"no epoch had finished; {run_dir} keeps the masks and config"
+    )
+    return (
+        f"training diverged at epoch {epoch}, step {step}/{steps} (loss {loss}); {kept}: "
+        f"rerun with --resume and a smaller --lr (now {config.lr:g}, e.g. {config.lr / 10:g})"
+    )
+
+
+def record_origin(masks: Masks, model_name: str, dataset: datasets.Dataset, seed: int, init: str = "pytorch") -> Masks:
     """Note in ``masks.metadata`` which model, data, preprocessing and initialisation they were screened on.
 
     Example:
         >>> # record_origin(masks, "lenet5", panning.data.load("mnist"), seed=0).metadata["init_seed"]  -> 0
     """
     masks.metadata.update(
-        model=model_name, dataset=dataset.name, normalization=dataset.normalization, init_seed=int(seed)
+        model=model_name, dataset=dataset.name, normalization=dataset.normalization, init_seed=int(seed), init=init
     )
     return masks
 
@@ -454,12 +592,13 @@ def create_model(config: TrainConfig, dataset: datasets.Dataset) -> nn.Module:
         >>> # model = create_model(TrainConfig(model="lenet5", seed=1), panning.data.load("mnist"))
     """
     torch.manual_seed(config.seed)
-    return models.create(
+    model = models.create(
         config.model,
         in_channels=dataset.spec.in_channels,
         num_classes=dataset.num_classes,
         image_size=dataset.spec.image_size,
     )
+    return models.initialize(model, config.init)
 
 
 __all__ = [

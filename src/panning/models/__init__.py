@@ -63,6 +63,42 @@ def create(name: str, in_channels: int = 1, num_classes: int = 10, image_size: i
     return factory(in_channels=in_channels, num_classes=num_classes, image_size=image_size)
 
 
+INITS = ("pytorch", "reference")
+
+
+def initialize(model: nn.Module, scheme: str = "reference") -> nn.Module:
+    """Re-draw ``model``'s weights in place from torch's global generator; returns ``model``.
+
+    ``"pytorch"`` keeps the modules' own initialisation (nothing is re-drawn). ``"reference"`` is
+    the initialisation of the authors' script: Kaiming-normal (fan-out, ReLU) for convolutions,
+    N(0, 0.01) for linear layers, zero biases, batch norm at weight 1 and bias 0. Screen a model
+    after initialising it: a mask belongs to the weights it was screened on.
+
+    Example:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> net = initialize(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4, 2)))
+        >>> float(net[2].bias.abs().sum())
+        0.0
+    """
+    if scheme not in INITS:
+        raise UserError(f"unknown init {scheme!r}; valid: {', '.join(INITS)}")
+    if scheme == "pytorch":
+        return model
+    for module in model.modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0.0, 0.01)
+        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+            nn.init.ones_(module.weight)
+        else:
+            continue
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+    return model
+
+
 register("lenet300")(lambda in_channels, num_classes, image_size: LeNet300(in_channels * image_size**2, num_classes))
 register("lenet5")(lambda in_channels, num_classes, image_size: LeNet5Caffe(in_channels, num_classes, image_size))
 for _depth in (11, 13, 16, 19):
@@ -75,4 +111,15 @@ for _depth in (20, 32, 56):
     )
 register("resnet18")(lambda in_channels, num_classes, image_size: ResNet18(in_channels, num_classes))
 
-__all__ = ["VGG", "CifarResNet", "LeNet5Caffe", "LeNet300", "ResNet18", "create", "names", "register"]
+__all__ = [
+    "INITS",
+    "VGG",
+    "CifarResNet",
+    "LeNet5Caffe",
+    "LeNet300",
+    "ResNet18",
+    "create",
+    "initialize",
+    "names",
+    "register",
+]
