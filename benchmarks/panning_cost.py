@@ -40,7 +40,14 @@ from panning.panning import normalize
 SETTINGS = {
     # iterations: Panning steps per run (lenet5: the default T = 100, as in the reference's 4.5 s);
     # rounds of sgd_steps SGD steps and one run; repeats: per part.
-    "lenet5": {"shape": (1, 28, 28), "train_batch": 256, "iterations": 100, "rounds": 11, "sgd_steps": 10, "repeats": 9},
+    "lenet5": {
+        "shape": (1, 28, 28),
+        "train_batch": 256,
+        "iterations": 100,
+        "rounds": 11,
+        "sgd_steps": 10,
+        "repeats": 9,
+    },
     "vgg19": {"shape": (3, 32, 32), "train_batch": 128, "iterations": 3, "rounds": 3, "sgd_steps": 2, "repeats": 3},
 }
 # label -> (panning options, samples per class)
