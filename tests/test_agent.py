@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 from pathlib import Path
 
@@ -161,6 +162,11 @@ def test_training_resumes_from_its_last_checkpoint(trained: Path, tiny_data) -> 
     resumed = load_agent(trained)[1]
     assert resumed.timesteps == 60
     assert resumed.seconds > before  # the checkpoint's seconds carry over into the resumed run
+    other_targets = dataclasses.replace(record(4), targets=[[0.9, 0.99]])
+    for changed, message in ((record(5), "iterations = 4, not 5"), (other_targets, r"targets = \[\[0.5, 0.9\]\]")):
+        with pytest.raises(panning.UserError, match=message):
+            train_agent(env, 80, trained, changed, resume=True, progress=False)
+    assert load_agent(trained)[1].timesteps == 60  # refused before anything was written
     fresh = trained.with_name("other.zip")
     with pytest.raises(panning.UserError, match="nothing to resume"):
         train_agent(env, 60, fresh, record(4), resume=True, progress=False)

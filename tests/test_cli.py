@@ -228,3 +228,23 @@ def test_masks_screened_on_another_initialisation_are_flagged(data_root: Path, t
     code, out = invoke(*train, "--init", "reference", "--out", str(tmp_path / "b"))
     assert code == 0 and "warning" not in out
     assert json.loads((tmp_path / "b" / "config.json").read_text())["train"]["init"] == "reference"
+
+
+def test_run_resume_checks_the_screening_it_resumes(data_root: Path, tmp_path: Path) -> None:
+    run = ["run", "--model", "lenet300", "--dataset", "mnist", "--epochs", "1", "--out", str(tmp_path / "r"), *FAST]
+    first = ["--method", "synflow", "--sparsity", "0.9", "--iterations", "2"]
+    code, out = invoke(*run, *first)
+    assert code == 0, out
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
+    for other, field in (
+        (["--method", "snip", "--sparsity", "0.9"], "method = 'synflow', not 'snip'"),
+        (["--method", "synflow", "--sparsity", "0.5", "--iterations", "2"], "sparsity = 0.9, not 0.5"),
+        ([*first, "--seed", "3"], "seed = 0, not 3"),
+        ([*first, "--no-regrowth"], "regrowth = True, not False"),
+        (["--method", "synflow", "--sparsity", "0.9", "--iterations", "3"], "iterations = 2, not 3"),
+    ):
+        code, out = invoke(*run, *other, "--resume")
+        assert code == 2 and field in out and out.count("\n") == 1, out
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before
+    code, out = invoke(*run, *first, "--resume")
+    assert code == 0 and "final test accuracy" in out

@@ -41,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -390,6 +391,19 @@ class _Screening:
         return self.masks
 
 
+def _check_same_training(folder: Path, earlier: Mapping[str, Any], record: AgentInfo) -> None:
+    """Refuse to resume an agent's training with settings other than those it started with."""
+    now = asdict(record)
+    for name in ("models", "dataset", "targets", "iterations", "samples_per_class", "seed"):  # timesteps may grow
+        before = json.loads(json.dumps(earlier.get(name)))
+        after = json.loads(json.dumps(now[name]))
+        if name in earlier and before != after:
+            raise UserError(
+                f"the training in {folder} was started with {name} = {before!r}, not {after!r}; resume with the "
+                "same settings or remove the folder to start anew"
+            )
+
+
 @dataclass
 class AgentInfo:
     """How an agent was trained, saved inside its zip (``panning_agent`` attribute)."""
@@ -588,7 +602,9 @@ def train_agent(
         agent = TD3.load(latest[0], env=monitored, device="cpu")
         agent.load_replay_buffer(latest[1])
         done = agent.num_timesteps
-        earlier = getattr(agent, "panning_agent", None)  # the checkpoint's record: seconds spent so far
+        earlier = getattr(agent, "panning_agent", None)  # the checkpoint's record: settings, seconds so far
+        if isinstance(earlier, Mapping):
+            _check_same_training(folder, earlier, record)
         record.seconds = float(earlier.get("seconds", 0.0)) if isinstance(earlier, Mapping) else 0.0
     else:
         starts = min(2000, timesteps // 4) if learning_starts is None else int(learning_starts)

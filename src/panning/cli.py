@@ -435,13 +435,40 @@ def run_command(
     model, data = build(config, data_dir)
     run_dir = Path(out)
     masks = masks_to_resume(run_dir) if resume else None
-    if masks is None:
+    if masks is not None:
+        _check_same_screening(run_dir, masks, kw, seed, config.init)
+    else:
         check_out_dir(run_dir, resume)
         model.to(resolve_device(device))
         masks = _screen(model, model_name, data, kw, seed, config.init)
     _print_masks(model, masks, data.input_shape)
     metrics = train(model, data, config, out, masks=masks, resume=resume, progress=not quiet)
     _print_result(metrics, out)
+
+
+def _check_same_screening(run_dir: Path, masks: masklib.Masks, kw: dict[str, Any], seed: int, init: str) -> None:
+    """Refuse to resume a run whose masks were screened with other settings than those asked for now."""
+    asked: dict[str, Any] = {
+        "method": kw["method"],
+        "sparsity": kw["sparsity"],
+        "options": _method_options(kw),
+        "schedule": kw["schedule"],
+        "regrowth": kw["regrowth"],
+        "samples_per_class": kw["samples_per_class"],
+        "scope": kw["scope"],
+        "seed": seed,
+        "init": init,
+    }
+    if kw["iterations"] is not None:
+        asked["iterations"] = kw["iterations"]
+    saved = {**masks.metadata, "init": masks.metadata.get("init", "pytorch")}
+    for field, value in asked.items():
+        if field in saved and json.loads(json.dumps(saved[field])) != json.loads(json.dumps(value)):
+            what = "method options" if field == "options" else "--" + field.replace("_", "-")
+            raise UserError(
+                f"{run_dir} was screened with {field} = {saved[field]!r}, not {value!r}; resume with the "
+                f"same {what} or choose another --out"
+            )
 
 
 def _print_result(metrics: dict[str, Any], out: str) -> None:
