@@ -45,6 +45,35 @@ def test_missing_dataset_says_where_it_looked_and_how_to_get_it(data_root: Path)
     assert "\n" not in message
 
 
+def test_an_explicit_data_dir_is_the_only_place_looked_at(data_root: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=f"--data-dir {empty} holds no mnist"):
+        datasets.locate("mnist", empty)  # although $PANNING_DATA has it
+    with pytest.raises(ValueError, match="is not a folder"):
+        datasets.locate("mnist", tmp_path / "nowhere")
+    (empty / "mnist").mkdir()
+    (empty / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    with pytest.raises(ValueError, match="incomplete copy of mnist"):
+        datasets.locate("mnist", empty)
+
+
+def test_a_file_that_cannot_be_read_is_not_called_corrupt(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    locked = data_root / "mnist" / "train-labels-idx1-ubyte.gz"
+    read_bytes = Path.read_bytes
+
+    def refuse(self: Path) -> bytes:
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    with pytest.raises(ValueError) as error:
+        datasets.load("mnist", val_size=10)
+    assert f"cannot read {locked}: Permission denied" in str(error.value)
+    assert "corrupt" not in str(error.value) and "delete" not in str(error.value)
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "count", "deflate"])
 def test_corrupt_files_are_named(data_root: Path, damage: str) -> None:
     path = data_root / "mnist" / "train-images-idx3-ubyte.gz"

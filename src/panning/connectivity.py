@@ -250,11 +250,15 @@ def connectivity(
 ) -> Connectivity:
     """Per-layer nominal and effective counts of ``masks`` on ``model``.
 
+    The input shape comes from ``input_shape``, ``inputs``, or ``masks.metadata["input_shape"]``.
+
     Example:
         >>> net = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1))
         >>> connectivity(net, Masks.ones_like(net), input_shape=(3,)).collapsed
         False
     """
+    if input_shape is None and inputs is None:
+        input_shape = getattr(masks, "metadata", {}).get("input_shape")
     effective = effective_masks(model, masks, input_shape, inputs)
     return Connectivity(
         tuple(
@@ -279,8 +283,6 @@ def effective_sparsity(
         >>> effective_sparsity(net, Masks.ones_like(net), input_shape=(3,))
         0.0
     """
-    if input_shape is None and inputs is None:
-        input_shape = getattr(masks, "metadata", {}).get("input_shape")
     return connectivity(model, masks, input_shape, inputs).effective_sparsity
 
 

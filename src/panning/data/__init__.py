@@ -213,6 +213,8 @@ def locate(name: str, data_dir: str | os.PathLike[str] | None = None, download: 
     Raises ``UserError`` saying where it looked and how to get the data.
     """
     info = spec(name)
+    if data_dir is not None:
+        return _in_data_dir(name, Path(data_dir))
     searched = candidate_dirs(name, data_dir)
     for folder in searched:
         if folder.is_dir():
@@ -246,6 +248,31 @@ def locate(name: str, data_dir: str | os.PathLike[str] | None = None, download: 
     raise UserError(
         f"dataset {name!r} not found (looked in {where}; download: {problem}); "
         f"to get it: {info.how_to_get}, or pass --data-dir"
+    )
+
+
+def _in_data_dir(name: str, data_dir: Path) -> Path:
+    """An explicit data folder is the only place looked at: a silent fallback would hide which data was used."""
+    info = spec(name)
+    if not data_dir.is_dir():
+        raise UserError(f"--data-dir {data_dir} is not a folder; pass the folder that holds {name}/")
+    try:
+        for folder in (data_dir / name, data_dir):
+            if folder.is_dir():
+                hit = info.find(folder)
+                if hit is not None:
+                    return hit
+                absent = info.missing(folder) if info.missing is not None else []
+                if absent and folder == data_dir / name:
+                    raise UserError(
+                        f"{folder} holds an incomplete copy of {name}: {', '.join(absent)} missing; "
+                        "add them or remove the folder"
+                    )
+    except PermissionError as error:
+        raise UserError(f"cannot read {error.filename or data_dir}: {error.strerror}; fix its permissions") from None
+    raise UserError(
+        f"--data-dir {data_dir} holds no {name} (looked in {data_dir / name} and {data_dir}); "
+        f"to get it: {info.how_to_get}, or leave out --data-dir to use $PANNING_DATA, the system folders or a download"
     )
 
 

@@ -19,6 +19,13 @@ def _corrupt(path: Path, why: str) -> UserError:
     return UserError(f"{path} is corrupt or truncated ({why}): delete it and fetch the dataset again")
 
 
+def _unreadable_or_corrupt(path: Path, error: BaseException) -> UserError:
+    """A file we may not read is not a corrupt one: never advise deleting good data."""
+    if isinstance(error, (PermissionError, IsADirectoryError)):
+        return UserError(f"cannot read {path}: {error.strerror}; fix its permissions (the file may be fine)")
+    return _corrupt(path, f"{type(error).__name__}: {error}")
+
+
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (optionally gzip-compressed) into a numpy array.
 
@@ -30,9 +37,10 @@ def read_idx(path: Path) -> np.ndarray:
         [1, 2, 3]
     """
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as error:
-        raise _corrupt(path, str(error)) from None
+        raw = path.read_bytes()
+        raw = gzip.decompress(raw) if path.suffix == ".gz" else raw
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+        raise _unreadable_or_corrupt(path, error) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
         raise _corrupt(path, "not an unsigned-byte IDX file")
     ndim = raw[3]
@@ -116,7 +124,7 @@ def _read_pickle(path: Path, label_key: bytes) -> Arrays:
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[label_key], dtype=np.int64)
     except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as error:
-        raise _corrupt(path, f"{type(error).__name__}: {error}") from None
+        raise _unreadable_or_corrupt(path, error) from None
     if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
         raise _corrupt(path, f"data of shape {data.shape} with {len(labels)} labels")
     return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
@@ -147,7 +155,7 @@ def _read_image(path: Path) -> np.ndarray:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
     except (OSError, UnidentifiedImageError) as error:
-        raise _corrupt(path, str(error)) from None
+        raise _unreadable_or_corrupt(path, error) from None
 
 
 def read_tiny_imagenet(folder: Path) -> dict[str, Arrays]:
