@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import io
+import sys
 from itertools import pairwise
 
 import pytest
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import panning
@@ -178,3 +181,17 @@ def test_dataloader_batches_include_a_class_that_comes_last() -> None:
     finally:
         pruning_module.indices.loss_aware_scores = original  # type: ignore[assignment]
     assert seen[0].bincount(minlength=10).tolist() == [2] * 10
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_screening_shows_its_steps_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+    for progress, terminal, shown in ((True, True, True), (True, False, False), (False, True, False)):
+        stream = _Terminal() if terminal else io.StringIO()
+        monkeypatch.setattr(sys, "stderr", stream)
+        panning.prune(net, 0.5, "synflow", input_shape=(1, 4, 4), iterations=3, progress=progress)
+        assert ("screening (synflow)" in stream.getvalue() and "/3" in stream.getvalue()) == shown

@@ -282,7 +282,13 @@ def _method_options(kw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _screen(
-    model: torch.nn.Module, model_name: str, dataset: datasets.Dataset, kw: dict[str, Any], seed: int, init: str
+    model: torch.nn.Module,
+    model_name: str,
+    dataset: datasets.Dataset,
+    kw: dict[str, Any],
+    seed: int,
+    init: str,
+    progress: bool,
 ) -> masklib.Masks:
     rows: list[dict[str, Any]] = []
 
@@ -313,6 +319,7 @@ def _screen(
         seed=seed,
         scope=kw["scope"],
         callback=trace if kw.get("trace") else None,
+        progress=progress,
         **_method_options(kw),
     )
     record_origin(masks, model_name, dataset, seed, init)
@@ -335,6 +342,7 @@ def _print_masks(model: torch.nn.Module, masks: masklib.Masks, input_shape: tupl
 @_common
 @_prune_options
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Mask file to write (.safetensors).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
 def prune_command(
     model_name: str,
@@ -343,6 +351,7 @@ def prune_command(
     data_dir: str | None,
     device: str,
     out: str,
+    quiet: bool,
     val_size: int,
     normalization: str,
     init: str,
@@ -362,7 +371,7 @@ def prune_command(
     )
     model, data = build(config, data_dir)
     model.to(resolve_device(device))
-    masks = _screen(model, model_name, data, kw, seed, init)
+    masks = _screen(model, model_name, data, kw, seed, init, not quiet)
     masklib.save(masks, out)
     _print_masks(model, masks, data.input_shape)
     click.echo(f"wrote {out}")
@@ -440,7 +449,7 @@ def run_command(
     else:
         check_out_dir(run_dir, resume)
         model.to(resolve_device(device))
-        masks = _screen(model, model_name, data, kw, seed, config.init)
+        masks = _screen(model, model_name, data, kw, seed, config.init, not quiet)
     _print_masks(model, masks, data.input_shape)
     metrics = train(model, data, config, out, masks=masks, resume=resume, progress=not quiet)
     _print_result(metrics, out)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from panning import scores as indices
 from panning.connectivity import connectivity
@@ -326,13 +327,15 @@ def prune(
     parameters: Sequence[str] | None = None,
     input_shape: Sequence[int] | None = None,
     callback: Callable[[StepRecord, Masks], None] | None = None,
+    progress: bool = False,
     **options: Any,
 ) -> Masks:
     """Screen ``model`` before training: masks keeping exactly ``max(1, round((1 - s) * N))`` weights.
 
     Runs ``iterations`` steps (the method's default if None: 100 for ``synflow`` and
     ``iter-snip``, 1 otherwise) along the ``schedule``; every step re-scores the current masked
-    network. ``regrowth=False`` makes masks monotone. ``data`` feeds the data-driven methods and
+    network. ``regrowth=False`` makes masks monotone. ``progress=True`` shows a progress bar
+    of the steps on a terminal (none when the output is not one). ``data`` feeds the data-driven methods and
     gives the input shape. ``options`` go to the method (e.g. ``temperature=200``). The model is
     left unchanged. The masks' ``metadata`` records the settings, the screening time and the
     nominal and effective sparsity.
@@ -378,7 +381,10 @@ def prune(
             raise UserError(f"{method} needs the input shape: pass data=... or input_shape=(C, H, W)")
         masks = Masks.ones_like(model, parameters)
         run_cache: dict[Any, Any] = {}
-        with indices.preserved_modes(model, train=True):
+        bar = tqdm(
+            total=steps, desc=f"screening ({method})", unit="step", disable=None if progress else True, leave=False
+        )
+        with bar, indices.preserved_modes(model, train=True):
             for step, (density, keep) in enumerate(zip(densities, keeps), start=1):
                 step_started = time.perf_counter()
                 context = StepContext(
@@ -392,6 +398,7 @@ def prune(
                 masks = select_topk(step_scores, keep, scope=scope)
                 if callback is not None:
                     callback(StepRecord(step, density, keep, time.perf_counter() - step_started, context.info), masks)
+                bar.update()
         seconds = time.perf_counter() - started
         report = connectivity(model, masks, input_shape=shape)
         masks.metadata.update(
