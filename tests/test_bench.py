@@ -185,7 +185,7 @@ def test_interrupted_cell_resumes_to_the_uninterrupted_result(
         ({"colour": "red"}, "unknown key 'colour' in the config; valid: name, description, models"),
         ({"methods": [{"name": "snipp"}]}, "unknown method 'snipp' in methods[0]; valid: "),
         ({"methods": [{"name": "snip", "optons": {}}]}, "unknown key 'optons' in methods[0]; valid: name, label"),
-        ({"methods": [{"name": "snip", "options": {"temprature": 2}}]}, "bad option for method 'snip'"),
+        ({"methods": [{"name": "snip", "options": {"temprature": 2}}]}, "unknown option 'temprature' for"),
         ({"models": ["lenet7"]}, "unknown model 'lenet7' in models; valid: "),
         ({"seeds": []}, "the grid has no cells: seeds is empty"),
         ({"sparsities": [1.0]}, "sparsity"),

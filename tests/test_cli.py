@@ -248,3 +248,14 @@ def test_run_resume_checks_the_screening_it_resumes(data_root: Path, tmp_path: P
     assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before
     code, out = invoke(*run, *first, "--resume")
     assert code == 0 and "final test accuracy" in out
+
+
+def test_prune_never_overwrites_a_mask_file_and_checks_before_screening(data_root: Path, tmp_path: Path) -> None:
+    existing = tmp_path / "m.safetensors"
+    existing.write_bytes(b"precious")
+    prune = ["prune", "--model", "lenet300", "--dataset", "mnist", "--method", "synflow", "--sparsity", "0.9"]
+    code, out = invoke(*prune, "--out", str(existing))
+    assert code == 2 and "already exists" in out and "screening" not in out
+    assert existing.read_bytes() == b"precious"
+    code, out = invoke(*prune, "--out", str(tmp_path / "no" / "such" / "m.safetensors"))
+    assert code == 2 and "does not exist" in out

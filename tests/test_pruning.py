@@ -4,6 +4,7 @@ import io
 import sys
 from itertools import pairwise
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -132,8 +133,10 @@ def test_user_mistakes(lenet5, batch) -> None:
         panning.prune(lenet5, 1.0, "magnitude", data=batch)
     with pytest.raises(ValueError, match="input shape"):
         panning.prune(lenet5, 0.9, "synflow")
-    with pytest.raises(ValueError, match="bad option"):
+    with pytest.raises(ValueError, match="unknown option 'colour' for method 'snip'; valid: temperature, absolute"):
         panning.prune(lenet5, 0.9, "snip", data=batch, colour="red")
+    with pytest.raises(ValueError, match="unknown option 'iteratons' for method 'panning'; valid: .*stages"):
+        panning.prune(lenet5, 0.9, "panning", data=batch, iteratons=5)
     with pytest.raises(ValueError, match="class 10 but the model has 10 outputs"):
         panning.prune(lenet5, 0.9, "grasp", data=(batch[0][:11], torch.arange(11)))
     with pytest.raises(ValueError, match="iterations"):
@@ -195,3 +198,8 @@ def test_screening_shows_its_steps_on_a_terminal_only(monkeypatch: pytest.Monkey
         monkeypatch.setattr(sys, "stderr", stream)
         panning.prune(net, 0.5, "synflow", input_shape=(1, 4, 4), iterations=3, progress=progress)
         assert ("screening (synflow)" in stream.getvalue() and "/3" in stream.getvalue()) == shown
+
+
+def test_numpy_and_other_real_sparsities_are_accepted(lenet5: torch.nn.Module) -> None:
+    masks = panning.prune(lenet5, np.float32(0.9), "magnitude", input_shape=(1, 28, 28))
+    assert masks.kept() == round(0.1 * masks.total()) and isinstance(masks.metadata["sparsity"], float)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -219,7 +220,7 @@ class _OneLineErrors(click.Group):
             error.show()
             sys.exit(error.exit_code)
         except click.Abort:
-            click.echo("aborted", err=True)
+            click.echo("aborted: rerun with --resume to continue a run (a grid: rerun the same command)", err=True)
             sys.exit(130)
         sys.exit(result if isinstance(result, int) else 0)
 
@@ -359,6 +360,7 @@ def prune_command(
 ) -> None:
     """Screen a model at initialisation and save its masks."""
     check_sparsity(kw["sparsity"])
+    _check_writable_file(Path(out))
     config = TrainConfig(
         model=model_name,
         dataset=dataset,
@@ -453,6 +455,17 @@ def run_command(
     _print_masks(model, masks, data.input_shape)
     metrics = train(model, data, config, out, masks=masks, resume=resume, progress=not quiet)
     _print_result(metrics, out)
+
+
+def _check_writable_file(path: Path) -> None:
+    """Refuse, before any work, an output file that exists or cannot be written."""
+    if path.exists():
+        raise UserError(f"{path} already exists; choose another --out or delete it first (nothing was changed)")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise UserError(f"the folder of --out {path} does not exist; create {folder} first")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"cannot write into {folder}; choose an --out in a writable folder")
 
 
 def _check_same_screening(run_dir: Path, masks: masklib.Masks, kw: dict[str, Any], seed: int, init: str) -> None:

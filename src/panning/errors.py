@@ -6,6 +6,8 @@ and keeps its traceback.
 
 from __future__ import annotations
 
+import numbers
+
 
 class UserError(ValueError):
     """A bad value from the user: the message names the problem and the fix.
@@ -38,7 +40,7 @@ def check_sparsity(sparsity: float) -> float:
         >>> check_sparsity(0.99)
         0.99
     """
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
+    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real):
         raise UserTypeError(f"sparsity must be a number in [0, 1), got {type(sparsity).__name__}")
     value = float(sparsity)
     if not 0.0 <= value < 1.0:

@@ -264,8 +264,8 @@ class Panning:
     stages: Any = "paper"
     temperature: float = indices.GRASP_TEMPERATURE
     grasp: str | None = None
-    default_iterations: int = 100
-    data_driven: bool = True
+    default_iterations: int = field(init=False, default=100)
+    data_driven: bool = field(init=False, default=True)
     table: StageTable = field(init=False)
     _stage: int = field(init=False, default=0)
 
@@ -384,9 +384,7 @@ def resolve_stages(stages: Any, combination: str = "additive") -> StageTable:
     raise UserTypeError(f"stages must be 'paper', a StageTable, a mapping or a path, got {type(stages).__name__}")
 
 
-@register_method("panning")
-def _panning(**options: Any) -> Panning:
-    return Panning(**options)
+register_method("panning")(Panning)
 
 
 __all__ = ["PRESETS", "Panning", "StageTable", "combine", "normalize", "resolve_stages", "weighted_scores"]

@@ -7,6 +7,7 @@ weights at step ``t`` and exactly ``K = max(1, round((1 - s) * N))`` at the end.
 
 from __future__ import annotations
 
+import inspect
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -270,6 +271,17 @@ register_method("synflow")(_single("synflow", 100))
 register_method("iter-snip")(_single("snip", 100))
 
 
+def _option_names(factory: MethodFactory) -> list[str] | None:
+    """The keyword options a factory takes, or None when it takes any (``**kwargs``)."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
 def create_method(name: str, **options: Any) -> Method:
     """Build a registered method with its options; unknown names and options are user errors."""
     if not isinstance(name, str):
@@ -277,6 +289,11 @@ def create_method(name: str, **options: Any) -> Method:
     factory = _METHODS.get(name)
     if factory is None:
         raise UserError(f"unknown method {name!r}; valid: {', '.join(method_names())}")
+    accepted = _option_names(factory)
+    unknown = [option for option in options if accepted is not None and option not in accepted]
+    if unknown:
+        valid = ", ".join(accepted) if accepted else "none"
+        raise UserError(f"unknown option {unknown[0]!r} for method {name!r}; valid: {valid}")
     try:
         method = factory(**options)
     except TypeError as error:
