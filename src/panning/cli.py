@@ -27,7 +27,7 @@ from panning.compaction import compact_with_plan
 from panning.connectivity import Connectivity, connectivity
 from panning.errors import UserError, check_sparsity
 from panning.inference import fastest_inference
-from panning.io import write_atomic
+from panning.io import os_fault, write_atomic
 from panning.panning import COMBINATIONS, NORMALIZATIONS
 from panning.pruning import StepRecord, method_names, prune
 from panning.report import mask_table, write_trace
@@ -194,6 +194,9 @@ def _user_errors(function: F) -> F:
             return function(*args, **kwargs)
         except UserError as error:
             click.echo(f"error: {error}", err=True)
+            sys.exit(2)
+        except OSError as error:  # a fault of the operating system, not of the library: one line too
+            click.echo(f"error: {os_fault(error.filename or '?', error, 'use')}", err=True)
             sys.exit(2)
 
     return wrapper

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from panning.errors import UserError
 
 
 @contextmanager
@@ -41,10 +45,41 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink()
 
 
+def os_fault(path: str | os.PathLike[str], error: OSError, doing: str = "write") -> UserError:
+    """A one-line error for an operating-system fault on ``path``, naming the fix.
+
+    Example:
+        >>> print(os_fault("runs/x/checkpoint.pt", OSError(errno.ENOSPC, "No space left on device")))
+        cannot write runs/x/checkpoint.pt: no space left on its device; free some space and rerun (a run: with --resume)
+    """
+    if error.errno == errno.ENOSPC:
+        return UserError(
+            f"cannot {doing} {path}: no space left on its device; free some space and rerun (a run: with --resume)"
+        )
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return UserError(
+            f"cannot {doing} {path}: {error.strerror}; choose a folder you can {doing}, or fix its permissions"
+        )
+    return UserError(f"cannot {doing} {path}: {error.strerror or error}")
+
+
 def write_atomic(path: str | os.PathLike[str], writer: Callable[[Path], Any]) -> None:
-    """Call ``writer(tmp_path)`` and move the result onto ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        writer(tmp)
+    """Call ``writer(tmp_path)`` and move the result onto ``path`` atomically.
+
+    An operating-system fault (a full disk, a read-only folder) becomes a one-line ``UserError``;
+    the file that was there before stays as it was.
+    """
+    try:
+        with atomic_path(path) as tmp:
+            try:
+                writer(tmp)
+            except RuntimeError as error:
+                # torch.save reports a failed write as a RuntimeError; a full disk is the usual cause.
+                if shutil.disk_usage(tmp.parent).free < 1 << 20:
+                    raise OSError(errno.ENOSPC, "No space left on device") from error
+                raise
+    except OSError as error:
+        raise os_fault(path, error) from None
 
 
 def _finite(data: Any) -> Any:
@@ -72,8 +107,15 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file."""
-    return json.loads(Path(path).read_text())
+    """Read a JSON file; an unreadable or foreign file is a one-line ``UserError``."""
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as error:
+        raise os_fault(path, error, "read") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(
+            f"{path} is not a JSON file written by panning ({error}); move it away or choose another folder"
+        ) from None
 
 
 _RESULTS_EXCLUDED = ":(top,exclude)benchmarks/results"

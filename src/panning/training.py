@@ -165,11 +165,12 @@ def rescale_to_fan_in(model: nn.Module, masks: Masks) -> nn.Module:
     Returns ``model``.
 
     Example:
-        >>> net = nn.Linear(4, 1, bias=False)
+        >>> net = nn.Linear(4, 2, bias=False)
         >>> _ = nn.init.ones_(net.weight)
-        >>> _ = rescale_to_fan_in(net, Masks({"weight": torch.tensor([[True, False, False, False]])}))
-        >>> net.weight.tolist()
-        [[2.0, 1.0, 1.0, 1.0]]
+        >>> keep = torch.tensor([[True, False, False, False], [True, True, True, True]])
+        >>> _ = rescale_to_fan_in(net, Masks({"weight": keep}))
+        >>> (net.weight * keep).tolist()  # 1 of 4 inputs kept: x2; all kept: unchanged
+        [[2.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]]
     """
     weights = masklib.prunable_parameters(model, list(masks))
     with torch.no_grad():
@@ -281,6 +282,9 @@ def check_out_dir(out: Path, resume: bool) -> None:
     """Refuse an ``out`` folder that holds a finished run, an unfinished one (without resume) or other files."""
     metrics = out / "metrics.json"
     if not out.exists():
+        existing = next(parent for parent in out.absolute().parents if parent.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise UserError(f"cannot create {out}: {existing} is not a writable folder; choose another --out")
         return
     if not out.is_dir():
         raise UserError(f"--out {out} is a file; choose a folder for the run")

@@ -78,7 +78,7 @@ def initialize(model: nn.Module, scheme: str = "reference") -> nn.Module:
         >>> import torch
         >>> _ = torch.manual_seed(0)
         >>> net = initialize(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4, 2)))
-        >>> float(net[2].bias.abs().sum())
+        >>> float(net[2].bias.detach().abs().sum())
         0.0
     """
     if scheme not in INITS:

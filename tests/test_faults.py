@@ -1,0 +1,98 @@
+"""Faults made to happen: each gets one line, exit status 2, and leaves what was written as it was."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from panning.cli import cli
+
+FAST = ["--val-size", "50", "--batch-size", "64", "--quiet", "--device", "cpu"]
+TRAIN = ["train", "--model", "lenet300", "--dataset", "mnist", "--dense", *FAST]
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_read_only_out_folder_is_refused_before_any_work(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == locked else access(path, mode))
+    run = ["run", "--model", "lenet300", "--dataset", "mnist", "--method", "synflow", "--sparsity", "0.9"]
+    code, out = invoke(*run, "--epochs", "1", "--out", str(locked / "run"), *FAST)
+    assert code == 2 and out.count("\n") == 1 and "not a writable folder" in out, out
+    code, out = invoke("prune", *run[1:], "--out", str(locked / "m.safetensors"))
+    assert code == 2 and "cannot write into" in out, out
+    assert list(locked.iterdir()) == []
+
+
+def test_a_full_disk_at_a_checkpoint_stops_cleanly_and_the_run_resumes(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    save = torch.save
+    calls = {"n": 0}
+
+    def full_after_first(obj: object, f: object, *args: object, **kwargs: object) -> None:
+        calls["n"] += 1
+        if calls["n"] > 1:
+            Path(str(f)).write_bytes(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_after_first)
+    code, out = invoke(*TRAIN, "--epochs", "3", "--out", str(run))
+    assert code == 2 and out.count("\n") == 1, out
+    assert "no space left" in out and "checkpoint.pt" in out and "--resume" in out
+    before = _files(run)
+    assert not [name for name in before if name.endswith(".tmp")]  # nothing half-written is left
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["epoch"] == 1  # the last good epoch
+    monkeypatch.setattr(torch, "save", save)
+    code, out = invoke(*TRAIN, "--epochs", "3", "--out", str(run), "--resume")
+    assert code == 0 and "final test accuracy" in out, out
+
+
+def test_a_process_killed_while_writing_a_checkpoint_keeps_the_previous_one(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    save = torch.save
+    calls = {"n": 0}
+
+    def killed_in_second(obj: object, f: object, *args: object, **kwargs: object) -> None:
+        calls["n"] += 1
+        if calls["n"] > 1:
+            Path(str(f)).write_bytes(b"half a checkpoint")
+            raise KeyboardInterrupt
+        save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", killed_in_second)
+    code, _ = invoke(*TRAIN, "--epochs", "3", "--out", str(run))
+    assert code != 0
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["epoch"] == 1
+
+
+def test_a_foreign_metrics_file_is_named_and_left_alone(data_root: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text("epoch,accuracy\n1,0.9\n")
+    before = _files(run)
+    for extra in ([], ["--resume"]):
+        code, out = invoke(*TRAIN, "--epochs", "1", "--out", str(run), *extra)
+        assert code == 2 and out.count("\n") == 1 and "not a JSON file written by panning" in out, out
+    assert _files(run) == before
