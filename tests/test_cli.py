@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
@@ -259,3 +260,42 @@ def test_prune_never_overwrites_a_mask_file_and_checks_before_screening(data_roo
     assert existing.read_bytes() == b"precious"
     code, out = invoke(*prune, "--out", str(tmp_path / "no" / "such" / "m.safetensors"))
     assert code == 2 and "does not exist" in out
+
+
+def test_info_and_export_say_what_a_file_or_folder_is(data_root: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    code, out = invoke(
+        "train", "--model", "lenet300", "--dataset", "mnist", "--dense", "--epochs", "1", "--out", str(run), *FAST
+    )
+    assert code == 0, out
+    code, out = invoke("info", str(run / "model.safetensors"))
+    assert code == 2 and "is not a mask file (it looks like a model's weights)" in out, out
+    (run / "model.safetensors").unlink()
+    code, out = invoke("export", str(run), "--out", str(tmp_path / "small.safetensors"))
+    assert code == 2 and "unfinished run" in out and "--resume" in out, out
+
+
+def test_masks_from_other_data_or_missing_a_layer_are_flagged(data_root: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = panning.models.create("lenet300")
+    masks = panning.prune(model, 0.5, "magnitude", input_shape=(1, 28, 28))
+    masks.metadata["dataset"] = "fashion-mnist"
+    del masks["fc3.weight"]
+    panning.masks.save(masks, tmp_path / "m.safetensors")
+    code, out = invoke(
+        "train",
+        "--model",
+        "lenet300",
+        "--dataset",
+        "mnist",
+        "--masks",
+        str(tmp_path / "m.safetensors"),
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        *FAST,
+    )
+    assert code == 0, out
+    assert "warning: the masks were screened on fashion-mnist, training is on mnist" in out
+    assert "warning: the masks leave fc3.weight out: it trains dense" in out

@@ -422,6 +422,7 @@ def train_command(
     model, data = build(config, data_dir)
     if masks is not None:
         masks.check_fits(model)
+        _warn_about_mask_origin(masks, model, dataset)
     metrics = train(model, data, config, out, masks=masks, resume=resume, progress=not quiet)
     _print_result(metrics, out)
 
@@ -458,6 +459,19 @@ def run_command(
     _print_masks(model, masks, data.input_shape)
     metrics = train(model, data, config, out, masks=masks, resume=resume, progress=not quiet)
     _print_result(metrics, out)
+
+
+def _warn_about_mask_origin(masks: masklib.Masks, model: torch.nn.Module, dataset: str) -> None:
+    """Masks that fit can still be the wrong ones: say so when they came from other data or skip layers."""
+    screened_on = masks.metadata.get("dataset")
+    if screened_on is not None and screened_on != dataset:
+        warnings.warn(f"the masks were screened on {screened_on}, training is on {dataset}", stacklevel=1)
+    uncovered = [name for name in masklib.prunable_parameters(model) if name not in masks]
+    if uncovered:
+        warnings.warn(
+            f"the masks leave {', '.join(uncovered)} out: {'it trains' if len(uncovered) == 1 else 'they train'} dense",
+            stacklevel=1,
+        )
 
 
 def _check_writable_file(path: Path) -> None:
@@ -583,8 +597,10 @@ def export_command(run: str, out: str) -> None:
 
     run_dir = Path(run)
     weights = run_dir / "model.safetensors"
-    if not (run_dir / "config.json").is_file() or not weights.is_file():
-        raise UserError(f"{run_dir} holds no finished run (no config.json and model.safetensors); train one first")
+    if not (run_dir / "config.json").is_file():
+        raise UserError(f"{run_dir} holds no run (no config.json); pass the folder of a finished run")
+    if not weights.is_file():
+        raise UserError(f"{run_dir} holds an unfinished run (no model.safetensors yet); finish it with --resume first")
     train_config = read_json(run_dir / "config.json")["train"]
     model, shape = _architecture(train_config["model"], train_config["dataset"])
     origin = {"model": train_config["model"], "dataset": train_config["dataset"], "run": str(run_dir)}

@@ -595,6 +595,11 @@ def load(path: str | os.PathLike[str]) -> Masks:
             raise ValueError("its metadata is not a JSON object")
     except (SafetensorError, OSError, ValueError) as error:
         raise UserError(f"{file} is not a readable mask file ({error}); recreate it with `panning prune`") from None
+    if any(t.is_floating_point() and not bool(((t == 0) | (t == 1)).all()) for t in tensors.values()):
+        hint = " (it looks like a model's weights)" if any(n.endswith(".bias") for n in tensors) else ""
+        raise UserError(
+            f"{file} is not a mask file{hint}: its tensors hold real values; pass a file of `panning prune`"
+        )
     masks = Masks(metadata=metadata)
     order = list(metadata.get("shapes", {})) or sorted(tensors)
     for name in order + [n for n in tensors if n not in order]:
