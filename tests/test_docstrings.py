@@ -5,12 +5,16 @@ from __future__ import annotations
 import doctest
 import importlib
 import pkgutil
+import re
+import shlex
 from pathlib import Path
 
+import click
 import pytest
 
 import panning
 from conftest import write_mnist
+from panning.cli import cli
 
 SUBMODULES = (m.name for m in pkgutil.walk_packages(panning.__path__, "panning.") if m.name != "panning.__main__")
 MODULES = ["panning", *sorted(SUBMODULES)]
@@ -33,3 +37,27 @@ def test_the_readme_python_api_example_runs(data_root: Path, tmp_path: Path, mon
     masks = scope["masks"]
     assert isinstance(masks, panning.Masks) and masks.kept() == 4305
     assert (tmp_path / "m.safetensors").is_file()
+
+
+def _readme_commands() -> list[str]:
+    """Every `panning ...` command of the README's shell blocks (continuations joined, comments cut)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", readme, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line.startswith("panning ") and "..." not in line:
+                commands.append(line)
+    return commands
+
+
+@pytest.mark.parametrize("command", _readme_commands())
+def test_every_readme_command_parses(command: str) -> None:
+    args = shlex.split(command)[1:]
+    target: click.Command = cli
+    while isinstance(target, click.Group):  # walk down to the command the line runs
+        name, args = args[0], args[1:]
+        found = target.get_command(click.Context(target), name)
+        assert found is not None, f"no command {name!r} in {command!r}"
+        target = found
+    target.make_context(name, list(args))  # an unknown option or a bad value raises here
