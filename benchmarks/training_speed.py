@@ -1,0 +1,210 @@
+"""How fast the library trains LeNet-5 on MNIST, against a textbook PyTorch loop on the same machine.
+
+Measures, one thing at a time (nothing else may run meanwhile):
+
+* ``dense``: one epoch of a plain PyTorch loop (LeNet-5-Caffe, SGD, batch 256, cosine schedule,
+  normalised tensors in memory), the unit of the goals; after a few untimed warm-up steps.
+* ``epochs``: one library epoch (training and validation) dense, masked and compact at 0.99 and
+  0.999 (SynFlow masks), with the share spent in evaluation.
+* ``runs``: a whole ``panning run --method synflow --compact --epochs 20`` at 0.99 and 0.999
+  (screening, training, validation, testing and writing included), as a multiple of ``dense``;
+  the goals are 5.5 and 2.5.
+* ``jobs``: the committed quick grid (``benchmarks/lenet5-mnist.toml --quick``, 12 cells) with
+  ``--jobs 1`` and ``--jobs 2``; the goal is a throughput ratio of at least 1.8.
+
+Writes ``<out>.json`` and ``<out>.md``.
+
+    PANNING_DATA=/path/to/data python benchmarks/training_speed.py
+    python benchmarks/training_speed.py --parts dense runs --epochs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import panning
+from panning import bench
+from panning.io import source_commit, write_atomic, write_json
+from panning.training import TrainConfig, build, train
+
+DEFAULT_OUT = Path("benchmarks/results/training-speed")
+QUICK_GRID = Path(__file__).resolve().parent / "lenet5-mnist.toml"
+PARTS = ("dense", "epochs", "runs", "jobs")
+
+
+def textbook_dense_epoch(data: panning.data.Dataset, seed: int = 0) -> float:
+    """Seconds of one epoch of the plain loop a PyTorch tutorial would write."""
+    torch.manual_seed(seed)
+    model = panning.models.create("lenet5")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    inputs, targets = data.tensors("train")
+    steps = math.ceil(len(targets) / 256)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    order = torch.randperm(len(targets))
+
+    def step(index: torch.Tensor) -> None:
+        loss = nn.functional.cross_entropy(model(inputs[index]), targets[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+
+    for start in range(0, 5 * 256, 256):  # warm-up: allocator and kernel selection
+        step(order[start : start + 256])
+    began = time.perf_counter()
+    for start in range(0, len(targets), 256):
+        step(order[start : start + 256])
+    return time.perf_counter() - began
+
+
+def _screen(model: nn.Module, data: panning.data.Dataset, sparsity: float, seed: int) -> panning.Masks:
+    return panning.prune(model, sparsity, "synflow", data=data, seed=seed)
+
+
+def library_epoch(data: panning.data.Dataset, kind: str, sparsity: float | None) -> dict[str, Any]:
+    """One library epoch (training and validation); ``kind`` is dense, masked or compact."""
+    config = TrainConfig(model="lenet5", dataset="mnist", epochs=1, device="cpu", compact=kind == "compact")
+    model, _ = build(config)
+    masks = None if sparsity is None else _screen(model, data, sparsity, 0)
+    with tempfile.TemporaryDirectory() as folder:
+        began = time.perf_counter()
+        metrics = train(model, data, config, Path(folder) / "run", masks=masks, progress=False)
+        total = time.perf_counter() - began
+    epoch = metrics["epochs"][0]
+    return {"kind": kind, "sparsity": sparsity, "train_seconds": epoch["seconds"], "whole_seconds": total}
+
+
+def library_run(data: panning.data.Dataset, sparsity: float, epochs: int) -> dict[str, Any]:
+    """A whole screening and compact training, as ``panning run`` does it."""
+    config = TrainConfig(model="lenet5", dataset="mnist", epochs=epochs, device="cpu", compact=True)
+    began = time.perf_counter()
+    model, _ = build(config)
+    masks = _screen(model, data, sparsity, 0)
+    with tempfile.TemporaryDirectory() as folder:
+        metrics = train(model, data, config, Path(folder) / "run", masks=masks, progress=False)
+    return {
+        "sparsity": sparsity,
+        "epochs": epochs,
+        "seconds": time.perf_counter() - began,
+        "prune_seconds": masks.metadata["prune_seconds"],
+        "train_seconds": metrics["train_seconds"],
+        "test_accuracy": metrics["test_accuracy"],
+    }
+
+
+def grid_throughput(jobs: int, store: Path) -> dict[str, Any]:
+    """Cells per hour of the committed quick grid (``panning bench benchmarks/lenet5-mnist.toml --quick``)."""
+    grid = bench.load_grid(QUICK_GRID, quick=True)
+    began = time.perf_counter()
+    summary = bench.run_grid(grid, store / f"jobs{jobs}", jobs=jobs)
+    seconds = time.perf_counter() - began
+    if summary.failed:
+        raise SystemExit(f"{summary.failed} cells failed; see {store}")
+    return {"jobs": jobs, "cells": summary.ran, "seconds": seconds, "cells_per_hour": 3600 * summary.ran / seconds}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        "# Training speed: LeNet-5 on MNIST",
+        "",
+        f"Commit {result['commit']}, torch {result['torch']}, {result['threads']} threads, {result['machine']}.",
+        "Regenerate: `python benchmarks/training_speed.py` (nothing else running).",
+        "",
+    ]
+    dense = result.get("dense_epoch_seconds")
+    if dense:
+        lines += [f"Textbook dense epoch (batch 256): **{dense:.2f} s**.", ""]
+    if result.get("epochs"):
+        lines += ["| epoch | sparsity | training s | whole epoch s (with validation, setup) |", "|---|---|---|---|"]
+        for row in result["epochs"]:
+            lines.append(
+                f"| {row['kind']} | {row['sparsity'] or '—'} | {row['train_seconds']:.2f} "
+                f"| {row['whole_seconds']:.2f} |"
+            )
+        lines.append("")
+    if result.get("runs"):
+        lines += [
+            "| `panning run --compact` | epochs | screening s | total s | dense epochs | goal | test acc |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in result["runs"]:
+            goal = {0.99: 5.5, 0.999: 2.5}.get(row["sparsity"])
+            ratio = row["seconds"] / dense if dense else float("nan")
+            verdict = "—" if goal is None else f"≤ {goal}: {'met' if ratio <= goal else 'MISSED'}"
+            lines.append(
+                f"| synflow {row['sparsity']} | {row['epochs']} | {row['prune_seconds']:.1f} | {row['seconds']:.1f} | "
+                f"{ratio:.2f} | {verdict} | {row['test_accuracy']:.4f} |"
+            )
+        lines.append("")
+    if result.get("jobs"):
+        one, two = result["jobs"]
+        ratio = two["cells_per_hour"] / one["cells_per_hour"]
+        lines += [
+            "| grid | cells | seconds | cells per hour |",
+            "|---|---|---|---|",
+            *(
+                f"| --jobs {r['jobs']} | {r['cells']} | {r['seconds']:.1f} | {r['cells_per_hour']:.0f} |"
+                for r in (one, two)
+            ),
+            "",
+            f"`--jobs 2` / `--jobs 1`: **{ratio:.2f}×** (goal ≥ 1.8: {'met' if ratio >= 1.8 else 'MISSED'}).",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    parser.add_argument("--epochs", type=int, default=20, help="Epochs of the whole runs.")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Path stem of the .json and .md results.")
+    args = parser.parse_args()
+    commit = source_commit()
+    data = panning.data.load("mnist")
+    result: dict[str, Any] = {
+        "commit": commit,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+    }
+    if "dense" in args.parts or "runs" in args.parts:
+        result["dense_epoch_seconds"] = textbook_dense_epoch(data)
+        print(f"textbook dense epoch: {result['dense_epoch_seconds']:.2f} s", flush=True)
+    if "epochs" in args.parts:
+        result["epochs"] = []
+        for kind, sparsity in (
+            ("dense", None),
+            ("masked", 0.99),
+            ("compact", 0.99),
+            ("masked", 0.999),
+            ("compact", 0.999),
+        ):
+            row = library_epoch(data, kind, sparsity)
+            result["epochs"].append(row)
+            print(f"library epoch {kind} {sparsity}: {row['train_seconds']:.2f} s", flush=True)
+    if "runs" in args.parts:
+        result["runs"] = []
+        for sparsity in (0.99, 0.999):
+            row = library_run(data, sparsity, args.epochs)
+            result["runs"].append(row)
+            print(f"run {sparsity}: {row['seconds']:.1f} s", flush=True)
+    if "jobs" in args.parts:
+        with tempfile.TemporaryDirectory() as folder:
+            result["jobs"] = [grid_throughput(jobs, Path(folder)) for jobs in (1, 2)]
+        print(f"jobs: {result['jobs']}", flush=True)
+    write_json(args.out.with_suffix(".json"), result)
+    write_atomic(args.out.with_suffix(".md"), lambda tmp: tmp.write_text(markdown(result)))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
