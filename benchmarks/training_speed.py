@@ -38,7 +38,7 @@ from panning.training import TrainConfig, build, train
 
 DEFAULT_OUT = Path("benchmarks/results/training-speed")
 QUICK_GRID = Path(__file__).resolve().parent / "lenet5-mnist.toml"
-PARTS = ("dense", "epochs", "runs", "jobs")
+PARTS = ("dense", "epochs", "runs", "jobs", "profile")
 
 
 def textbook_dense_epoch(data: panning.data.Dataset, seed: int = 0) -> float:
@@ -101,6 +101,41 @@ def library_run(data: panning.data.Dataset, sparsity: float, epochs: int) -> dic
     }
 
 
+def profile_compact(data: panning.data.Dataset, sparsity: float, steps: int = 40) -> list[dict[str, Any]]:
+    """The operators that take the time of training steps of the compacted network (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from panning import masks as masklib
+    from panning.compaction import compact_with_plan
+
+    config = TrainConfig(model="lenet5", dataset="mnist", device="cpu")
+    model, _ = build(config)
+    masks = _screen(model, data, sparsity, 0)
+    small, kept, _, _ = compact_with_plan(model, masks, data.input_shape)
+    masklib.apply(small, kept)
+    optimizer = torch.optim.SGD(small.parameters(), lr=0.01, momentum=0.9)
+    batches = data.batches("train", 256, generator=torch.Generator().manual_seed(0))
+
+    def step() -> None:
+        x, y = next(batches)
+        loss = nn.functional.cross_entropy(small(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(5):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as trace:
+        for _ in range(steps):
+            step()
+    events = sorted(trace.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [
+        {"op": e.key, "share": e.self_cpu_time_total / total, "ms_per_step": e.self_cpu_time_total / 1000 / steps}
+        for e in events[:8]
+    ]
+
+
 def grid_throughput(jobs: int, store: Path) -> dict[str, Any]:
     """Cells per hour of the committed quick grid (``panning bench benchmarks/lenet5-mnist.toml --quick``)."""
     grid = bench.load_grid(QUICK_GRID, quick=True)
@@ -159,6 +194,16 @@ def markdown(result: dict[str, Any]) -> str:
             f"`--jobs 2` / `--jobs 1`: **{ratio:.2f}×** (goal ≥ 1.8: {'met' if ratio >= 1.8 else 'MISSED'}).",
             "",
         ]
+    if result.get("profile"):
+        lines += [
+            f"Profile of 40 training steps of the compacted network at {result['profile']['sparsity']} "
+            "(torch.profiler, self CPU time):",
+            "",
+            "| operator | share | ms per step |",
+            "|---|---|---|",
+            *(f"| {o['op']} | {100 * o['share']:.1f}% | {o['ms_per_step']:.2f} |" for o in result["profile"]["ops"]),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -197,6 +242,8 @@ def main() -> None:
             row = library_run(data, sparsity, args.epochs)
             result["runs"].append(row)
             print(f"run {sparsity}: {row['seconds']:.1f} s", flush=True)
+    if "profile" in args.parts:
+        result["profile"] = {"sparsity": 0.99, "ops": profile_compact(data, 0.99)}
     if "jobs" in args.parts:
         with tempfile.TemporaryDirectory() as folder:
             result["jobs"] = [grid_throughput(jobs, Path(folder)) for jobs in (1, 2)]
