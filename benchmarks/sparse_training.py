@@ -83,7 +83,7 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
     def watch(end: panning.training.EpochEnd) -> None:
         val = evaluate(end.model, data, "val", torch.device("cpu"))
         history.append({**end.metrics, "val_predicted_classes": val["predicted_classes"]})
-        if end.epoch >= job["stop_after"]:
+        if end.epoch >= job["stop_after"] and job["stop_after"] < job["epochs"]:
             raise _Stop
 
     began = time.perf_counter()
