@@ -26,17 +26,20 @@ def test_docstring_examples(name: str) -> None:
     assert result.failed == 0, f"{result.failed} docstring example(s) of {name} failed (run doctest on it)"
 
 
-def test_the_readme_python_api_example_runs(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.slow
+def test_the_readme_python_examples_run(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every Python block of the README, in order, in one namespace (as a reader would paste them)."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("## Python API", 1)[1]
-    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
     write_mnist(data_root / "mnist", train=5200, test=100)  # the default validation split takes 5,000
     monkeypatch.chdir(tmp_path)
     scope: dict[str, object] = {}
-    exec(compile(block, "README.md (Python API)", "exec"), scope)
-    masks = scope["masks"]
-    assert isinstance(masks, panning.Masks) and masks.kept() == 4305
-    assert (tmp_path / "m.safetensors").is_file()
+    for number, block in enumerate(blocks):
+        exec(compile(block, f"README.md (Python block {number})", "exec"), scope)
+        if number == 0:
+            masks = scope["masks"]
+            assert isinstance(masks, panning.Masks) and masks.kept() == 4305
+    assert len(blocks) >= 4 and (tmp_path / "m.safetensors").is_file() and (tmp_path / "s.safetensors").is_file()
 
 
 def _readme_commands() -> list[str]:
