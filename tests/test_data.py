@@ -74,6 +74,15 @@ def test_a_file_that_cannot_be_read_is_not_called_corrupt(data_root: Path, monke
     assert "corrupt" not in str(error.value) and "delete" not in str(error.value)
 
 
+def test_an_unreadable_data_folder_is_named(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(folder: Path) -> None:
+        raise PermissionError(13, "Permission denied", str(folder))
+
+    monkeypatch.setattr(datasets.formats, "has_mnist", refuse)
+    with pytest.raises(ValueError, match=f"cannot read {data_root / 'mnist'}: Permission denied; fix its permissions"):
+        datasets.load("mnist", val_size=10)
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "count", "deflate"])
 def test_corrupt_files_are_named(data_root: Path, damage: str) -> None:
     path = data_root / "mnist" / "train-images-idx3-ubyte.gz"

@@ -217,16 +217,20 @@ def locate(name: str, data_dir: str | os.PathLike[str] | None = None, download: 
         return _in_data_dir(name, Path(data_dir))
     searched = candidate_dirs(name, data_dir)
     for folder in searched:
-        if folder.is_dir():
+        try:
+            if not folder.is_dir():
+                continue
             hit = info.find(folder)
-            if hit is not None:
-                return hit
-            absent = info.missing(folder) if info.missing is not None else []
-            if absent:
-                raise UserError(
-                    f"{folder} holds an incomplete copy of {name}: {', '.join(absent)} missing; "
-                    "add them or remove the folder"
-                )
+            absent = info.missing(folder) if hit is None and info.missing is not None else []
+        except PermissionError as error:
+            raise UserError(f"cannot read {error.filename or folder}: {error.strerror}; fix its permissions") from None
+        if hit is not None:
+            return hit
+        if absent:
+            raise UserError(
+                f"{folder} holds an incomplete copy of {name}: {', '.join(absent)} missing; "
+                "add them or remove the folder"
+            )
     problem = "downloads are off"
     if download and info.remote:
         target = cache_dir() / name
