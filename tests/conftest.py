@@ -4,6 +4,7 @@ datasets written by the tests themselves in the original on-disk formats."""
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from pathlib import Path
 
@@ -14,6 +15,12 @@ from torch import nn
 
 import panning
 from panning import data as datasets
+
+# The development set-up keeps MNIST in ../shared/data (beside the checkout); the library does not
+# know that folder, so the tests point $PANNING_DATA at it when nothing else was given.
+for _shared in (Path(__file__).resolve().parents[2] / "shared" / "data", Path.cwd().parent / "shared" / "data"):
+    if "PANNING_DATA" not in os.environ and (_shared / "mnist").is_dir():
+        os.environ["PANNING_DATA"] = str(_shared)
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,6 @@ def _mnist_like(folder: Path) -> Path | None:
 
 _MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 _FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-_PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 
 
 def _idx_files(base_url: str, md5s: tuple[str, str, str, str]) -> tuple[RemoteFile, ...]:
@@ -84,11 +83,7 @@ SPECS: dict[str, DatasetSpec] = {
                     "ec29112dd5afa0611ce80d1b7f02629c",
                 ),
             ),
-            system_dirs=(
-                "/usr/share/datasets/mnist",
-                str(_PACKAGE_ROOT.parent / "shared/data/mnist"),
-                "../shared/data/mnist",
-            ),
+            system_dirs=("/usr/share/datasets/mnist",),
             how_to_get="put the four IDX .gz files of MNIST in $PANNING_DATA/mnist",
         ),
         DatasetSpec(
