@@ -25,6 +25,20 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
+def _save_failing_after_first(save: object, error: BaseException) -> object:
+    """torch.save that works once, then writes half a file and raises ``error`` (a fault mid-write)."""
+    calls = {"n": 0}
+
+    def failing(obj: object, f: object, *args: object, **kwargs: object) -> None:
+        calls["n"] += 1
+        if calls["n"] > 1:
+            Path(str(f)).write_bytes(b"half a checkpoint")
+            raise error
+        save(obj, f, *args, **kwargs)  # type: ignore[operator]
+
+    return failing
+
+
 def test_a_read_only_out_folder_is_refused_before_any_work(
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -45,16 +59,7 @@ def test_a_full_disk_at_a_checkpoint_stops_cleanly_and_the_run_resumes(
 ) -> None:
     run = tmp_path / "run"
     save = torch.save
-    calls = {"n": 0}
-
-    def full_after_first(obj: object, f: object, *args: object, **kwargs: object) -> None:
-        calls["n"] += 1
-        if calls["n"] > 1:
-            Path(str(f)).write_bytes(b"half a checkpoint")
-            raise OSError(errno.ENOSPC, "No space left on device")
-        save(obj, f, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "save", full_after_first)
+    monkeypatch.setattr(torch, "save", _save_failing_after_first(save, OSError(errno.ENOSPC, "No space left")))
     code, out = invoke(*TRAIN, "--epochs", "3", "--out", str(run))
     assert code == 2 and out.count("\n") == 1, out
     assert "no space left" in out and "checkpoint.pt" in out and "--resume" in out
@@ -70,17 +75,7 @@ def test_a_process_killed_while_writing_a_checkpoint_keeps_the_previous_one(
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = tmp_path / "run"
-    save = torch.save
-    calls = {"n": 0}
-
-    def killed_in_second(obj: object, f: object, *args: object, **kwargs: object) -> None:
-        calls["n"] += 1
-        if calls["n"] > 1:
-            Path(str(f)).write_bytes(b"half a checkpoint")
-            raise KeyboardInterrupt
-        save(obj, f, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "save", killed_in_second)
+    monkeypatch.setattr(torch, "save", _save_failing_after_first(torch.save, KeyboardInterrupt()))
     code, _ = invoke(*TRAIN, "--epochs", "3", "--out", str(run))
     assert code != 0
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
