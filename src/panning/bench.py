@@ -146,7 +146,7 @@ class Cell:
 
     def train_config(self, device: str = "cpu") -> TrainConfig:
         """The cell's training; a field its key leaves out has the value from before the field existed."""
-        training = {**LATER_TRAINING_DEFAULTS, **dict(self.training)}
+        training = {**LEGACY_TRAINING, **dict(self.training)}
         return TrainConfig(model=self.model, dataset=self.dataset, seed=self.seed, device=device, **training)
 
     def describe(self) -> str:
@@ -208,9 +208,6 @@ def _methods(entries: Any) -> list[tuple[str, str, dict[str, Any], dict[str, Any
     return out
 
 
-LATER_TRAINING_DEFAULTS: dict[str, Any] = {"compact": False, "sparse_kernels": False, **LEGACY_TRAINING}
-
-
 def parse_grid(config: Mapping[str, Any], quick: bool = False, name: str = "grid", source: str = "") -> Grid:
     """The cells of a grid config (a parsed TOML mapping); ``quick`` applies its ``[quick]`` table.
 
@@ -253,7 +250,7 @@ def parse_grid(config: Mapping[str, Any], quick: bool = False, name: str = "grid
         resolved_training.pop(fixed)
     # Fields added to TrainConfig after results format 1 enter a cell's key only when set,
     # so the cells run before they existed keep their folders.
-    for later, default in LATER_TRAINING_DEFAULTS.items():
+    for later, default in LEGACY_TRAINING.items():
         if resolved_training.get(later) == default:
             resolved_training.pop(later)
     files = {label: _method_files(method, options) for method, label, options, _ in methods}

@@ -413,16 +413,10 @@ def train_command(
             f"training starts from seed {seed}'s",
             stacklevel=1,
         )
-    if masks is not None and masks.metadata.get("init", "pytorch") != config.init:
-        warnings.warn(
-            f"the masks were screened on the {masks.metadata.get('init', 'pytorch')} initialisation, training "
-            f"starts from the {config.init} one; pass --init {masks.metadata.get('init', 'pytorch')}",
-            stacklevel=1,
-        )
     model, data = build(config, data_dir)
     if masks is not None:
         masks.check_fits(model)
-        _warn_about_mask_origin(masks, model, dataset)
+        _warn_about_mask_origin(masks, model, dataset, config.init)
     metrics = train(model, data, config, out, masks=masks, resume=resume, progress=not quiet)
     _print_result(metrics, out)
 
@@ -461,8 +455,15 @@ def run_command(
     _print_result(metrics, out)
 
 
-def _warn_about_mask_origin(masks: masklib.Masks, model: torch.nn.Module, dataset: str) -> None:
-    """Masks that fit can still be the wrong ones: say so when they came from other data or skip layers."""
+def _warn_about_mask_origin(masks: masklib.Masks, model: torch.nn.Module, dataset: str, init: str) -> None:
+    """Masks that fit can still be the wrong ones: other data, another initialisation, layers left out."""
+    screened_init = masks.metadata.get("init", "pytorch")
+    if screened_init != init:
+        warnings.warn(
+            f"the masks were screened on the {screened_init} initialisation, training starts from the {init} one; "
+            f"pass --init {screened_init}",
+            stacklevel=1,
+        )
     screened_on = masks.metadata.get("dataset")
     if screened_on is not None and screened_on != dataset:
         warnings.warn(f"the masks were screened on {screened_on}, training is on {dataset}", stacklevel=1)

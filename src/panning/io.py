@@ -58,7 +58,7 @@ def os_fault(path: str | os.PathLike[str], error: OSError, doing: str = "write")
         )
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return UserError(
-            f"cannot {doing} {path}: {error.strerror}; choose a folder you can {doing}, or fix its permissions"
+            f"cannot {doing} {path}: {error.strerror}; fix its permissions or choose a folder you can {doing}"
         )
     return UserError(f"cannot {doing} {path}: {error.strerror or error}")
 

@@ -40,7 +40,14 @@ from panning.sparse import model_costs, save_sparse, use_sparse_kernels
 CHECKPOINT = "checkpoint.pt"
 RESCALES = ("fan-in", "none")
 # What a run configured before a field existed did: the value a saved config lacking it means.
-LEGACY_TRAINING = {"warmup_epochs": 0.0, "rescale": "none", "init": "pytorch", "clip_grad_norm": None}
+LEGACY_TRAINING = {
+    "compact": False,
+    "sparse_kernels": False,
+    "warmup_epochs": 0.0,
+    "rescale": "none",
+    "init": "pytorch",
+    "clip_grad_norm": None,
+}
 # Facts of the screening run that every training run's metrics carry (SPEC §7).
 SCREENING_FACTS = {
     "method": "method",

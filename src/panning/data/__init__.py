@@ -23,6 +23,7 @@ import torch
 from panning.data import formats
 from panning.data.download import DownloadError, RemoteFile, extract, fetch
 from panning.errors import UserError, UserTypeError
+from panning.io import os_fault
 
 Split = tuple[torch.Tensor, torch.Tensor]
 
@@ -212,20 +213,9 @@ def locate(name: str, data_dir: str | os.PathLike[str] | None = None, download: 
         return _in_data_dir(name, Path(data_dir))
     searched = candidate_dirs(name, data_dir)
     for folder in searched:
-        try:
-            if not folder.is_dir():
-                continue
-            hit = info.find(folder)
-            absent = info.missing(folder) if hit is None and info.missing is not None else []
-        except PermissionError as error:
-            raise UserError(f"cannot read {error.filename or folder}: {error.strerror}; fix its permissions") from None
+        hit = _look_in(name, folder)
         if hit is not None:
             return hit
-        if absent:
-            raise UserError(
-                f"{folder} holds an incomplete copy of {name}: {', '.join(absent)} missing; "
-                "add them or remove the folder"
-            )
     problem = "downloads are off"
     if download and info.remote:
         target = cache_dir() / name
@@ -250,28 +240,34 @@ def locate(name: str, data_dir: str | os.PathLike[str] | None = None, download: 
     )
 
 
+def _look_in(name: str, folder: Path, complain_if_incomplete: bool = True) -> Path | None:
+    """``name``'s files in ``folder``, or None; an incomplete copy or an unreadable folder is refused."""
+    info = spec(name)
+    try:
+        if not folder.is_dir():
+            return None
+        hit = info.find(folder)
+        absent = info.missing(folder) if hit is None and info.missing is not None else []
+    except PermissionError as error:
+        raise os_fault(error.filename or folder, error, "read") from None
+    if absent and complain_if_incomplete:
+        raise UserError(
+            f"{folder} holds an incomplete copy of {name}: {', '.join(absent)} missing; add them or remove the folder"
+        )
+    return hit
+
+
 def _in_data_dir(name: str, data_dir: Path) -> Path:
     """An explicit data folder is the only place looked at: a silent fallback would hide which data was used."""
-    info = spec(name)
     if not data_dir.is_dir():
         raise UserError(f"--data-dir {data_dir} is not a folder; pass the folder that holds {name}/")
-    try:
-        for folder in (data_dir / name, data_dir):
-            if folder.is_dir():
-                hit = info.find(folder)
-                if hit is not None:
-                    return hit
-                absent = info.missing(folder) if info.missing is not None else []
-                if absent and folder == data_dir / name:
-                    raise UserError(
-                        f"{folder} holds an incomplete copy of {name}: {', '.join(absent)} missing; "
-                        "add them or remove the folder"
-                    )
-    except PermissionError as error:
-        raise UserError(f"cannot read {error.filename or data_dir}: {error.strerror}; fix its permissions") from None
+    hit = _look_in(name, data_dir / name) or _look_in(name, data_dir, complain_if_incomplete=False)
+    if hit is not None:
+        return hit
     raise UserError(
         f"--data-dir {data_dir} holds no {name} (looked in {data_dir / name} and {data_dir}); "
-        f"to get it: {info.how_to_get}, or leave out --data-dir to use $PANNING_DATA, the system folders or a download"
+        f"to get it: {spec(name).how_to_get}, or leave out --data-dir to use $PANNING_DATA, the system folders or a "
+        "download"
     )
 
 

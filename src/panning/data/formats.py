@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from panning.errors import UserError
+from panning.io import os_fault
 
 Arrays = tuple[torch.Tensor, torch.Tensor]
 
@@ -22,7 +23,7 @@ def _corrupt(path: Path, why: str) -> UserError:
 def _unreadable_or_corrupt(path: Path, error: BaseException) -> UserError:
     """A file we may not read is not a corrupt one: never advise deleting good data."""
     if isinstance(error, (PermissionError, IsADirectoryError)):
-        return UserError(f"cannot read {path}: {error.strerror}; fix its permissions (the file may be fine)")
+        return os_fault(path, error, "read")
     return _corrupt(path, f"{type(error).__name__}: {error}")
 
 
