@@ -3,7 +3,7 @@
 Every cell (sparsity × seed) of every file counts once; this is how issue #5 compares Panning's
 variants across grids (README, "Panning against the single indices").
 
-    python benchmarks/mean_accuracy.py benchmarks/results/half-*/results.csv
+    python benchmarks/mean_accuracy.py benchmarks/results/smoke/half-*/results.csv
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Measures, one thing at a time (nothing else may run meanwhile):
 * ``runs``: a whole ``panning run --method synflow --compact --epochs 20`` at 0.99 and 0.999
   (screening, training, validation, testing and writing included), as a multiple of ``dense``;
   the goals are 5.5 and 2.5.
-* ``jobs``: the committed quick grid (``benchmarks/lenet5-mnist.toml --quick``, 12 cells) with
+* ``jobs``: the committed quick grid (``benchmarks/smoke/lenet5-mnist.toml --quick``, 12 cells) with
   ``--jobs 1`` and ``--jobs 2``; the goal is a throughput ratio of at least 1.8.
 
 Writes ``<out>.json`` and ``<out>.md``.
@@ -137,7 +137,7 @@ def profile_compact(data: panning.data.Dataset, sparsity: float, steps: int = 40
 
 
 def grid_throughput(jobs: int, store: Path) -> dict[str, Any]:
-    """Cells per hour of the committed quick grid (``panning bench benchmarks/lenet5-mnist.toml --quick``)."""
+    """Cells per hour of the committed quick grid (``panning bench benchmarks/smoke/lenet5-mnist.toml --quick``)."""
     grid = bench.load_grid(QUICK_GRID, quick=True)
     began = time.perf_counter()
     summary = bench.run_grid(grid, store / f"jobs{jobs}", jobs=jobs)

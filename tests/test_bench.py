@@ -21,6 +21,7 @@ from panning.io import source_commit
 from panning.pruning import register_method, unregister_method
 
 REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(str(p.relative_to(REPO / "benchmarks")) for p in (REPO / "benchmarks").glob("**/*.toml"))
 SMALL = {
     "models": ["lenet300"],
     "datasets": ["mnist"],
@@ -43,7 +44,7 @@ def big_enough_mnist(data_root: Path) -> Path:
     return data_root
 
 
-@pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "benchmarks").glob("*.toml")))
+@pytest.mark.parametrize("config", CONFIGS)
 def test_committed_configs_parse_with_and_without_quick(config: str) -> None:
     full = bench.load_grid(REPO / "benchmarks" / config)
     quick = bench.load_grid(REPO / "benchmarks" / config, quick=True)
@@ -52,7 +53,7 @@ def test_committed_configs_parse_with_and_without_quick(config: str) -> None:
 
 
 def test_quick_grid_runs_end_to_end_and_a_rerun_does_no_new_work(big_enough_mnist: Path, tmp_path: Path) -> None:
-    config = str(REPO / "benchmarks" / "lenet5-mnist.toml")
+    config = str(REPO / "benchmarks" / "smoke" / "lenet5-mnist.toml")
     out, cells = tmp_path / "results", tmp_path / "cells"
     code, text = invoke("bench", config, "--quick", "--out", str(out), "--cells", str(cells))
     assert code == 0, text
@@ -75,22 +76,50 @@ def test_quick_grid_runs_end_to_end_and_a_rerun_does_no_new_work(big_enough_mnis
 
 
 @pytest.mark.parametrize(
-    "config",
-    sorted(
-        p.stem
-        for p in (REPO / "benchmarks").glob("*.toml")
-        if not p.stem.startswith(("panning", "rl-panning"))  # 84 of their rows drifted before (issue #18)
-    ),
+    "config", [c for c in CONFIGS if (REPO / "benchmarks" / "results" / c[: -len(".toml")] / "results.jsonl").is_file()]
 )
 def test_committed_results_keep_the_keys_their_config_gives(config: str) -> None:
-    rows = (REPO / "benchmarks" / "results" / config / "results.jsonl").read_text().splitlines()
-    committed = {json.loads(row)["cell"] for row in rows}
-    assert committed == {cell.key for cell in bench.load_grid(REPO / "benchmarks" / f"{config}.toml").cells}
+    results = REPO / "benchmarks" / "results" / config[: -len(".toml")] / "results.jsonl"
+    rows = [json.loads(line) for line in results.open()]
+    grid = bench.load_grid(REPO / "benchmarks" / config)
+    expected = {(c.label, c.model, c.dataset, c.sparsity, c.seed): c.key for c in grid.cells}
+    committed = {(r["label"], r["model"], r["dataset"], r["sparsity"], r["seed"]): r["cell"] for r in rows}
+    assert committed == expected
+
+
+def test_format_2_keys_hold_resolved_values_so_a_changed_default_gets_new_cells() -> None:
+    def key(method: dict[str, Any], **screening: Any) -> str:
+        return bench.parse_grid({**SMALL, "methods": [method], "screening": screening}).cells[0].key
+
+    default = panning.panning.Panning().combination
+    other = ({"additive", "multiplicative"} - {default}).pop()
+    assert key({"name": "panning"}) == key({"name": "panning", "options": {"combination": default}})
+    assert key({"name": "panning"}) != key({"name": "panning", "options": {"combination": other}})
+    assert (
+        key({"name": "synflow"})
+        == key({"name": "synflow", "iterations": 100})
+        == key({"name": "synflow"}, iterations=100)
+    )
+    assert key({"name": "snip"}) == key({"name": "snip", "options": {"temperature": 1.0}})
+    assert key({"name": "snip"}) == key({"name": "snip"}, samples_per_class=10)
+    assert key({"name": "snip"}) != key({"name": "snip"}, samples_per_class=2)
+    written = bench.parse_grid({**SMALL, "format": 1, "methods": [{"name": "panning"}]}).cells[0]
+    assert dict(written.options) == {} and "format" not in written.canonical()
+
+
+def test_a_method_may_run_at_its_own_sparsities() -> None:
+    methods = [{"name": "random", "label": "dense", "sparsities": [0.0]}, {"name": "synflow", "iterations": 5}]
+    grid = bench.parse_grid({**SMALL, "methods": methods})
+    assert [(c.label, c.sparsity) for c in grid.cells] == [("dense", 0.0), ("synflow", 0.9), ("synflow", 0.99)]
+    assert "sparsities" not in dict(grid.cells[0].screening)
+    with pytest.raises(UserError, match=r"methods\[0\].sparsities must be a non-empty list"):
+        bench.parse_grid({**SMALL, "methods": [{"name": "random", "sparsities": 0.5}]})
 
 
 def test_a_training_default_changed_later_keeps_old_cells_only_when_pinned() -> None:
-    pinned = bench.parse_grid({**SMALL, "training": {**SMALL["training"], "clip_grad_norm": "none"}}).cells[0]
-    default = bench.parse_grid(SMALL).cells[0]
+    pinned = bench.parse_grid({**SMALL, "format": 1, "training": {**SMALL["training"], "clip_grad_norm": "none"}})
+    pinned = pinned.cells[0]
+    default = bench.parse_grid({**SMALL, "format": 1}).cells[0]
     assert "clip_grad_norm" not in dict(pinned.training)  # the key cells had before the field existed
     assert dict(default.training)["clip_grad_norm"] == panning.training.TrainConfig().clip_grad_norm
     assert pinned.key != default.key
@@ -192,6 +221,7 @@ def test_interrupted_cell_resumes_to_the_uninterrupted_result(
         ({"training": {"epoch": 1}}, "unknown key 'epoch' in [training]; valid: epochs"),
         ({"screening": {"samples": 3}}, "unknown key 'samples' in [screening]"),
         ({"methods": [{"name": "snip"}, {"name": "snip"}]}, "two methods share the label 'snip'"),
+        ({"format": 3}, "format must be 1 to 2 (the cell-key layout), got 3"),
     ],
 )
 def test_bad_configs_name_the_problem(change: dict[str, Any], message: str) -> None:

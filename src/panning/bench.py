@@ -57,7 +57,14 @@ from panning import data as datasets
 from panning.agent import agent_file
 from panning.errors import UserError, check_sparsity
 from panning.io import read_json, source_commit, write_atomic, write_json
-from panning.pruning import create_method, method_names, prune
+from panning.pruning import (
+    SCREENING_ARGUMENTS,
+    create_method,
+    method_names,
+    prune,
+    resolved_options,
+    resolved_screening,
+)
 from panning.training import LEGACY_TRAINING, TrainConfig, create_model, masks_to_resume, record_origin, train
 
 if sys.version_info >= (3, 11):
@@ -65,8 +72,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-# Version of the results layout (cell folders and result rows). Rows without it are format 1.
-RESULTS_FORMAT = 1
+# Version of the results layout (cell folders, cell keys and result rows). Rows without it are
+# format 1, whose keys hold a method's options and the screening as the config wrote them, so a
+# changed default silently kept its old cells; format 2 keys hold every resolved value.
+RESULTS_FORMAT = 2
 RESULT_COLUMNS = (
     "model",
     "dataset",
@@ -88,16 +97,19 @@ RESULT_COLUMNS = (
     "layer_density",
     "version",
     "commit",
+    "device",
+    "threads",
     "status",
     "error",
     "cell",
     "format",
 )
 GRID_KEYS = ("models", "datasets", "methods", "sparsities", "seeds", "screening", "training")
-CONFIG_KEYS = ("name", "description", *GRID_KEYS, "quick")
-SCREENING_KEYS = ("iterations", "schedule", "regrowth", "samples_per_class", "scope")
-# A method entry may override any [screening] key for its own cells (e.g. iterations).
-METHOD_KEYS = ("name", "label", "options", *SCREENING_KEYS)
+CONFIG_KEYS = ("name", "description", *GRID_KEYS, "quick", "format")
+SCREENING_KEYS = SCREENING_ARGUMENTS
+# A method entry may override any [screening] key for its own cells (e.g. iterations), and the
+# grid's sparsities (a reference method at one sparsity only).
+METHOD_KEYS = ("name", "label", "options", "sparsities", *SCREENING_KEYS)
 # The cell fixes model, dataset and seed; the device is a property of the machine, not of the cell.
 TRAINING_KEYS = tuple(
     f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("model", "dataset", "seed", "device")
@@ -118,15 +130,19 @@ class Cell:
     screening: tuple[tuple[str, Any], ...]
     training: tuple[tuple[str, Any], ...]
     files: tuple[tuple[str, str], ...] = ()
+    format: int = RESULTS_FORMAT
 
     def canonical(self) -> dict[str, Any]:
         """Everything that determines the cell's result (the display label does not).
 
         Files a method reads (an agent) enter by their SHA-256, so a retrained agent gets new
         cells; cells without such files keep the keys they had before this field existed.
+        From format 2 on, options, screening and training hold every resolved value.
         """
         files = {"files": dict(self.files)} if self.files else {}
+        layout = {"format": self.format} if self.format >= 2 else {}
         return {
+            **layout,
             **files,
             "model": self.model,
             "dataset": self.dataset,
@@ -200,12 +216,44 @@ def _methods(entries: Any) -> list[tuple[str, str, dict[str, Any], dict[str, Any
             raise UserError(f"{where}.options must be a table, e.g. options = {{ temperature = 200 }}")
         create_method(name, **options)  # unknown or bad options are refused now, not in the middle of the grid
         screening = {key: entry[key] for key in SCREENING_KEYS if key in entry}
+        if "sparsities" in entry:
+            sparsities = entry["sparsities"]
+            if not isinstance(sparsities, list) or not sparsities:
+                raise UserError(f"{where}.sparsities must be a non-empty list, e.g. sparsities = [0.99]")
+            screening["sparsities"] = [check_sparsity(s) for s in sparsities]
         out.append((name, str(entry.get("label", name)), dict(options), screening))
     labels = [label for _, label, _, _ in out]
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
         raise UserError(f"two methods share the label {duplicates[0]!r}; give each a distinct label")
     return out
+
+
+def _training(table: Any, layout: int) -> dict[str, Any]:
+    """The training fields of a grid's cells (without model, dataset, seed and device)."""
+    training = dict(_check_keys(table, TRAINING_KEYS, "[training]"))
+    if training.get("clip_grad_norm") == "none":  # TOML has no null
+        training["clip_grad_norm"] = None
+    resolved = TrainConfig(**training).validate().as_dict()
+    for fixed in ("model", "dataset", "seed", "device"):
+        resolved.pop(fixed)
+    if layout == 1:
+        # Fields added to TrainConfig after format 1 entered a format-1 key only when set,
+        # so the cells run before they existed keep their folders.
+        for later, default in LEGACY_TRAINING.items():
+            if resolved.get(later) == default:
+                resolved.pop(later)
+    return resolved
+
+
+def _identity(
+    method: str, options: dict[str, Any], screening: dict[str, Any], layout: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A method's options and screening as its cells' keys hold them: as written (format 1) or resolved."""
+    screening = {key: value for key, value in screening.items() if key != "sparsities"}
+    if layout == 1:
+        return options, screening
+    return resolved_options(method, options), resolved_screening(method, options, screening)
 
 
 def parse_grid(config: Mapping[str, Any], quick: bool = False, name: str = "grid", source: str = "") -> Grid:
@@ -242,35 +290,34 @@ def parse_grid(config: Mapping[str, Any], quick: bool = False, name: str = "grid
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise UserError(f"seeds must be integers, got {seeds!r}")
     screening = dict(_check_keys(merged.get("screening", {}), SCREENING_KEYS, "[screening]"))
-    training = dict(_check_keys(merged.get("training", {}), TRAINING_KEYS, "[training]"))
-    if training.get("clip_grad_norm") == "none":  # TOML has no null
-        training["clip_grad_norm"] = None
-    resolved_training = TrainConfig(**training).validate().as_dict()
-    for fixed in ("model", "dataset", "seed", "device"):
-        resolved_training.pop(fixed)
-    # Fields added to TrainConfig after results format 1 enter a cell's key only when set,
-    # so the cells run before they existed keep their folders.
-    for later, default in LEGACY_TRAINING.items():
-        if resolved_training.get(later) == default:
-            resolved_training.pop(later)
+    layout = config.get("format", RESULTS_FORMAT)
+    if layout not in range(1, RESULTS_FORMAT + 1):
+        raise UserError(
+            f"format must be 1 to {RESULTS_FORMAT} (the cell-key layout), got {layout!r}; omit it for the latest"
+        )
+    resolved_training = _training(merged.get("training", {}), layout)
     files = {label: _method_files(method, options) for method, label, options, _ in methods}
+    identities = {
+        label: _identity(method, options, {**screening, **own}, layout) for method, label, options, own in methods
+    }
     cells = tuple(
         Cell(
             model=model,
             dataset=dataset,
             method=method,
             label=label,
-            options=_freeze(options),
+            options=_freeze(identities[label][0]),
             sparsity=float(sparsity),
             seed=int(seed),
-            screening=_freeze({**screening, **method_screening}),
+            screening=_freeze(identities[label][1]),
             training=_freeze(resolved_training),
             files=files[label],
+            format=layout,
         )
         for model in grid_models
         for dataset in grid_datasets
-        for method, label, options, method_screening in methods
-        for sparsity in sparsities
+        for method, label, options, own in methods
+        for sparsity in own.get("sparsities", sparsities)
         for seed in seeds
     )
     if not cells:
@@ -283,7 +330,7 @@ def load_grid(path: str | os.PathLike[str], quick: bool = False) -> Grid:
     """Read a grid config (TOML).
 
     Example:
-        >>> grid = load_grid("benchmarks/lenet5-mnist.toml", quick=True)  # doctest: +SKIP
+        >>> grid = load_grid("benchmarks/smoke/lenet5-mnist.toml", quick=True)  # doctest: +SKIP
     """
     file = Path(path)
     if not file.is_file():
@@ -300,8 +347,12 @@ def _dataset(name: str, data_dir: str | None, val_size: int, normalization: str)
     return datasets.load(name, data_dir, val_size=val_size, normalization=normalization)
 
 
-def _row(cell: Cell, commit: str, metrics: Mapping[str, Any] | None, error: str | None) -> dict[str, Any]:
+def _row(
+    cell: Cell, commit: str, metrics: Mapping[str, Any] | None, error: str | None, device: str = "cpu"
+) -> dict[str, Any]:
     row: dict[str, Any] = {
+        "device": device,
+        "threads": torch.get_num_threads(),
         "model": cell.model,
         "dataset": cell.dataset,
         "method": cell.method,
@@ -315,7 +366,7 @@ def _row(cell: Cell, commit: str, metrics: Mapping[str, Any] | None, error: str 
         "status": "failed" if error else "ok",
         "error": error,
         "cell": cell.key,
-        "format": RESULTS_FORMAT,
+        "format": cell.format,
     }
     if metrics is not None:
         layers = metrics.get("layers") or []
@@ -351,7 +402,7 @@ def run_cell(
     masks and last checkpoint. A failure is returned (and saved) as a row with ``status`` failed.
 
     Example:
-        >>> # row = run_cell(load_grid("benchmarks/lenet5-mnist.toml").cells[0], "runs/bench/cells")
+        >>> # row = run_cell(load_grid("benchmarks/smoke/lenet5-mnist.toml").cells[0], "runs/bench/cells")
     """
     folder = Path(store) / cell.key
     result_path = folder / "result.json"
@@ -381,13 +432,13 @@ def run_cell(
             )
             record_origin(masks, cell.model, dataset, cell.seed, config.init)
         metrics = train(model, dataset, config, run_dir, masks=masks, resume=resume, progress=False)
-        row = _row(cell, commit, metrics, None)
+        row = _row(cell, commit, metrics, None, device)
     except KeyboardInterrupt:
         raise
     except Exception as error:  # a failing cell is recorded and the grid goes on
         message = f"{type(error).__name__}: {error}".splitlines()[0]
         write_atomic(folder / "error.txt", lambda tmp: tmp.write_text(traceback.format_exc()))
-        row = _row(cell, commit, None, message)
+        row = _row(cell, commit, None, message, device)
     write_json(result_path, row)
     return row
 
@@ -433,7 +484,7 @@ def run_grid(
     ``store`` defaults to ``out/cells``.
 
     Example:
-        >>> # summary = run_grid(load_grid("benchmarks/lenet5-mnist.toml", quick=True), "runs/bench/x")
+        >>> # summary = run_grid(load_grid("benchmarks/smoke/lenet5-mnist.toml", quick=True), "runs/bench/x")
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise UserError(f"jobs must be a positive integer, got {jobs!r}")
@@ -515,7 +566,7 @@ def _parse_value(column: str, value: Any) -> Any:
         return None
     if column in _NUMERIC:
         return float(value)
-    if column in ("seed", "epochs", "iterations", "format"):
+    if column in ("seed", "epochs", "iterations", "format", "threads"):
         return int(float(value))
     if column in ("collapsed", "dead"):
         return value if isinstance(value, bool) else str(value) == "True"
@@ -529,7 +580,7 @@ def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     than this version knows is refused with a message.
 
     Example:
-        >>> # rows = read_results("benchmarks/results/lenet5-mnist/results.csv")
+        >>> # rows = read_results("benchmarks/results/smoke/lenet5-mnist/results.csv")
     """
     file = Path(path)
     if not file.is_file():

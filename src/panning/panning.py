@@ -284,6 +284,17 @@ class Panning:
             raise UserError("multiplicative combination needs non-negative indices: use zscore-abs or rank")
         self.table = resolve_stages(self.stages, self.combination)
 
+    def identity(self) -> dict[str, Any]:
+        """The resolved options that decide the masks: a named preset by name, any other table in full."""
+        preset = isinstance(self.stages, str) and (self.stages, self.combination) in PRESETS
+        return {
+            "normalization": self.normalization,
+            "combination": self.combination,
+            "grasp": self.grasp,
+            "temperature": float(self.temperature),
+            "stages": self.stages if preset else self.table.as_dict(),
+        }
+
     def weights_for(self, step: int, density: float) -> tuple[int, dict[str, float]]:
         """The stage (1-based) and index weights at a step; advances the stage at most once."""
         if step == 1:

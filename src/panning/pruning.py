@@ -8,9 +8,10 @@ weights at step ``t`` and exactly ``K = max(1, round((1 - s) * N))`` at the end.
 from __future__ import annotations
 
 import inspect
+import json
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -213,6 +214,8 @@ class SingleIndex:
 
 
 MethodFactory = Callable[..., Method]
+# The arguments of prune() besides the method's options that decide which mask it finds.
+SCREENING_ARGUMENTS = ("iterations", "schedule", "regrowth", "samples_per_class", "scope")
 _METHODS: dict[str, MethodFactory] = {}
 
 
@@ -260,6 +263,8 @@ def _single(index: str, iterations: int = 1) -> MethodFactory:
             raise UserError(f"the 'absolute' option only applies to grasp, not {index}")
         if temperature is not None and index not in ("snip", "grasp"):
             raise UserError(f"the 'temperature' option only applies to snip and grasp, not {index}")
+        if temperature is None and index in ("snip", "grasp"):
+            temperature = 1.0 if index == "snip" else indices.GRASP_TEMPERATURE
         return SingleIndex(index, iterations, temperature, absolute)
 
     return factory
@@ -306,6 +311,43 @@ def create_method(name: str, **options: Any) -> Method:
             "(callable, with data_driven and default_iterations)"
         )
     return method
+
+
+def resolved_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Every option of a registered method with the value it takes, defaults included.
+
+    A run's identity holds these rather than the options as written, so a default that changes
+    in a later version gives the run a new identity. A method may describe itself with an
+    ``identity()`` method; otherwise its accepted options are read back as attributes.
+
+    Example:
+        >>> resolved_options("panning", {})["combination"]
+        'multiplicative'
+    """
+    method = create_method(name, **options)
+    describe = getattr(method, "identity", None)
+    if callable(describe):
+        values = dict(describe())
+    else:
+        accepted = _option_names(_METHODS[name])
+        names = accepted if accepted is not None else list(options)
+        values = {option: getattr(method, option, options.get(option)) for option in names}
+    return json.loads(json.dumps(values, sort_keys=True, default=str))
+
+
+def resolved_screening(name: str, options: Mapping[str, Any], screening: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments of :func:`prune` that shape a mask, defaults included (``iterations`` as the
+    method's default when not given).
+
+    Example:
+        >>> resolved_screening("synflow", {}, {"samples_per_class": 2})["iterations"]
+        100
+    """
+    defaults = inspect.signature(prune).parameters
+    values = {key: screening.get(key, defaults[key].default) for key in SCREENING_ARGUMENTS}
+    if values["iterations"] is None:
+        values["iterations"] = int(create_method(name, **options).default_iterations)
+    return values
 
 
 @dataclass(frozen=True)
@@ -445,5 +487,7 @@ __all__ = [
     "method_names",
     "prune",
     "register_method",
+    "resolved_options",
+    "resolved_screening",
     "unregister_method",
 ]
