@@ -49,7 +49,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -211,7 +211,7 @@ class PanningEnv(gym.Env):
     index weights, loss and ``gᵀg`` of the masked network, and the reward's parts.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
+    metadata = {"render_modes": ["ansi"]}
 
     def __init__(
         self,
@@ -245,10 +245,7 @@ class PanningEnv(gym.Env):
         self.iterations = iterations
         self.samples_per_class = samples_per_class
         self.schedule = schedule
-        self.normalization = scoring.normalization
-        self.combination = scoring.combination
-        self.temperature = scoring.temperature
-        self.grasp = scoring.grasp
+        self.normalization, self.combination, self.temperature, self.grasp = scoring.scoring()
         self.parameters = parameters
         self.cycle_targets = cycle_targets
         self.render_mode = render_mode
@@ -317,7 +314,7 @@ class PanningEnv(gym.Env):
         observation = self.probe.observation(
             change_loss, change_gtg, effective, self.screening.sparsity_at(step + 1), step / total
         )
-        info = {
+        info: dict[str, Any] = {
             "step": step,
             "target_sparsity": target_now,
             "effective_sparsity": effective,
@@ -404,12 +401,16 @@ def _check_same_training(folder: Path, earlier: Mapping[str, Any], record: Agent
             )
 
 
+# The attribute of a Stable-Baselines3 model that carries its AgentInfo into and out of the zip.
+AGENT_RECORD = "panning_agent"
+
+
 @dataclass
 class AgentInfo:
     """How an agent was trained, saved inside its zip (``panning_agent`` attribute)."""
 
     iterations: int
-    targets: list[tuple[float, float]]
+    targets: list[list[float]]
     models: list[str]
     dataset: str
     samples_per_class: int
@@ -452,7 +453,7 @@ def load_agent(path: str | os.PathLike[str] | None = None, device: str = "cpu") 
             f"{file} is an agent for observations {agent.observation_space.shape} and actions "
             f"{agent.action_space.shape}; a panning agent has (7,) and (3,)"
         )
-    stored = getattr(agent, "panning_agent", None)
+    stored = getattr(agent, AGENT_RECORD, None)
     if not isinstance(stored, Mapping):
         raise UserError(f"{file} lacks the panning training record; train it with `panning agent train`")
     fields = {name: stored[name] for name in AgentInfo.__dataclass_fields__ if name in stored}
@@ -505,10 +506,7 @@ class RLPanning:
             observation = self._probe.observation(change_loss, change_gtg, effective, next_sparsity, progress)
         action, _ = self.policy.predict(observation, deterministic=True)
         weights = index_weights(action)
-        scoring = self._scoring
-        return weighted_scores(
-            model, context, weights, scoring.normalization, scoring.combination, scoring.temperature, scoring.grasp
-        )
+        return weighted_scores(model, context, weights, *self._scoring.scoring())
 
 
 @register_method("rl-panning")
@@ -602,7 +600,7 @@ def train_agent(
         agent = TD3.load(latest[0], env=monitored, device="cpu")
         agent.load_replay_buffer(latest[1])
         done = agent.num_timesteps
-        earlier = getattr(agent, "panning_agent", None)  # the checkpoint's record: settings, seconds so far
+        earlier = getattr(agent, AGENT_RECORD, None)  # the checkpoint's record: settings, seconds so far
         if isinstance(earlier, Mapping):
             _check_same_training(folder, earlier, record)
         record.seconds = float(earlier.get("seconds", 0.0)) if isinstance(earlier, Mapping) else 0.0
@@ -649,7 +647,7 @@ def train_agent(
     if remaining > 0:
         agent.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=not resume, log_interval=10)
     record.timesteps = int(agent.num_timesteps)
-    agent.panning_agent = asdict(record)
+    setattr(agent, AGENT_RECORD, asdict(record))
     save_agent(agent, out_path)
     return agent
 
@@ -675,7 +673,7 @@ def _bookkeeping(record: AgentInfo, total: int, progress: bool) -> Any:
         def _on_step(self) -> bool:
             record.seconds = self.earlier + time.perf_counter() - self.started
             record.timesteps = int(self.model.num_timesteps)
-            self.model.panning_agent = asdict(record)
+            setattr(self.model, AGENT_RECORD, asdict(record))
             self.bar.update(1)
             return True
 

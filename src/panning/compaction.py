@@ -43,7 +43,7 @@ import dataclasses
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.fx
@@ -272,7 +272,7 @@ class _Tracer:
         elif isinstance(module, _NORMS):
             self._same(node, foldable=False)
             if node in self.values and not self.values[node].space.root().pinned:
-                self.values[node].space.root().norms.append(node.target)
+                self.values[node].space.root().norms.append(str(node.target))
         elif isinstance(module, _ELEMENTWISE_MODULES):
             self._same(node, foldable=True, activation=True)
         elif isinstance(module, _POOL_MODULES):
@@ -297,18 +297,19 @@ class _Tracer:
             if source.rank != 2 or space.size is None or per_unit == 0 or (per_unit != 1 and not source.flat):
                 space.pinned = True
             elif not space.pinned:
-                space.consumers.append((node.target, per_unit, source.chain))
+                space.consumers.append((str(node.target), per_unit, source.chain))
             self.values[node] = _Value(self._new(module.out_features), source.rank)
         else:
-            conv_rank = {nn.Conv1d: 3, nn.Conv2d: 4, nn.Conv3d: 5}[type(module)]
-            if module.groups != 1 or source.flat or source.rank not in (None, conv_rank):
+            conv = cast(nn.modules.conv._ConvNd, module)
+            conv_rank = {nn.Conv1d: 3, nn.Conv2d: 4, nn.Conv3d: 5}[type(conv)]
+            if conv.groups != 1 or source.flat or source.rank not in (None, conv_rank):
                 space.pinned = True
-            elif space.size is not None and space.size != module.in_channels:
+            elif space.size is not None and space.size != conv.in_channels:
                 space.pinned = True
             elif not space.pinned:
-                space.consumers.append((node.target, 1, source.chain))
-            self.values[node] = _Value(self._new(module.out_channels), conv_rank)
-        self.values[node].space.producers.append(node.target)
+                space.consumers.append((str(node.target), 1, source.chain))
+            self.values[node] = _Value(self._new(conv.out_channels), conv_rank)
+        self.values[node].space.producers.append(str(node.target))
 
     def _visit_function(self, node: torch.fx.Node) -> None:
         target = node.target
@@ -387,9 +388,9 @@ def _is_batch(arg: Any) -> bool:
     if not isinstance(arg, torch.fx.Node):
         return False
     if arg.op == "call_method" and arg.target == "size":
-        return len(arg.args) > 1 and arg.args[1] == 0
+        return len(arg.args) > 1 and bool(arg.args[1] == 0)
     if arg.op == "call_function" and arg.target is operator.getitem:
-        return _is_shape(arg.args[0]) and arg.args[1] == 0
+        return _is_shape(arg.args[0]) and bool(arg.args[1] == 0)
     return False
 
 
@@ -432,7 +433,7 @@ class _Compactor:
     def _fed(self, space: _Space) -> torch.Tensor:
         fed = torch.zeros(space.size or 0, dtype=torch.bool)
         for layer in space.producers:
-            fed |= self.current[layer].reshape(space.size, -1).any(1)
+            fed |= self.current[layer].reshape(space.size or 0, -1).any(1)
         return fed
 
     def _fold(self, space: _Space, units: torch.Tensor) -> bool:
@@ -512,7 +513,7 @@ def _run_chain(chain: tuple[torch.fx.Node, ...], modules: Mapping[str, nn.Module
 def _run_elementwise(node: torch.fx.Node, modules: Mapping[str, nn.Module], value: torch.Tensor) -> torch.Tensor:
     rest_args = node.args[1:]
     if node.op == "call_module":
-        return modules[node.target](value)
+        return modules[str(node.target)](value)
     if node.op == "call_method":
         if node.target == "contiguous":
             return value

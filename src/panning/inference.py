@@ -76,7 +76,7 @@ class InferenceModel(nn.Module):
         self.mode = mode
         self.model = model.eval()
         if mode == "channels-last":
-            self.model.to(memory_format=torch.channels_last)
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
         self._compiled = torch.compile(_own_entry_point(self.model), dynamic=False) if mode == "compiled" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

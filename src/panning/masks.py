@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError
@@ -83,7 +83,7 @@ def prunable_parameters(model: nn.Module, names: Sequence[str] | None = None) ->
             tensor = getattr(module, "weight_orig", None)
             if tensor is None:
                 tensor = module.weight
-            found[f"{module_name}.weight" if module_name else "weight"] = tensor
+            found[f"{module_name}.weight" if module_name else "weight"] = cast(torch.Tensor, tensor)
     if not found:
         raise UserError(
             f"{type(model).__name__} has no prunable layer (nn.Linear or nn.Conv1d/2d/3d); "

@@ -303,11 +303,16 @@ class Panning:
             self._stage += 1
         return self._stage + 1, dict(zip(INDEX_ORDER, self.table.weights[self._stage], strict=True))
 
+    def scoring(self) -> tuple[str, str, float, str]:
+        """Normalisation, combination, temperature and GraSP form, as resolved at construction."""
+        if self.combination is None or self.grasp is None:  # pragma: no cover - set in __post_init__
+            raise RuntimeError("Panning was not initialised")
+        return self.normalization, self.combination, float(self.temperature), self.grasp
+
     def __call__(self, model: nn.Module, context: StepContext) -> dict[str, torch.Tensor]:
         stage, weights = self.weights_for(context.step, context.density)
         context.info["stage"] = stage
-        options = (self.normalization, self.combination, self.temperature, self.grasp)
-        return weighted_scores(model, context, weights, *options)
+        return weighted_scores(model, context, weights, *self.scoring())
 
 
 def weighted_scores(

@@ -11,9 +11,9 @@ import inspect
 import json
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -118,7 +118,8 @@ class BatchSource:
         xs: list[torch.Tensor] = []
         ys: list[torch.Tensor] = []
         counts: dict[int, int] = {}
-        batches_read, passes_limit = 0, max(1, len(self.data)) if hasattr(self.data, "__len__") else None
+        sized = isinstance(self.data, Sized)
+        batches_read, passes_limit = 0, max(1, len(cast(Sized, self.data))) if sized else None
         for batch in self._stream:
             if not isinstance(batch, (tuple, list)) or len(batch) < 2:
                 raise UserTypeError("the DataLoader must yield (inputs, targets) batches")
@@ -168,8 +169,11 @@ class StepContext:
 class Method(Protocol):
     """A screening method: scores of the current masked network at one step."""
 
-    data_driven: bool
-    default_iterations: int
+    @property
+    def data_driven(self) -> bool: ...
+
+    @property
+    def default_iterations(self) -> int: ...
 
     def __call__(self, model: nn.Module, context: StepContext) -> dict[str, torch.Tensor]: ...
 

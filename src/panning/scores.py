@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -144,7 +144,7 @@ class _ConvWeightGradient(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         grad_output: torch.Tensor,
         inputs: torch.Tensor,
@@ -186,7 +186,7 @@ class _DataConv2d(torch.autograd.Function):
     """``conv2d`` of an input that needs no gradient, with :class:`_ConvWeightGradient` as backward."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         inputs: torch.Tensor,
         weight: torch.Tensor,
@@ -285,7 +285,7 @@ def loss_aware_scores(
     used = torch.autograd.grad(loss, tensors, create_graph=want_grasp, allow_unused=True)
     grads = [torch.zeros_like(t) if g is None else g for g, t in zip(used, tensors)]
     with torch.no_grad():
-        grad_norm_sq = sum((g * g).sum() for g in grads)
+        grad_norm_sq = cast(torch.Tensor, sum((g * g).sum() for g in grads))
     snip_scores = None
     if want_snip:
         snip_scores = {n: torch.mul(weights[n].detach(), g.detach()).abs_() for n, g in zip(names, grads)}

@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -60,6 +60,9 @@ class SparseLinear(nn.Module):
         >>> torch.allclose(sparse(x), dense(x), atol=1e-6)
         True
     """
+
+    crow_indices: torch.Tensor
+    col_indices: torch.Tensor
 
     def __init__(self, in_features: int, out_features: int, crow: torch.Tensor, col: torch.Tensor, bias: bool) -> None:
         super().__init__()
@@ -312,7 +315,9 @@ def model_costs(model: nn.Module, input_shape: Sequence[int], masks: Mapping[str
 
         return record
 
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, (*masklib.PRUNABLE_TYPES, SparseLinear))}
+    layers = {
+        n: m for n, m in model.named_modules() if isinstance(m, masklib.PRUNABLE_TYPES) or isinstance(m, SparseLinear)
+    }
     handles = [m.register_forward_hook(hook(n)) for n, m in layers.items()]
     device = masklib.model_device(model)
     was_training = model.training
@@ -331,7 +336,7 @@ def model_costs(model: nn.Module, input_shape: Sequence[int], masks: Mapping[str
             numel, kept_weights = module.in_features * module.out_features, module.values.numel()
             params += numel - kept_weights  # a dense implementation would store the full matrix
         else:
-            weight = getattr(module, "weight_orig", module.weight)
+            weight = cast(torch.Tensor, getattr(module, "weight_orig", module.weight))
             numel = weight.numel()
             kept_weights = kept_of.get(weight_name, numel)
             kept -= numel - kept_weights  # (a SparseLinear's parameters are its kept weights already)

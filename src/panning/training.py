@@ -12,6 +12,7 @@ one would.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -388,9 +389,9 @@ def train(
             masklib.save(masks, run_dir / "masks.safetensors")
 
     model.to(device)
-    training_masks = masks
     plan: dict[str, Any] = {}
     if masks is not None:
+        training_masks: Masks = masks
         if config.rescale == "fan-in" and not (resume and (run_dir / CHECKPOINT).is_file()):
             rescale_to_fan_in(model, masks)
         costs = model_costs(model, dataset.input_shape, masks)
@@ -500,7 +501,7 @@ def train(
             shown = f"val {entry['val_accuracy']:.4f}" if "val_accuracy" in entry else ""
             tqdm.write(f"epoch {epoch}/{config.epochs}: train loss {entry['train_loss']:.4f} {shown}")
         state = _state_for_checkpoint(epoch, model, optimizer, scheduler, generator, history, config.as_dict())
-        write_atomic(checkpoint_path, lambda tmp, s=state: torch.save(s, tmp))
+        write_atomic(checkpoint_path, functools.partial(torch.save, state))
         write_json(run_dir / "metrics.json", {"finished": False, "epochs": history, **mask_facts})
         for callback in callbacks:
             callback(EpochEnd(epoch, entry, model))

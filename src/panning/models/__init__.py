@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from panning.errors import UserError, UserTypeError
@@ -94,8 +95,9 @@ def initialize(model: nn.Module, scheme: str = "reference") -> nn.Module:
             nn.init.ones_(module.weight)
         else:
             continue
-        if getattr(module, "bias", None) is not None:
-            nn.init.zeros_(module.bias)
+        bias = getattr(module, "bias", None)
+        if isinstance(bias, torch.Tensor):
+            nn.init.zeros_(bias)
     return model
 
 
