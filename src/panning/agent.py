@@ -211,7 +211,7 @@ class PanningEnv(gym.Env):
     index weights, loss and ``gᵀg`` of the masked network, and the reward's parts.
     """
 
-    metadata = {"render_modes": ["ansi"]}
+    metadata = {"render_modes": ["ansi"]}  # noqa: RUF012 - an instance attribute of gymnasium.Env, set per class
 
     def __init__(
         self,
