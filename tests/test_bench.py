@@ -163,7 +163,7 @@ def exploding_method() -> Any:
     yield "explodes-at-step"
     unregister_method("explodes-at-step")
     assert "explodes-at-step" not in panning.method_names()
-    with pytest.raises(ValueError, match="no screening method 'explodes-at-step'"):
+    with pytest.raises(ValueError, match="no method .explodes-at-step. is registered"):
         unregister_method("explodes-at-step")
 
 

@@ -203,3 +203,28 @@ def test_screening_shows_its_steps_on_a_terminal_only(monkeypatch: pytest.Monkey
 def test_numpy_and_other_real_sparsities_are_accepted(lenet5: torch.nn.Module) -> None:
     masks = panning.prune(lenet5, np.float32(0.9), "magnitude", input_shape=(1, 28, 28))
     assert masks.kept() == round(0.1 * masks.total()) and isinstance(masks.metadata["sparsity"], float)
+
+
+def test_a_taken_method_or_model_name_is_refused_and_the_first_entry_kept() -> None:
+    with pytest.raises(panning.UserError, match="a method named 'snip' is already registered"):
+        panning.register_method("snip")(lambda **options: panning.pruning.SingleIndex("magnitude"))
+    assert panning.pruning.create_method("snip").index == "snip"
+    with pytest.raises(panning.UserError, match="a model named 'lenet5' is already registered"):
+        panning.models.register("lenet5")(lambda in_channels, num_classes, image_size: nn.Identity())
+    assert isinstance(panning.models.create("lenet5"), panning.models.LeNet5Caffe)
+    with pytest.raises(panning.UserError, match="no model 'never-added' is registered"):
+        panning.models.unregister("never-added")
+
+
+def test_import_panning_leaves_the_agents_libraries_unloaded_until_used() -> None:
+    import subprocess
+
+    code = (
+        "import sys, panning\n"
+        "heavy = ('gymnasium', 'stable_baselines3')\n"
+        "print([m for m in heavy if m in sys.modules], 'rl-panning' in panning.method_names())\n"
+        "panning.agent.PanningEnv\n"
+        "print([m for m in heavy[:1] if m in sys.modules])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split("\n")[:2] == ["[] True", "['gymnasium']"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from panning import (
-    agent,  # registers method="rl-panning"
+    agent,  # registers method="rl-panning" (Gymnasium and Stable-Baselines3 load on first use)
     data,
     inference,
     masks,

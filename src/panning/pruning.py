@@ -25,6 +25,7 @@ from panning.connectivity import connectivity
 from panning.data import Dataset, class_balanced_batch
 from panning.errors import UserError, UserTypeError, check_sparsity
 from panning.masks import Masks, density_schedule, kept_schedule, model_device, prunable_parameters, select_topk
+from panning.registry import Registry
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 DataLike = tuple[torch.Tensor, torch.Tensor] | Dataset | DataLoader | None
@@ -220,11 +221,11 @@ class SingleIndex:
 MethodFactory = Callable[..., Method]
 # The arguments of prune() besides the method's options that decide which mask it finds.
 SCREENING_ARGUMENTS = ("iterations", "schedule", "regrowth", "samples_per_class", "scope")
-_METHODS: dict[str, MethodFactory] = {}
+_METHODS: Registry[MethodFactory] = Registry("method")
 
 
 def register_method(name: str) -> Callable[[MethodFactory], MethodFactory]:
-    """Decorator adding a screening method ``factory(**options) -> Method``.
+    """Decorator adding a screening method ``factory(**options) -> Method``; a taken name is refused.
 
     Example:
         >>> @register_method("negative-magnitude")
@@ -232,13 +233,9 @@ def register_method(name: str) -> Callable[[MethodFactory], MethodFactory]:
         ...     return SingleIndex("magnitude")
         >>> "negative-magnitude" in method_names()
         True
+        >>> unregister_method("negative-magnitude")
     """
-
-    def decorate(factory: MethodFactory) -> MethodFactory:
-        _METHODS[name] = factory
-        return factory
-
-    return decorate
+    return _METHODS.register(name)
 
 
 def unregister_method(name: str) -> None:
@@ -251,14 +248,12 @@ def unregister_method(name: str) -> None:
         >>> "scratch" in method_names()
         False
     """
-    if name not in _METHODS:
-        raise UserError(f"no screening method {name!r} is registered; registered: {', '.join(method_names())}")
-    del _METHODS[name]
+    _METHODS.unregister(name)
 
 
 def method_names() -> list[str]:
     """Names of the registered screening methods."""
-    return sorted(_METHODS)
+    return _METHODS.names()
 
 
 def _single(index: str, iterations: int = 1) -> MethodFactory:
@@ -293,11 +288,7 @@ def _option_names(factory: MethodFactory) -> list[str] | None:
 
 def create_method(name: str, **options: Any) -> Method:
     """Build a registered method with its options; unknown names and options are user errors."""
-    if not isinstance(name, str):
-        raise UserTypeError(f"method must be a str, got {type(name).__name__}")
     factory = _METHODS.get(name)
-    if factory is None:
-        raise UserError(f"unknown method {name!r}; valid: {', '.join(method_names())}")
     accepted = _option_names(factory)
     unknown = [option for option in options if accepted is not None and option not in accepted]
     if unknown:
@@ -333,7 +324,7 @@ def resolved_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
     if callable(describe):
         values = dict(describe())
     else:
-        accepted = _option_names(_METHODS[name])
+        accepted = _option_names(_METHODS.get(name))
         names = accepted if accepted is not None else list(options)
         values = {option: getattr(method, option, options.get(option)) for option in names}
     return json.loads(json.dumps(values, sort_keys=True, default=str))

@@ -14,17 +14,19 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from panning.errors import UserError, UserTypeError
+from panning.errors import UserError
 from panning.models.lenet import LeNet5Caffe, LeNet300
 from panning.models.resnet import CifarResNet, ResNet18
 from panning.models.vgg import VGG
+from panning.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
-_REGISTRY: dict[str, ModelFactory] = {}
+_REGISTRY: Registry[ModelFactory] = Registry("model")
 
 
 def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator that adds a model factory ``f(in_channels, num_classes, image_size)``.
+    """Decorator that adds a model factory ``f(in_channels, num_classes, image_size)``; a taken
+    name is refused.
 
     Example:
         >>> @register("tiny-mlp")
@@ -32,18 +34,25 @@ def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
         ...     return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size**2, num_classes))
         >>> "tiny-mlp" in names()
         True
+        >>> unregister("tiny-mlp")
     """
+    return _REGISTRY.register(name)
 
-    def decorate(factory: ModelFactory) -> ModelFactory:
-        _REGISTRY[name] = factory
-        return factory
 
-    return decorate
+def unregister(name: str) -> None:
+    """Remove a model added with :func:`register`.
+
+    Example:
+        >>> _ = register("scratch")(lambda in_channels, num_classes, image_size: nn.Identity())
+        >>> unregister("scratch"); "scratch" in names()
+        False
+    """
+    _REGISTRY.unregister(name)
 
 
 def names() -> list[str]:
     """The registered model names, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def create(name: str, in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> nn.Module:
@@ -53,11 +62,7 @@ def create(name: str, in_channels: int = 1, num_classes: int = 10, image_size: i
         >>> create("resnet20", in_channels=3, num_classes=10, image_size=32).__class__.__name__
         'CifarResNet'
     """
-    if not isinstance(name, str):
-        raise UserTypeError(f"model name must be a str, got {type(name).__name__}")
     factory = _REGISTRY.get(name)
-    if factory is None:
-        raise UserError(f"unknown model {name!r}; valid: {', '.join(names())}")
     for label, value in (("in_channels", in_channels), ("num_classes", num_classes), ("image_size", image_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserError(f"{label} must be a positive integer, got {value!r}")
@@ -124,4 +129,5 @@ __all__ = [
     "initialize",
     "names",
     "register",
+    "unregister",
 ]

@@ -47,7 +47,6 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +56,13 @@ import torch
 from torch import nn
 
 from panning import scores as indices
+from panning.agent import agent_file
 from panning.connectivity import connectivity
 from panning.errors import UserError, UserTypeError, check_sparsity
 from panning.io import write_atomic
 from panning.masks import Masks, density_schedule, kept_schedule, select_topk
 from panning.panning import INDEX_ORDER, Panning, weighted_scores
-from panning.pruning import BatchSource, DataLike, StepContext, register_method
+from panning.pruning import BatchSource, DataLike, StepContext
 
 OBSERVATION_SIZE = 7
 REWARD_SCALE_SCHEDULE = 100.0
@@ -70,7 +70,6 @@ GTG_DIVISOR = 5.0
 # Ratios of loss and gᵀg are clipped here: a network near its cut can multiply gᵀg by thousands,
 # which would swamp both the critic's inputs and the reward.
 RATIO_LIMIT = 10.0
-SHIPPED_AGENT = "default.zip"
 
 ModelSource = nn.Module | Callable[[], nn.Module]
 
@@ -423,16 +422,6 @@ class AgentInfo:
     command: str = ""
 
 
-def shipped_agent_path() -> Path:
-    """The pretrained agent inside the package (``rl-panning`` uses it without ``agent=``).
-
-    Example:
-        >>> shipped_agent_path().name
-        'default.zip'
-    """
-    return Path(str(resources.files("panning") / "agents" / SHIPPED_AGENT))
-
-
 def load_agent(path: str | os.PathLike[str] | None = None, device: str = "cpu") -> tuple[Any, AgentInfo]:
     """A trained TD3 agent and how it was trained; ``None`` loads the shipped one.
 
@@ -458,19 +447,6 @@ def load_agent(path: str | os.PathLike[str] | None = None, device: str = "cpu") 
         raise UserError(f"{file} lacks the panning training record; train it with `panning agent train`")
     fields = {name: stored[name] for name in AgentInfo.__dataclass_fields__ if name in stored}
     return agent, AgentInfo(**fields)
-
-
-def agent_file(path: str | os.PathLike[str] | None = None) -> Path:
-    """The agent file ``path`` names (the shipped agent for ``None``), checked to exist.
-
-    Example:
-        >>> agent_file().name
-        'default.zip'
-    """
-    file = shipped_agent_path() if path is None else Path(path)
-    if not file.is_file():
-        raise UserError(f"no agent at {file}; train one with `panning agent train ... --out {file}`")
-    return file
 
 
 @dataclass
@@ -507,11 +483,6 @@ class RLPanning:
         action, _ = self.policy.predict(observation, deterministic=True)
         weights = index_weights(action)
         return weighted_scores(model, context, weights, *self._scoring.scoring())
-
-
-@register_method("rl-panning")
-def _rl_panning(agent: str | os.PathLike[str] | None = None) -> RLPanning:
-    return RLPanning(agent)
 
 
 def _latest_checkpoint(folder: Path) -> tuple[Path, Path] | None:
@@ -694,6 +665,5 @@ __all__ = [
     "observation_space",
     "parse_targets",
     "save_agent",
-    "shipped_agent_path",
     "train_agent",
 ]
