@@ -273,3 +273,36 @@ def test_a_run_from_before_a_new_field_resumes_only_with_its_old_value(data_root
         train(build(_config())[0], data, _config(epochs=2), tmp_path / "run", resume=True, progress=False)
     metrics = train(build(legacy)[0], data, legacy, tmp_path / "run", resume=True, progress=False)
     assert metrics["finished"]
+
+
+def test_a_user_callback_sees_every_hook_in_order_and_the_compacted_model(data_root: Path, tmp_path: Path) -> None:
+    config = _config(epochs=2, compact=True)
+    model, data = build(config)
+    masks = panning.prune(model, 0.99, "synflow", input_shape=(1, 28, 28), iterations=3)
+    seen: list[str] = []
+
+    class Record(panning.training.TrainingCallback):
+        def on_setup(self, run: panning.training.Run) -> None:
+            seen.append(f"setup compact={run.model is not model}")
+
+        def on_start(self, run: panning.training.Run) -> None:
+            seen.append(f"start optimizer={run.optimizer is not None}")
+
+        def on_epoch_end(self, run: panning.training.Run, entry: dict[str, object]) -> None:
+            saved = (run.run_dir / "checkpoint.pt").is_file()
+            seen.append(f"epoch {entry['epoch']} val={'val_accuracy' in entry} saved={saved}")
+
+        def on_end(self, run: panning.training.Run, metrics: dict[str, object]) -> None:
+            seen.append(f"end exported={(run.run_dir / 'model.safetensors').is_file()}")
+
+    train(model, data, config, tmp_path / "run", masks=masks, progress=False, callbacks=[Record()])
+    assert seen == [
+        "setup compact=True",
+        "start optimizer=True",
+        "epoch 1 val=True saved=True",
+        "epoch 2 val=True saved=True",
+        "end exported=True",
+    ]
+    with pytest.raises(TypeError, match="a callback is a TrainingCallback or a function of EpochEnd"):
+        train(*build(config), config, tmp_path / "other", masks=masks, progress=False, callbacks=[3])  # type: ignore[list-item]
+    assert not (tmp_path / "other").exists()

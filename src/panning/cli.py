@@ -27,7 +27,7 @@ from panning.compaction import compact_with_plan
 from panning.connectivity import Connectivity, connectivity
 from panning.errors import UserError, check_sparsity
 from panning.inference import fastest_inference
-from panning.io import os_fault, write_atomic
+from panning.io import changed_settings, os_fault, write_atomic
 from panning.panning import COMBINATIONS, NORMALIZATIONS
 from panning.pruning import StepRecord, method_names, prune
 from panning.report import mask_table, write_trace
@@ -509,13 +509,12 @@ def _check_same_screening(run_dir: Path, masks: masklib.Masks, kw: dict[str, Any
     if kw["iterations"] is not None:
         asked["iterations"] = kw["iterations"]
     saved = {**masks.metadata, "init": masks.metadata.get("init", "pytorch")}
-    for field, value in asked.items():
-        if field in saved and json.loads(json.dumps(saved[field])) != json.loads(json.dumps(value)):
-            what = "method options" if field == "options" else "--" + field.replace("_", "-")
-            raise UserError(
-                f"{run_dir} was screened with {field} = {saved[field]!r}, not {value!r}; resume with the "
-                f"same {what} or choose another --out"
-            )
+    for field, (was, value) in changed_settings(saved, asked, asked).items():
+        what = "method options" if field == "options" else "--" + field.replace("_", "-")
+        raise UserError(
+            f"{run_dir} was screened with {field} = {was!r}, not {value!r}; resume with the "
+            f"same {what} or choose another --out"
+        )
 
 
 def _print_result(metrics: dict[str, Any], out: str) -> None:

@@ -9,7 +9,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -104,6 +104,30 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """
     text = json.dumps(_finite(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
     write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def changed_settings(
+    before: Mapping[str, Any], now: Mapping[str, Any], names: Iterable[str]
+) -> dict[str, tuple[Any, Any]]:
+    """The settings among ``names`` whose values differ between a run's saved record and now.
+
+    Values compare as JSON (a tuple equals a list). A name the saved record lacks is not
+    compared: it was recorded from a later version on. One check for every resumable thing
+    (training runs, screenings, agents), so they all refuse a changed setting alike.
+
+    Example:
+        >>> changed_settings({"lr": 0.1, "seed": 0}, {"lr": 0.01, "seed": 0, "new": 1}, ["lr", "seed", "new"])
+        {'lr': (0.1, 0.01)}
+    """
+    differing = {}
+    for name in names:
+        if name not in before:
+            continue
+        was = json.loads(json.dumps(before[name], default=str))
+        asked = json.loads(json.dumps(now.get(name), default=str))
+        if was != asked:
+            differing[name] = (was, asked)
+    return differing
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

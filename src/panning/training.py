@@ -19,7 +19,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from panning import models
 from panning.compaction import compact_with_plan
 from panning.connectivity import connectivity
 from panning.errors import TrainingDiverged, UserError, UserTypeError
-from panning.io import read_json, write_atomic, write_json
+from panning.io import changed_settings, read_json, write_atomic, write_json
 from panning.masks import Masks
 from panning.sparse import model_costs, save_sparse, use_sparse_kernels
 
@@ -329,6 +329,60 @@ def save_model(model: nn.Module, path: Path, metadata: dict[str, Any] | None = N
     write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata=text))
 
 
+@dataclass
+class Run:
+    """What the training loop and its callbacks share while one run trains.
+
+    ``model`` is the network being trained (a callback's ``on_setup`` may replace it, as
+    compaction does), ``masks`` those it trains under, ``facts`` what the run's metrics report
+    about its masks (connectivity, costs, compaction, kernels), ``history`` one entry per epoch.
+    """
+
+    config: TrainConfig
+    run_dir: Path
+    model: nn.Module
+    dataset: datasets.Dataset
+    device: torch.device
+    masks: Masks | None
+    resume: bool
+    facts: dict[str, Any]
+    plan: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    generator: torch.Generator | None = None
+
+
+class TrainingCallback:
+    """A part of training that plugs into :func:`train`; override the hooks it needs.
+
+    ``on_setup`` runs before the optimizer exists and may replace ``run.model`` and
+    ``run.masks``; ``on_start`` runs once the optimizer and schedule exist (a checkpoint is
+    restored there); ``on_epoch_end`` after every epoch with its history entry; ``on_end``
+    with the final metrics.
+
+    Example:
+        >>> class CountEpochs(TrainingCallback):
+        ...     def __init__(self): self.epochs = 0
+        ...     def on_epoch_end(self, run, entry): self.epochs += 1
+        >>> CountEpochs().epochs
+        0
+    """
+
+    def on_setup(self, run: Run) -> None:
+        """Before the optimizer is built."""
+
+    def on_start(self, run: Run) -> None:
+        """Once the optimizer, schedule and generator exist."""
+
+    def on_epoch_end(self, run: Run, entry: dict[str, Any]) -> None:
+        """After every epoch; ``entry`` is already in ``run.history``."""
+
+    def on_end(self, run: Run, metrics: dict[str, Any]) -> None:
+        """After the final evaluation."""
+
+
 def train(
     model: nn.Module,
     dataset: datasets.Dataset,
@@ -336,32 +390,113 @@ def train(
     out: str | os.PathLike[str],
     masks: Masks | None = None,
     resume: bool = False,
-    callbacks: Sequence[Callback] = (),
+    callbacks: Sequence[Callback | TrainingCallback] = (),
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train ``model`` (with ``masks`` applied, if given) on ``dataset`` into the run folder ``out``.
 
     Returns the final metrics, also written to ``out/metrics.json``. ``resume=True`` continues
-    from ``out/checkpoint.pt`` (the config must match).
+    from ``out/checkpoint.pt`` (the config must match). ``callbacks`` are
+    :class:`TrainingCallback` objects or functions called with an :class:`EpochEnd` after
+    every epoch; they run after the library's own (cost counting, compaction, sparse kernels,
+    validation, checkpoints, export).
 
     Example:
         >>> # model = panning.models.create("lenet5"); data = panning.data.load("mnist")
         >>> # train(model, data, TrainConfig(model="lenet5", dataset="mnist", epochs=1), "runs/x")
     """
+    own = [_as_callback(callback) for callback in callbacks]
+    opened = _open_run(model, dataset, config, Path(out), masks, resume)
+    if isinstance(opened, dict):
+        return opened  # a finished run
+    run, changed = opened
+    hooks = [*standard_callbacks(config, changed, progress), *own]
+    for hook in hooks:
+        hook.on_setup(run)
+    if run.masks is not None:
+        masklib.apply(run.model, run.masks.to(run.device))
+    if config.train_examples is not None:
+        images, labels = run.dataset.train
+        run.dataset = dataclasses.replace(
+            run.dataset, train=(images[: config.train_examples], labels[: config.train_examples])
+        )
+    steps_per_epoch = math.ceil(len(run.dataset.train[1]) / config.batch_size)
+    run.optimizer, run.scheduler = _optimizer(run.model, config, steps_per_epoch)
+    run.generator = torch.Generator().manual_seed(config.seed)
+    for hook in hooks:
+        hook.on_start(run)
+    run.model.train()
+    for epoch in range(run.start_epoch + 1, config.epochs + 1):
+        entry = _train_epoch(run, epoch, steps_per_epoch, progress)
+        run.history.append(entry)
+        for hook in hooks:
+            hook.on_epoch_end(run, entry)
+    metrics = _final_metrics(run)
+    for hook in hooks:
+        hook.on_end(run, metrics)
+    return metrics
+
+
+def _train_epoch(run: Run, epoch: int, steps_per_epoch: int, progress: bool) -> dict[str, Any]:
+    """One epoch of SGD over the training split; its history entry. A non-finite loss stops the run."""
+    config = run.config
+    assert run.optimizer is not None and run.scheduler is not None
+    augment = run.dataset.spec.augment if config.augment is None else config.augment
+    began = time.perf_counter()
+    total_loss, correct, count = 0.0, 0, 0
+    batches = run.dataset.batches("train", config.batch_size, run.device, generator=run.generator, augment=augment)
+    bar = tqdm(
+        batches,
+        total=steps_per_epoch,
+        desc=f"epoch {epoch}/{config.epochs}",
+        disable=None if progress else True,
+        leave=False,
+    )
+    for step, (x, y) in enumerate(bar, start=1):
+        logits = run.model(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            bar.close()
+            raise TrainingDiverged(_diverged(run.run_dir, config, epoch, step, steps_per_epoch, value, run.start_epoch))
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.clip_grad_norm is not None:
+            nn.utils.clip_grad_norm_(run.model.parameters(), config.clip_grad_norm)
+        run.optimizer.step()
+        run.scheduler.step()
+        total_loss += value * len(y)
+        correct += int((logits.detach().argmax(1) == y).sum())
+        count += len(y)
+    entry: dict[str, Any] = {
+        "epoch": epoch,
+        "train_loss": total_loss / count,
+        "train_accuracy": correct / count,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "seconds": time.perf_counter() - began,
+    }
+    return entry
+
+
+def _open_run(
+    model: nn.Module, dataset: datasets.Dataset, config: TrainConfig, run_dir: Path, masks: Masks | None, resume: bool
+) -> tuple[Run, dict[str, list[Any]]] | dict[str, Any]:
+    """Check everything that can be refused, then create or reopen the run folder.
+
+    Returns the run and the settings changed on resume, or the metrics of a finished run.
+    """
     config.validate()
     if not isinstance(model, nn.Module):
         raise UserTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    run_dir = Path(out)
     check_out_dir(run_dir, resume)
     if (config.compact or config.sparse_kernels) and masks is None:
         raise UserError("compact and sparse kernels need masks: pass the masks of a screening, or train dense")
     device = resolve_device(config.device)
-    # Everything that can be refused is checked before the run folder is touched.
-    mask_facts: dict[str, Any] = {"kept": None, "total": None, "nominal_sparsity": 0.0, "effective_sparsity": None}
+    facts: dict[str, Any] = {"kept": None, "total": None, "nominal_sparsity": 0.0, "effective_sparsity": None}
     if masks is not None:
         masks.check_fits(model)
         report = connectivity(model.to(device), masks, input_shape=dataset.input_shape)
-        mask_facts = {
+        facts = {
             **report.as_dict(),
             **{name: masks.metadata[key] for key, name in SCREENING_FACTS.items() if key in masks.metadata},
         }
@@ -381,152 +516,213 @@ def train(
         if (run_dir / "metrics.json").is_file():
             finished = read_json(run_dir / "metrics.json")
             if finished.get("finished"):
-                return finished
+                return dict(finished)
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(config_path, record)
         if masks is not None:
             masklib.save(masks, run_dir / "masks.safetensors")
-
     model.to(device)
-    plan: dict[str, Any] = {}
-    if masks is not None:
-        training_masks: Masks = masks
-        if config.rescale == "fan-in" and not (resume and (run_dir / CHECKPOINT).is_file()):
-            rescale_to_fan_in(model, masks)
-        costs = model_costs(model, dataset.input_shape, masks)
-        mask_facts["costs"] = {"dense": {"params": costs.params, "macs": costs.macs}}
-        mask_facts["costs"]["masked"] = {"params": costs.kept, "macs": costs.kept_macs}
-        if config.compact:
-            model, training_masks, plan, compaction = compact_with_plan(model, masks, dataset.input_shape)
-            small = model_costs(model, dataset.input_shape, training_masks)
-            mask_facts["costs"]["compact"] = {"params": small.params, "macs": small.macs}
-            mask_facts["costs"]["compact_masked"] = {"params": small.kept, "macs": small.kept_macs}
-            mask_facts["compaction"] = {
-                "units": {name: list(sizes) for name, sizes in compaction.units.items()},
-                "kept_before": compaction.kept_before,
-                "kept_after": compaction.kept_after,
-                "folded_units": compaction.folded,
-            }
-        if config.sparse_kernels:
-            kernels_path = run_dir / "kernels.json"
-            earlier = read_json(kernels_path)["kernels"] if resume and kernels_path.is_file() else None
-            model, training_masks, choices = use_sparse_kernels(model, training_masks, config.batch_size, True, earlier)
-            mask_facts["kernels"] = [choice.as_dict() for choice in choices]
-            write_json(kernels_path, {"kernels": mask_facts["kernels"]})
-        masklib.apply(model, training_masks.to(device))
-    if config.train_examples is not None:
-        images, labels = dataset.train
-        dataset = dataclasses.replace(dataset, train=(images[: config.train_examples], labels[: config.train_examples]))
+    return Run(config, run_dir, model, dataset, device, masks, resume, facts), changed
 
+
+def _optimizer(
+    model: nn.Module, config: TrainConfig, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """SGD with momentum and weight decay, on a cosine schedule with optional linear warm-up."""
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
-    steps_per_epoch = math.ceil(len(dataset.train[1]) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
-    scheduler: torch.optim.lr_scheduler.LRScheduler
     if config.warmup_epochs:
         warmup_steps = max(1, round(config.warmup_epochs * steps_per_epoch))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, total_steps, warmup_steps)
-        )
-    else:
-        # The closed form differs from CosineAnnealingLR's recursion in the last bits; runs
-        # without warm-up keep the recursion so that earlier results reproduce exactly.
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    generator = torch.Generator().manual_seed(config.seed)
-    augment = dataset.spec.augment if config.augment is None else config.augment
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    train_seconds = 0.0
-    checkpoint_path = run_dir / CHECKPOINT
-    if resume and checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        history = state["history"]
-        start_epoch = state["epoch"]
-        train_seconds = sum(h["seconds"] for h in history)
-        _continue_with(optimizer, scheduler, config.lr)
-    if changed:
-        saved = read_json(config_path)
-        changes = [*saved.get("changes", []), {"from_epoch": start_epoch + 1, **changed}]
-        write_json(config_path, {**saved, "train": json.loads(json.dumps(record["train"])), "changes": changes})
+        schedule = functools.partial(lr_factor, total_steps=total_steps, warmup_steps=warmup_steps)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    # The closed form differs from CosineAnnealingLR's recursion in the last bits; runs
+    # without warm-up keep the recursion so that earlier results reproduce exactly.
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
 
-    model.train()
-    for epoch in range(start_epoch + 1, config.epochs + 1):
-        began = time.perf_counter()
-        total_loss, correct, count = 0.0, 0, 0
-        batches = dataset.batches("train", config.batch_size, device, generator=generator, augment=augment)
-        bar = tqdm(
-            batches,
-            total=steps_per_epoch,
-            desc=f"epoch {epoch}/{config.epochs}",
-            disable=None if progress else True,
-            leave=False,
-        )
-        for step, (x, y) in enumerate(bar, start=1):
-            logits = model(x)
-            loss = nn.functional.cross_entropy(logits, y)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                bar.close()
-                raise TrainingDiverged(_diverged(run_dir, config, epoch, step, steps_per_epoch, value, start_epoch))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.clip_grad_norm is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            total_loss += value * len(y)
-            correct += int((logits.detach().argmax(1) == y).sum())
-            count += len(y)
-        seconds = time.perf_counter() - began
-        train_seconds += seconds
-        entry: dict[str, Any] = {
-            "epoch": epoch,
-            "train_loss": total_loss / count,
-            "train_accuracy": correct / count,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": seconds,
-        }
-        if len(dataset.val[1]):
-            val = evaluate(model, dataset, "val", device)
-            entry.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
-        history.append(entry)
-        if progress:
-            shown = f"val {entry['val_accuracy']:.4f}" if "val_accuracy" in entry else ""
-            tqdm.write(f"epoch {epoch}/{config.epochs}: train loss {entry['train_loss']:.4f} {shown}")
-        state = _state_for_checkpoint(epoch, model, optimizer, scheduler, generator, history, config.as_dict())
-        write_atomic(checkpoint_path, functools.partial(torch.save, state))
-        write_json(run_dir / "metrics.json", {"finished": False, "epochs": history, **mask_facts})
-        for callback in callbacks:
-            callback(EpochEnd(epoch, entry, model))
 
-    test = evaluate(model, dataset, "test", device)
-    metrics: dict[str, Any] = {
+def _final_metrics(run: Run) -> dict[str, Any]:
+    test = evaluate(run.model, run.dataset, "test", run.device)
+    train_seconds = sum(entry["seconds"] for entry in run.history)
+    return {
         "finished": True,
-        "epochs": history,
+        "epochs": run.history,
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
         "test_predicted_classes": test["predicted_classes"],
         "dead": test["predicted_classes"] <= 1,
-        "val_accuracy": history[-1].get("val_accuracy") if history else None,
+        "val_accuracy": run.history[-1].get("val_accuracy") if run.history else None,
         "train_seconds": train_seconds,
-        "seconds_per_epoch": train_seconds / len(history) if history else None,
-        **mask_facts,
+        "seconds_per_epoch": train_seconds / len(run.history) if run.history else None,
+        **run.facts,
     }
-    origin = {"model": config.model, "dataset": config.dataset}
-    if config.compact or config.sparse_kernels:
-        save_sparse(model, run_dir / "model.safetensors", plan, origin)
-    else:
-        save_model(model, run_dir / "model.safetensors", origin)
-    write_json(run_dir / "metrics.json", metrics)
-    checkpoint_path.unlink(missing_ok=True)
-    return metrics
+
+
+class RescaleToFanIn(TrainingCallback):
+    """``rescale = "fan-in"``: scale kept weights to each unit's real fan-in before the first epoch."""
+
+    def on_setup(self, run: Run) -> None:
+        if run.masks is not None and not (run.resume and (run.run_dir / CHECKPOINT).is_file()):
+            rescale_to_fan_in(run.model, run.masks)
+
+
+class CostCount(TrainingCallback):
+    """Parameters and multiply-accumulates of the dense and the masked network, into the metrics."""
+
+    def on_setup(self, run: Run) -> None:
+        if run.masks is not None:
+            costs = model_costs(run.model, run.dataset.input_shape, run.masks)
+            run.facts["costs"] = {
+                "dense": {"params": costs.params, "macs": costs.macs},
+                "masked": {"params": costs.kept, "macs": costs.kept_macs},
+            }
+
+
+class Compaction(TrainingCallback):
+    """Train the compacted network: units that no path uses are removed before training."""
+
+    def on_setup(self, run: Run) -> None:
+        if run.masks is None:
+            return
+        run.model, run.masks, run.plan, compaction = compact_with_plan(run.model, run.masks, run.dataset.input_shape)
+        small = model_costs(run.model, run.dataset.input_shape, run.masks)
+        run.facts.setdefault("costs", {}).update(
+            compact={"params": small.params, "macs": small.macs},
+            compact_masked={"params": small.kept, "macs": small.kept_macs},
+        )
+        run.facts["compaction"] = {
+            "units": {name: list(sizes) for name, sizes in compaction.units.items()},
+            "kept_before": compaction.kept_before,
+            "kept_after": compaction.kept_after,
+            "folded_units": compaction.folded,
+        }
+
+
+class SparseKernels(TrainingCallback):
+    """Swap linear layers for CSR kernels where timing says they pay; the choice is kept for resume."""
+
+    def on_setup(self, run: Run) -> None:
+        if run.masks is None:
+            return
+        kernels_path = run.run_dir / "kernels.json"
+        earlier = read_json(kernels_path)["kernels"] if run.resume and kernels_path.is_file() else None
+        run.model, run.masks, choices = use_sparse_kernels(run.model, run.masks, run.config.batch_size, True, earlier)
+        run.facts["kernels"] = [choice.as_dict() for choice in choices]
+        write_json(kernels_path, {"kernels": run.facts["kernels"]})
+
+
+class Validation(TrainingCallback):
+    """Loss and accuracy on the validation split after every epoch (when the split is not empty)."""
+
+    def on_epoch_end(self, run: Run, entry: dict[str, Any]) -> None:
+        if len(run.dataset.val[1]):
+            val = evaluate(run.model, run.dataset, "val", run.device)
+            entry.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+
+
+class EpochLog(TrainingCallback):
+    """One line per epoch on the terminal."""
+
+    def on_epoch_end(self, run: Run, entry: dict[str, Any]) -> None:
+        shown = f"val {entry['val_accuracy']:.4f}" if "val_accuracy" in entry else ""
+        tqdm.write(f"epoch {entry['epoch']}/{run.config.epochs}: train loss {entry['train_loss']:.4f} {shown}")
+
+
+class Checkpoints(TrainingCallback):
+    """The run folder's checkpoint and metrics: restored on resume, written after every epoch,
+    the checkpoint removed once the final metrics are written. ``changed`` are the settings a
+    resume changed, recorded in ``config.json`` from the epoch they apply to."""
+
+    def __init__(self, changed: dict[str, list[Any]] | None = None) -> None:
+        self.changed = changed or {}
+
+    def on_start(self, run: Run) -> None:
+        assert run.optimizer is not None and run.scheduler is not None and run.generator is not None
+        path = run.run_dir / CHECKPOINT
+        if run.resume and path.is_file():
+            state = torch.load(path, map_location=run.device, weights_only=False)
+            run.model.load_state_dict(state["model"])
+            run.optimizer.load_state_dict(state["optimizer"])
+            run.scheduler.load_state_dict(state["scheduler"])
+            run.generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            run.history = state["history"]
+            run.start_epoch = state["epoch"]
+            _continue_with(run.optimizer, run.scheduler, run.config.lr)
+        if self.changed:
+            config_path = run.run_dir / "config.json"
+            saved = read_json(config_path)
+            changes = [*saved.get("changes", []), {"from_epoch": run.start_epoch + 1, **self.changed}]
+            write_json(
+                config_path, {**saved, "train": json.loads(json.dumps(run.config.as_dict())), "changes": changes}
+            )
+
+    def on_epoch_end(self, run: Run, entry: dict[str, Any]) -> None:
+        assert run.optimizer is not None and run.scheduler is not None and run.generator is not None
+        state = _state_for_checkpoint(
+            entry["epoch"], run.model, run.optimizer, run.scheduler, run.generator, run.history, run.config.as_dict()
+        )
+        write_atomic(run.run_dir / CHECKPOINT, functools.partial(torch.save, state))
+        write_json(run.run_dir / "metrics.json", {"finished": False, "epochs": run.history, **run.facts})
+
+    def on_end(self, run: Run, metrics: dict[str, Any]) -> None:
+        write_json(run.run_dir / "metrics.json", metrics)
+        (run.run_dir / CHECKPOINT).unlink(missing_ok=True)
+
+
+class Export(TrainingCallback):
+    """The trained weights as ``model.safetensors``: dense with masks made permanent, or the
+    compact/sparse model with the plan that rebuilds it."""
+
+    def on_end(self, run: Run, metrics: dict[str, Any]) -> None:
+        origin = {"model": run.config.model, "dataset": run.config.dataset}
+        if run.config.compact or run.config.sparse_kernels:
+            save_sparse(run.model, run.run_dir / "model.safetensors", run.plan, origin)
+        else:
+            save_model(run.model, run.run_dir / "model.safetensors", origin)
+
+
+def standard_callbacks(
+    config: TrainConfig, changed: dict[str, list[Any]] | None = None, progress: bool = False
+) -> list[TrainingCallback]:
+    """The library's own parts of training for ``config``, in the order they run.
+
+    Example:
+        >>> [type(c).__name__ for c in standard_callbacks(TrainConfig(compact=True))]
+        ['CostCount', 'Compaction', 'Validation', 'Export', 'Checkpoints']
+    """
+    hooks: list[TrainingCallback] = []
+    if config.rescale == "fan-in":
+        hooks.append(RescaleToFanIn())
+    hooks.append(CostCount())
+    if config.compact:
+        hooks.append(Compaction())
+    if config.sparse_kernels:
+        hooks.append(SparseKernels())
+    hooks.append(Validation())
+    if progress:
+        hooks.append(EpochLog())
+    # Export before the final metrics.json, so a finished metrics file always has its model.
+    hooks += [Export(), Checkpoints(changed)]
+    return hooks
+
+
+class _EpochFunction(TrainingCallback):
+    def __init__(self, function: Callback) -> None:
+        self.function = function
+
+    def on_epoch_end(self, run: Run, entry: dict[str, Any]) -> None:
+        self.function(EpochEnd(entry["epoch"], entry, run.model))
+
+
+def _as_callback(callback: Callback | TrainingCallback) -> TrainingCallback:
+    if isinstance(callback, TrainingCallback):
+        return callback
+    if callable(callback):
+        return _EpochFunction(callback)
+    raise UserTypeError(f"a callback is a TrainingCallback or a function of EpochEnd, got {type(callback).__name__}")
 
 
 # Settings a resumed run may change, e.g. a smaller learning rate after a divergence.
@@ -536,16 +732,15 @@ CHANGEABLE_ON_RESUME = ("lr",)
 def _resume_changes(run_dir: Path, saved: dict[str, Any], record: dict[str, Any]) -> dict[str, list[Any]]:
     """The changeable settings that differ from the run's saved ones; any other difference is refused."""
     before = {**LEGACY_TRAINING, **saved.get("train", {})}
-    now = json.loads(json.dumps(record["train"]))
-    differing = [name for name in now if before.get(name) != now[name]]
-    differing += [name for name in before if name not in now]
-    for name in differing:
+    now = record["train"]
+    differing = changed_settings(before, now, [*now, *(name for name in before if name not in now)])
+    for name, (was, asked) in differing.items():
         if name not in CHANGEABLE_ON_RESUME:
             raise UserError(
-                f"{run_dir} was started with {name} = {before.get(name)!r}, not {now.get(name)!r}; resume with "
+                f"{run_dir} was started with {name} = {was!r}, not {asked!r}; resume with "
                 f"the same {name} or choose another --out (only {', '.join(CHANGEABLE_ON_RESUME)} may change)"
             )
-    return {name: [before[name], now[name]] for name in differing}
+    return {name: list(values) for name, values in differing.items()}
 
 
 def _continue_with(
@@ -615,8 +810,18 @@ def create_model(config: TrainConfig, dataset: datasets.Dataset) -> nn.Module:
 
 __all__ = [
     "CHECKPOINT",
+    "Checkpoints",
+    "Compaction",
+    "CostCount",
     "EpochEnd",
+    "EpochLog",
+    "Export",
+    "RescaleToFanIn",
+    "Run",
+    "SparseKernels",
     "TrainConfig",
+    "TrainingCallback",
+    "Validation",
     "build",
     "check_out_dir",
     "create_model",
@@ -624,5 +829,6 @@ __all__ = [
     "record_origin",
     "resolve_device",
     "save_model",
+    "standard_callbacks",
     "train",
 ]

@@ -41,7 +41,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -59,7 +58,7 @@ from panning import scores as indices
 from panning.agent import agent_file
 from panning.connectivity import connectivity
 from panning.errors import UserError, UserTypeError, check_sparsity
-from panning.io import write_atomic
+from panning.io import changed_settings, write_atomic
 from panning.masks import Masks, density_schedule, kept_schedule, select_topk
 from panning.panning import INDEX_ORDER, Panning, weighted_scores
 from panning.pruning import BatchSource, DataLike, StepContext
@@ -389,15 +388,12 @@ class _Screening:
 
 def _check_same_training(folder: Path, earlier: Mapping[str, Any], record: AgentInfo) -> None:
     """Refuse to resume an agent's training with settings other than those it started with."""
-    now = asdict(record)
-    for name in ("models", "dataset", "targets", "iterations", "samples_per_class", "seed"):  # timesteps may grow
-        before = json.loads(json.dumps(earlier.get(name)))
-        after = json.loads(json.dumps(now[name]))
-        if name in earlier and before != after:
-            raise UserError(
-                f"the training in {folder} was started with {name} = {before!r}, not {after!r}; resume with the "
-                "same settings or remove the folder to start anew"
-            )
+    fixed = ("models", "dataset", "targets", "iterations", "samples_per_class", "seed")  # timesteps may grow
+    for name, (before, after) in changed_settings(earlier, asdict(record), fixed).items():
+        raise UserError(
+            f"the training in {folder} was started with {name} = {before!r}, not {after!r}; resume with the "
+            "same settings or remove the folder to start anew"
+        )
 
 
 # The attribute of a Stable-Baselines3 model that carries its AgentInfo into and out of the zip.
