@@ -77,7 +77,7 @@ _common = _options(
     click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
     click.option(
         "--val-size",
-        default=5000,
+        default=datasets.DEFAULT_VAL_SIZE,
         show_default=True,
         type=int,
         help="Training examples held out for validation (never used for screening or training).",
@@ -544,8 +544,7 @@ def info_command(file: str) -> None:
 
 def _architecture(model_name: str, dataset: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
     spec = datasets.spec(dataset)
-    model = models.create(model_name, spec.in_channels, spec.num_classes, spec.image_size)
-    return model, (spec.in_channels, spec.image_size, spec.image_size)
+    return models.for_dataset(model_name, dataset), (spec.in_channels, spec.image_size, spec.image_size)
 
 
 def _cost_lines(before: Costs, after: Costs) -> str:
@@ -757,7 +756,9 @@ def agent_group() -> None:
 @click.option("--tensorboard", type=click.Path(file_okay=False), help="Write TensorBoard logs to this folder.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding <dataset>/ folders.")
 @click.option("--device", default="cpu", show_default=True, help="Device of the screened models: auto, cpu or cuda.")
-@click.option("--val-size", default=5000, show_default=True, type=int, help="Training examples held out.")
+@click.option(
+    "--val-size", default=datasets.DEFAULT_VAL_SIZE, show_default=True, type=int, help="Training examples held out."
+)
 @click.option(
     "--normalization", default="standard", show_default=True, type=click.Choice(["standard", "half"]), help="Inputs."
 )

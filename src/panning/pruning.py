@@ -188,34 +188,53 @@ class SingleIndex:
     temperature: float | None = None
     absolute: bool = False
 
+    def __post_init__(self) -> None:
+        if self.index not in indices.INDICES:
+            raise UserError(f"unknown index {self.index!r}; valid: {', '.join(indices.INDICES)}")
+
     @property
     def data_driven(self) -> bool:
         return self.index in ("snip", "grasp")
 
     def __call__(self, model: nn.Module, context: StepContext) -> dict[str, torch.Tensor]:
-        masks = context.masks
-        names = context.parameters
-        if self.index == "random":
-            return indices.random(model, context.generator, names)
-        if self.index == "magnitude":
-            return indices.magnitude(model, names)
-        if self.index == "synflow":
-            return indices.synflow(
-                model, masks=masks, input_shape=context.input_shape, parameters=names, cache=context.cache
-            )
-        x, y = context.batch()
-        temperature = self.temperature
-        if self.index == "snip":
-            result = indices.loss_aware_scores(model, x, y, masks, temperature or 1.0, True, False, names)
-            context.info.update(loss=result.loss, grad_norm_sq=result.grad_norm_sq)
-            assert result.snip is not None
-            return result.snip
-        result = indices.loss_aware_scores(
-            model, x, y, masks, temperature or indices.GRASP_TEMPERATURE, False, True, names
-        )
-        context.info.update(loss=result.loss, grad_norm_sq=result.grad_norm_sq)
-        assert result.grasp is not None
-        return {n: s.abs() for n, s in result.grasp.items()} if self.absolute else result.grasp
+        return _STEP_SCORES[self.index](self, model, context)
+
+
+def _random_step(method: SingleIndex, model: nn.Module, context: StepContext) -> dict[str, torch.Tensor]:
+    return indices.random(model, context.generator, context.parameters)
+
+
+def _magnitude_step(method: SingleIndex, model: nn.Module, context: StepContext) -> dict[str, torch.Tensor]:
+    return indices.magnitude(model, context.parameters)
+
+
+def _synflow_step(method: SingleIndex, model: nn.Module, context: StepContext) -> dict[str, torch.Tensor]:
+    return indices.synflow(
+        model, masks=context.masks, input_shape=context.input_shape, parameters=context.parameters, cache=context.cache
+    )
+
+
+def _loss_aware_step(method: SingleIndex, model: nn.Module, context: StepContext) -> dict[str, torch.Tensor]:
+    x, y = context.batch()
+    snip = method.index == "snip"
+    default_temperature = 1.0 if snip else indices.GRASP_TEMPERATURE
+    result = indices.loss_aware_scores(
+        model, x, y, context.masks, method.temperature or default_temperature, snip, not snip, context.parameters
+    )
+    context.info.update(loss=result.loss, grad_norm_sq=result.grad_norm_sq)
+    scores = result.snip if snip else result.grasp
+    assert scores is not None
+    return {n: s.abs() for n, s in scores.items()} if method.absolute else scores
+
+
+# How each index of panning.scores scores one step of a screening run.
+_STEP_SCORES: dict[str, Callable[[SingleIndex, nn.Module, StepContext], dict[str, torch.Tensor]]] = {
+    "random": _random_step,
+    "magnitude": _magnitude_step,
+    "synflow": _synflow_step,
+    "snip": _loss_aware_step,
+    "grasp": _loss_aware_step,
+}
 
 
 MethodFactory = Callable[..., Method]

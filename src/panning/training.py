@@ -96,7 +96,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     seed: int = 0
-    val_size: int = 5000
+    val_size: int = datasets.DEFAULT_VAL_SIZE
     normalization: str = "standard"
     augment: bool | None = None
     device: str = "auto"
@@ -799,13 +799,7 @@ def create_model(config: TrainConfig, dataset: datasets.Dataset) -> nn.Module:
         >>> # model = create_model(TrainConfig(model="lenet5", seed=1), panning.data.load("mnist"))
     """
     torch.manual_seed(config.seed)
-    model = models.create(
-        config.model,
-        in_channels=dataset.spec.in_channels,
-        num_classes=dataset.num_classes,
-        image_size=dataset.spec.image_size,
-    )
-    return models.initialize(model, config.init)
+    return models.initialize(models.for_dataset(config.model, dataset.spec), config.init)
 
 
 __all__ = [

@@ -26,6 +26,8 @@ from panning.errors import UserError, UserTypeError
 from panning.io import os_fault
 
 Split = tuple[torch.Tensor, torch.Tensor]
+# Training examples held out for validation unless a run says otherwise (MNIST's customary 55k/5k).
+DEFAULT_VAL_SIZE = 5000
 
 
 @dataclass(frozen=True)
@@ -379,7 +381,7 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: 
 def load(
     name: str,
     data_dir: str | os.PathLike[str] | None = None,
-    val_size: int = 5000,
+    val_size: int = DEFAULT_VAL_SIZE,
     split_seed: int = 0,
     normalization: str = "standard",
     download: bool = True,
@@ -441,6 +443,7 @@ def class_balanced_batch(
 
 
 __all__ = [
+    "DEFAULT_VAL_SIZE",
     "SPECS",
     "Dataset",
     "DatasetSpec",

@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -19,6 +20,9 @@ from panning.models.lenet import LeNet5Caffe, LeNet300
 from panning.models.resnet import CifarResNet, ResNet18
 from panning.models.vgg import VGG
 from panning.registry import Registry
+
+if TYPE_CHECKING:
+    from panning.data import DatasetSpec
 
 ModelFactory = Callable[..., nn.Module]
 _REGISTRY: Registry[ModelFactory] = Registry("model")
@@ -48,6 +52,19 @@ def unregister(name: str) -> None:
         False
     """
     _REGISTRY.unregister(name)
+
+
+def for_dataset(name: str, dataset: str | DatasetSpec) -> nn.Module:
+    """A registered model shaped for the images and classes of a dataset (a name or its spec).
+
+    Example:
+        >>> for_dataset("lenet5", "cifar10").conv1.in_channels
+        3
+    """
+    from panning import data
+
+    spec = data.spec(dataset) if isinstance(dataset, str) else dataset
+    return create(name, in_channels=spec.in_channels, num_classes=spec.num_classes, image_size=spec.image_size)
 
 
 def names() -> list[str]:
@@ -126,6 +143,7 @@ __all__ = [
     "LeNet300",
     "ResNet18",
     "create",
+    "for_dataset",
     "initialize",
     "names",
     "register",
