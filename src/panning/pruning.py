@@ -364,6 +364,87 @@ def resolved_screening(name: str, options: Mapping[str, Any], screening: Mapping
     return values
 
 
+class Screening:
+    """One screening run, stepped: its schedule, its current masks and what its steps share.
+
+    :func:`prune` steps it with a method's scores; the agent's environment with the scores of
+    the weights its agent chose. Each :meth:`next_context` starts a step; :meth:`select` ends
+    it with the global (or per-layer) top ``k_t`` of the step's scores.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> run = Screening(net, 0.9, iterations=2, input_shape=(1, 4, 4))
+        >>> while not run.done:
+        ...     context = run.next_context()
+        ...     masks = run.select(indices.magnitude(net))
+        >>> masks.kept(), run.step
+        (14, 2)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        sparsity: float,
+        iterations: int,
+        schedule: str = "exponential",
+        parameters: Sequence[str] | None = None,
+        regrowth: bool = True,
+        scope: str = "global",
+        batches: BatchSource | None = None,
+        input_shape: tuple[int, ...] = (),
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.iterations = iterations
+        self.parameters = parameters
+        self.regrowth = regrowth
+        self.scope = scope
+        self.batches = batches
+        self.input_shape = tuple(input_shape)
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.step = 0
+        self.densities = density_schedule(sparsity, iterations, schedule)
+        self.masks = Masks.ones_like(model, parameters)
+        self.keeps = kept_schedule(self.masks.total(), sparsity, iterations, schedule)
+        self.cache: dict[Any, Any] = {}
+        self.context: StepContext | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.iterations
+
+    @property
+    def density(self) -> float:
+        """The density the current step aims at (1 before the first step)."""
+        return self.densities[self.step - 1] if self.step else 1.0
+
+    def sparsity_at(self, step: int) -> float:
+        """Target sparsity ``1 - k_step`` (the last step's once past the end)."""
+        return 1.0 - self.densities[min(step, self.iterations) - 1]
+
+    def next_context(self) -> StepContext:
+        """Start the next step: what a method sees of it."""
+        self.step += 1
+        self.context = StepContext(
+            self.step,
+            self.iterations,
+            self.density,
+            self.masks,
+            self.batches,
+            self.input_shape,
+            self.generator,
+            self.parameters,
+            cache=self.cache,
+        )
+        return self.context
+
+    def select(self, scores: Mapping[str, torch.Tensor]) -> Masks:
+        """End the step: keep the top ``k_t`` scores (without regrowth, only among kept weights)."""
+        if not self.regrowth:
+            scores = {n: s.masked_fill(~self.masks[n].to(s.device), float("-inf")) for n, s in scores.items()}
+        self.masks = select_topk(scores, self.keeps[self.step - 1], scope=self.scope)
+        return self.masks
+
+
 @dataclass(frozen=True)
 class StepRecord:
     """One step of a screening run, as passed to ``callback`` and kept in the trace."""
@@ -434,10 +515,8 @@ def prune(
             raise UserTypeError("regrowth must be True or False")
         chosen = create_method(method, **options)
         steps = chosen.default_iterations if iterations is None else iterations
-        densities = density_schedule(sparsity, steps, schedule)
         weights = prunable_parameters(model, parameters)
         total = sum(w.numel() for w in weights.values())
-        keeps = kept_schedule(total, sparsity, steps, schedule)
         if round((1.0 - sparsity) * total) < 1:
             warnings.warn(f"sparsity {sparsity} would keep no weight of {total}; keeping 1", stacklevel=2)
         generator = torch.Generator().manual_seed(int(seed))
@@ -452,25 +531,20 @@ def prune(
             shape = batches.input_shape
         else:
             raise UserError(f"{method} needs the input shape: pass data=... or input_shape=(C, H, W)")
-        masks = Masks.ones_like(model, parameters)
-        run_cache: dict[Any, Any] = {}
+        run = Screening(model, sparsity, steps, schedule, parameters, regrowth, scope, batches, shape, generator)
         bar = tqdm(
             total=steps, desc=f"screening ({method})", unit="step", disable=None if progress else True, leave=False
         )
         with bar, indices.preserved_modes(model, train=True):
-            for step, (density, keep) in enumerate(zip(densities, keeps), start=1):
+            while not run.done:
                 step_started = time.perf_counter()
-                context = StepContext(
-                    step, steps, density, masks, batches, shape, generator, parameters, cache=run_cache
-                )
-                step_scores = chosen(model, context)
-                if not regrowth:
-                    step_scores = {
-                        n: s.masked_fill(~masks[n].to(s.device), float("-inf")) for n, s in step_scores.items()
-                    }
-                masks = select_topk(step_scores, keep, scope=scope)
+                context = run.next_context()
+                masks = run.select(chosen(model, context))
                 if callback is not None:
-                    callback(StepRecord(step, density, keep, time.perf_counter() - step_started, context.info), masks)
+                    seconds = time.perf_counter() - step_started
+                    callback(
+                        StepRecord(run.step, context.density, run.keeps[run.step - 1], seconds, context.info), masks
+                    )
                 bar.update()
         seconds = time.perf_counter() - started
         report = connectivity(model, masks, input_shape=shape)
@@ -494,6 +568,7 @@ def prune(
 __all__ = [
     "BatchSource",
     "Method",
+    "Screening",
     "SingleIndex",
     "StepContext",
     "StepRecord",

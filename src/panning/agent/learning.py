@@ -59,9 +59,9 @@ from panning.agent import agent_file
 from panning.connectivity import connectivity
 from panning.errors import UserError, UserTypeError, check_sparsity
 from panning.io import changed_settings, write_atomic
-from panning.masks import Masks, density_schedule, kept_schedule, select_topk
+from panning.masks import Masks
 from panning.panning import INDEX_ORDER, Panning, weighted_scores
-from panning.pruning import BatchSource, DataLike, StepContext
+from panning.pruning import BatchSource, DataLike, Screening, StepContext
 
 OBSERVATION_SIZE = 7
 REWARD_SCALE_SCHEDULE = 100.0
@@ -280,7 +280,16 @@ class PanningEnv(gym.Env):
         self.generator = torch.Generator().manual_seed(episode_seed)
         self.batches = BatchSource(self.data, self.samples_per_class, self.generator, self.device)
         self.input_shape = self.batches.input_shape
-        self.screening = _Screening(self.model, self.target, self.iterations, self.schedule, self.parameters)
+        self.screening = Screening(
+            self.model,
+            self.target,
+            self.iterations,
+            self.schedule,
+            self.parameters,
+            batches=self.batches,
+            input_shape=self.input_shape,
+            generator=self.generator,
+        )
         self.probe = _Probe.start(self.model, self.batches.next(), self.parameters)
         self._trace = []
         observation = self.probe.observation(0.0, 0.0, 0.0, self.screening.sparsity_at(1), 0.0)
@@ -293,7 +302,7 @@ class PanningEnv(gym.Env):
             raise UserError("the episode has ended; call reset()")
         weights = index_weights(action)
         with indices.preserved_modes(self.model, train=True):
-            context = self.screening.context(self.batches, self.input_shape, self.generator)
+            context = self.screening.next_context()
             scores = weighted_scores(
                 self.model, context, weights, self.normalization, self.combination, self.temperature, self.grasp
             )
@@ -343,47 +352,6 @@ class PanningEnv(gym.Env):
             f"effective {last['effective_sparsity']:.4f}, weights "
             f"({last['w_synflow']:.2f}, {last['w_snip']:.2f}, {last['w_grasp']:.2f}), loss {last['loss']:.4f}"
         )
-
-
-class _Screening:
-    """The schedule of one episode and its current mask, stepped as :func:`panning.prune` steps."""
-
-    def __init__(
-        self, model: nn.Module, sparsity: float, iterations: int, schedule: str, parameters: Sequence[str] | None
-    ) -> None:
-        self.iterations = iterations
-        self.parameters = parameters
-        self.step = 0
-        self.densities = density_schedule(sparsity, iterations, schedule)
-        self.masks = Masks.ones_like(model, parameters)
-        self.keeps = kept_schedule(self.masks.total(), sparsity, iterations, schedule)
-        self.cache: dict[Any, Any] = {}
-
-    @property
-    def density(self) -> float:
-        return self.densities[self.step - 1] if self.step else 1.0
-
-    def sparsity_at(self, step: int) -> float:
-        """Target sparsity ``1 - k_step`` (the last step's once past the end)."""
-        return 1.0 - self.densities[min(step, self.iterations) - 1]
-
-    def context(self, batches: BatchSource, input_shape: tuple[int, ...], generator: torch.Generator) -> StepContext:
-        self.step += 1
-        return StepContext(
-            self.step,
-            self.iterations,
-            self.density,
-            self.masks,
-            batches,
-            input_shape,
-            generator,
-            self.parameters,
-            cache=self.cache,
-        )
-
-    def select(self, scores: Mapping[str, torch.Tensor]) -> Masks:
-        self.masks = select_topk(scores, self.keeps[self.step - 1])
-        return self.masks
 
 
 def _check_same_training(folder: Path, earlier: Mapping[str, Any], record: AgentInfo) -> None:
