@@ -467,6 +467,51 @@ def _output_size(model: nn.Module, data: DataLike, device: torch.device) -> int 
     raise UserError("the DataLoader yielded no examples")
 
 
+def _batches_and_shape(
+    model: nn.Module,
+    method: str,
+    chosen: Method,
+    data: DataLike,
+    samples_per_class: int,
+    generator: torch.Generator,
+    input_shape: Sequence[int] | None,
+) -> tuple[BatchSource | None, tuple[int, ...]]:
+    """The scoring batches a screening draws from, and the input shape of one example."""
+    device = model_device(model)
+    batches = None
+    if data is not None:
+        batches = BatchSource(data, samples_per_class, generator, device, _output_size(model, data, device))
+    elif chosen.data_driven:
+        raise UserError(f"{method} is data-driven: pass data=(inputs, targets), a dataset or a DataLoader")
+    if input_shape is not None:
+        return batches, tuple(int(d) for d in input_shape)
+    if batches is not None:
+        return batches, batches.input_shape
+    raise UserError(f"{method} needs the input shape: pass data=... or input_shape=(C, H, W)")
+
+
+def _step_through(
+    run: Screening,
+    model: nn.Module,
+    method: Method,
+    description: str,
+    callback: Callable[[StepRecord, Masks], None] | None,
+    progress: bool,
+) -> Masks:
+    """Step a screening run to its end with a method's scores; the final masks."""
+    bar = tqdm(total=run.iterations, desc=description, unit="step", disable=None if progress else True, leave=False)
+    with bar, indices.preserved_modes(model, train=True):
+        while not run.done:
+            step_started = time.perf_counter()
+            context = run.next_context()
+            masks = run.select(method(model, context))
+            if callback is not None:
+                seconds = time.perf_counter() - step_started
+                callback(StepRecord(run.step, context.density, run.keeps[run.step - 1], seconds, context.info), masks)
+            bar.update()
+    return run.masks
+
+
 def prune(
     model: nn.Module,
     sparsity: float,
@@ -520,32 +565,9 @@ def prune(
         if round((1.0 - sparsity) * total) < 1:
             warnings.warn(f"sparsity {sparsity} would keep no weight of {total}; keeping 1", stacklevel=2)
         generator = torch.Generator().manual_seed(int(seed))
-        batches = None
-        if data is not None:
-            batches = BatchSource(data, samples_per_class, generator, device, _output_size(model, data, device))
-        elif chosen.data_driven:
-            raise UserError(f"{method} is data-driven: pass data=(inputs, targets), a dataset or a DataLoader")
-        if input_shape is not None:
-            shape = tuple(int(d) for d in input_shape)
-        elif batches is not None:
-            shape = batches.input_shape
-        else:
-            raise UserError(f"{method} needs the input shape: pass data=... or input_shape=(C, H, W)")
+        batches, shape = _batches_and_shape(model, method, chosen, data, samples_per_class, generator, input_shape)
         run = Screening(model, sparsity, steps, schedule, parameters, regrowth, scope, batches, shape, generator)
-        bar = tqdm(
-            total=steps, desc=f"screening ({method})", unit="step", disable=None if progress else True, leave=False
-        )
-        with bar, indices.preserved_modes(model, train=True):
-            while not run.done:
-                step_started = time.perf_counter()
-                context = run.next_context()
-                masks = run.select(chosen(model, context))
-                if callback is not None:
-                    seconds = time.perf_counter() - step_started
-                    callback(
-                        StepRecord(run.step, context.density, run.keeps[run.step - 1], seconds, context.info), masks
-                    )
-                bar.update()
+        masks = _step_through(run, model, chosen, f"screening ({method})", callback, progress)
         seconds = time.perf_counter() - started
         report = connectivity(model, masks, input_shape=shape)
         masks.metadata.update(

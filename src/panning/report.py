@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import math
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -252,6 +255,11 @@ def _save(fig: Any, path: Any) -> str:
     return str(path)
 
 
+def _position(sparsity: float) -> float:
+    """Where a sparsity sits on a log scale of the kept fraction."""
+    return -math.log10(1 - sparsity)
+
+
 def plot_results(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[str]) -> list[str]:
     """PNG plots per model and dataset: accuracy against sparsity (error bars over seeds),
     effective against nominal sparsity, per-layer density at the highest sparsity, screening time.
@@ -259,109 +267,109 @@ def plot_results(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[s
     Example:
         >>> # plot_results(panning.bench.read_results("results.csv"), "benchmarks/results/x")
     """
-    import math
-    from pathlib import Path
-
     plt = _pyplot()
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for (model, dataset), members in _groups(rows).items():
         ok = [r for r in members if r.get("status") == "ok"]
-        labels = _ordered([r["label"] for r in members])
-        sparsities = sorted(_ordered([r["sparsity"] for r in ok]))
         if not ok:
             continue
-        stem = f"{model}-{dataset}"
-        accuracy = _summarise(ok, "test_accuracy")
-
-        def position(s: float) -> float:
-            return -math.log10(1 - s)
-
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for label in labels:
-            points = [(s, *accuracy[(label, s)][:2]) for s in sparsities if (label, s) in accuracy]
-            if points:
-                ax.errorbar(
-                    [position(s) for s, _, _ in points],
-                    [100 * m for _, m, _ in points],
-                    yerr=[100 * d for _, _, d in points],
-                    marker="o",
-                    capsize=3,
-                    label=label,
-                )
-        ax.set_xticks([position(s) for s in sparsities], [f"{s:g}" for s in sparsities])
-        ax.set_xlabel("sparsity (log scale of the kept fraction)")
-        ax.set_ylabel("final test accuracy (%)")
-        ax.set_title(f"{model} on {dataset}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        written.append(_save(fig, folder / f"{stem}-accuracy.png"))
-
-        fig, ax = plt.subplots(figsize=(6, 4.5))
-        for label in labels:
-            pts = [(r["nominal_sparsity"], r["effective_sparsity"]) for r in ok if r["label"] == label]
-            if pts:
-                ax.scatter(
-                    [position(n) for n, _ in pts], [position(min(e, 1 - 1e-7)) for _, e in pts], label=label, s=14
-                )
-        ticks = [position(s) for s in sparsities]
-        ax.plot([min(ticks), max(ticks)], [min(ticks), max(ticks)], color="grey", linewidth=0.8, linestyle="--")
-        ax.set_xticks(ticks, [f"{s:g}" for s in sparsities])
-        ax.set_xlabel("nominal sparsity")
-        top_tick = max([math.ceil(position(min(r["effective_sparsity"], 1 - 1e-7)) - 1e-6) for r in ok] + [2])
-        ax.set_yticks(
-            range(1, top_tick + 1), [f"{1 - 10.0**-p:.{p}f}" if p < 7 else "cut" for p in range(1, top_tick + 1)]
-        )
-        ax.set_ylabel("effective sparsity")
-        ax.set_title(f"{model} on {dataset}: above the line, kept weights are dead", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        written.append(_save(fig, folder / f"{stem}-effective.png"))
-
-        top = sparsities[-1]
-        layer_rows = [r for r in ok if r["sparsity"] == top and r.get("layer_density")]
-        if layer_rows:
-            import json
-
-            layer_names = list(json.loads(layer_rows[0]["layer_density"]))
-            fig, ax = plt.subplots(figsize=(7, 4.5))
-            width = 0.8 / max(1, len(labels))
-            for i, label in enumerate(labels):
-                densities = [json.loads(r["layer_density"]) for r in layer_rows if r["label"] == label]
-                if not densities:
-                    continue
-                means = [sum(d[name] for d in densities) / len(densities) for name in layer_names]
-                ax.bar(
-                    [j + i * width for j in range(len(layer_names))],
-                    [max(m, 1e-6) for m in means],
-                    width,
-                    label=label,
-                )
-            ax.set_xticks(
-                [j + 0.4 - width / 2 for j in range(len(layer_names))],
-                [n.removesuffix(".weight") for n in layer_names],
-                rotation=45 if len(layer_names) > 6 else 0,
-                fontsize=8,
-            )
-            ax.set_yscale("log")
-            ax.set_ylabel("kept fraction of the layer (log)")
-            ax.set_title(f"{model} on {dataset}: per-layer density at sparsity {top:g}")
-            ax.legend(fontsize=8)
-            written.append(_save(fig, folder / f"{stem}-layers.png"))
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        timing = [
-            [r["prune_seconds"] for r in ok if r["label"] == label and r.get("prune_seconds")] for label in labels
-        ]
-        means = [sum(t) / len(t) if t else 0.0 for t in timing]
-        ax.bar(range(len(labels)), [max(m, 1e-4) for m in means], color="tab:blue")
-        ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=8)
-        ax.set_yscale("log")
-        ax.set_ylabel("screening seconds per run (mean, log)")
-        ax.set_title(f"{model} on {dataset}: screening time")
-        written.append(_save(fig, folder / f"{stem}-screening.png"))
+        labels = _ordered([r["label"] for r in members])
+        sparsities = sorted(_ordered([r["sparsity"] for r in ok]))
+        stem, title = folder / f"{model}-{dataset}", f"{model} on {dataset}"
+        written.append(_plot_accuracy(plt, ok, labels, sparsities, title, f"{stem}-accuracy.png"))
+        written.append(_plot_effective(plt, ok, labels, sparsities, title, f"{stem}-effective.png"))
+        layers = _plot_layers(plt, ok, labels, sparsities[-1], title, f"{stem}-layers.png")
+        written += [layers] if layers else []
+        written.append(_plot_screening(plt, ok, labels, title, f"{stem}-screening.png"))
     return written
+
+
+def _plot_accuracy(
+    plt: Any, ok: Sequence[Mapping[str, Any]], labels: list[str], sparsities: list[float], title: str, path: str
+) -> str:
+    accuracy = _summarise(ok, "test_accuracy")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label in labels:
+        points = [(s, *accuracy[(label, s)][:2]) for s in sparsities if (label, s) in accuracy]
+        if points:
+            ax.errorbar(
+                [_position(s) for s, _, _ in points],
+                [100 * m for _, m, _ in points],
+                yerr=[100 * d for _, _, d in points],
+                marker="o",
+                capsize=3,
+                label=label,
+            )
+    ax.set_xticks([_position(s) for s in sparsities], [f"{s:g}" for s in sparsities])
+    ax.set_xlabel("sparsity (log scale of the kept fraction)")
+    ax.set_ylabel("final test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, Path(path))
+
+
+def _plot_effective(
+    plt: Any, ok: Sequence[Mapping[str, Any]], labels: list[str], sparsities: list[float], title: str, path: str
+) -> str:
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for label in labels:
+        pts = [(r["nominal_sparsity"], r["effective_sparsity"]) for r in ok if r["label"] == label]
+        if pts:
+            ax.scatter([_position(n) for n, _ in pts], [_position(min(e, 1 - 1e-7)) for _, e in pts], label=label, s=14)
+    ticks = [_position(s) for s in sparsities]
+    ax.plot([min(ticks), max(ticks)], [min(ticks), max(ticks)], color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xticks(ticks, [f"{s:g}" for s in sparsities])
+    ax.set_xlabel("nominal sparsity")
+    top_tick = max([math.ceil(_position(min(r["effective_sparsity"], 1 - 1e-7)) - 1e-6) for r in ok] + [2])
+    ax.set_yticks(range(1, top_tick + 1), [f"{1 - 10.0**-p:.{p}f}" if p < 7 else "cut" for p in range(1, top_tick + 1)])
+    ax.set_ylabel("effective sparsity")
+    ax.set_title(f"{title}: above the line, kept weights are dead", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, Path(path))
+
+
+def _plot_layers(
+    plt: Any, ok: Sequence[Mapping[str, Any]], labels: list[str], top: float, title: str, path: str
+) -> str | None:
+    layer_rows = [r for r in ok if r["sparsity"] == top and r.get("layer_density")]
+    if not layer_rows:
+        return None
+    layer_names = list(json.loads(layer_rows[0]["layer_density"]))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    width = 0.8 / max(1, len(labels))
+    for i, label in enumerate(labels):
+        densities = [json.loads(r["layer_density"]) for r in layer_rows if r["label"] == label]
+        if not densities:
+            continue
+        means = [sum(d[name] for d in densities) / len(densities) for name in layer_names]
+        ax.bar([j + i * width for j in range(len(layer_names))], [max(m, 1e-6) for m in means], width, label=label)
+    ax.set_xticks(
+        [j + 0.4 - width / 2 for j in range(len(layer_names))],
+        [n.removesuffix(".weight") for n in layer_names],
+        rotation=45 if len(layer_names) > 6 else 0,
+        fontsize=8,
+    )
+    ax.set_yscale("log")
+    ax.set_ylabel("kept fraction of the layer (log)")
+    ax.set_title(f"{title}: per-layer density at sparsity {top:g}")
+    ax.legend(fontsize=8)
+    return _save(fig, Path(path))
+
+
+def _plot_screening(plt: Any, ok: Sequence[Mapping[str, Any]], labels: list[str], title: str, path: str) -> str:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    timing = [[r["prune_seconds"] for r in ok if r["label"] == label and r.get("prune_seconds")] for label in labels]
+    means = [sum(t) / len(t) if t else 0.0 for t in timing]
+    ax.bar(range(len(labels)), [max(m, 1e-4) for m in means], color="tab:blue")
+    ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("screening seconds per run (mean, log)")
+    ax.set_title(f"{title}: screening time")
+    return _save(fig, Path(path))
 
 
 def read_trace(path: str | os.PathLike[str]) -> list[dict[str, str]]:

@@ -474,6 +474,64 @@ def checkpoint_dir(out: str | os.PathLike[str]) -> Path:
     return path.with_name(path.stem + "-training")
 
 
+def _agent_folder(
+    out: str | os.PathLike[str], timesteps: int, resume: bool, tensorboard: str | os.PathLike[str] | None
+) -> tuple[Path, tuple[Path, Path] | None]:
+    """Check an agent training's settings; its checkpoint folder and latest checkpoint, if any."""
+    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
+        raise UserError(f"timesteps must be a positive integer, got {timesteps!r}")
+    out_path = Path(out)
+    if out_path.suffix != ".zip":
+        raise UserError(f"the agent file must end in .zip, got {out_path.name}")
+    if tensorboard is not None:
+        try:
+            import tensorboard as _  # noqa: F401
+        except ImportError:
+            raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+    folder = checkpoint_dir(out_path)
+    latest = _latest_checkpoint(folder) if folder.is_dir() else None
+    if resume and latest is None:
+        raise UserError(f"nothing to resume: no checkpoint with its replay buffer in {folder}")
+    if not resume and latest is not None:
+        raise UserError(f"{folder} holds checkpoints of an earlier run; pass --resume or remove the folder")
+    return folder, latest
+
+
+def _new_td3(
+    env: Any,
+    timesteps: int,
+    learning_starts: int,
+    net_arch: Sequence[int],
+    learning_rate: float,
+    batch_size: int,
+    tensorboard_log: str | None,
+    seed: int,
+) -> Any:
+    """TD3 with the reference's settings where they fit (see :func:`train_agent`)."""
+    from stable_baselines3 import TD3
+    from stable_baselines3.common.noise import NormalActionNoise
+
+    return TD3(
+        "MlpPolicy",
+        env,
+        learning_rate=learning_rate,
+        buffer_size=timesteps,
+        learning_starts=learning_starts,
+        batch_size=batch_size,
+        tau=0.01,
+        gamma=0.99,
+        policy_delay=2,
+        target_policy_noise=0.2,
+        target_noise_clip=0.5,
+        action_noise=NormalActionNoise(np.zeros(3), 0.1 * np.ones(3)),
+        policy_kwargs={"net_arch": list(net_arch)},
+        tensorboard_log=tensorboard_log,
+        seed=seed,
+        device="cpu",
+        verbose=0,
+    )
+
+
 def train_agent(
     env: PanningEnv,
     timesteps: int,
@@ -510,24 +568,9 @@ def train_agent(
     from stable_baselines3 import TD3
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
     from stable_baselines3.common.monitor import Monitor
-    from stable_baselines3.common.noise import NormalActionNoise
 
-    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
-        raise UserError(f"timesteps must be a positive integer, got {timesteps!r}")
+    folder, latest = _agent_folder(out, timesteps, resume, tensorboard)
     out_path = Path(out)
-    if out_path.suffix != ".zip":
-        raise UserError(f"the agent file must end in .zip, got {out_path.name}")
-    if tensorboard is not None:
-        try:
-            import tensorboard as _  # noqa: F401
-        except ImportError:
-            raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
-    folder = checkpoint_dir(out_path)
-    latest = _latest_checkpoint(folder) if folder.is_dir() else None
-    if resume and latest is None:
-        raise UserError(f"nothing to resume: no checkpoint with its replay buffer in {folder}")
-    if not resume and latest is not None:
-        raise UserError(f"{folder} holds checkpoints of an earlier run; pass --resume or remove the folder")
     folder.mkdir(parents=True, exist_ok=True)
     monitored = Monitor(env)
     if resume:
@@ -541,25 +584,8 @@ def train_agent(
         record.seconds = float(earlier.get("seconds", 0.0)) if isinstance(earlier, Mapping) else 0.0
     else:
         starts = min(2000, timesteps // 4) if learning_starts is None else int(learning_starts)
-        agent = TD3(
-            "MlpPolicy",
-            monitored,
-            learning_rate=learning_rate,
-            buffer_size=timesteps,
-            learning_starts=starts,
-            batch_size=batch_size,
-            tau=0.01,
-            gamma=0.99,
-            policy_delay=2,
-            target_policy_noise=0.2,
-            target_noise_clip=0.5,
-            action_noise=NormalActionNoise(np.zeros(3), 0.1 * np.ones(3)),
-            policy_kwargs={"net_arch": list(net_arch)},
-            tensorboard_log=None if tensorboard is None else str(tensorboard),
-            seed=seed,
-            device="cpu",
-            verbose=0,
-        )
+        tensorboard_log = None if tensorboard is None else str(tensorboard)
+        agent = _new_td3(monitored, timesteps, starts, net_arch, learning_rate, batch_size, tensorboard_log, seed)
         done = 0
     callbacks: list[Any] = [
         _bookkeeping(record, timesteps, progress),  # first, so each checkpoint carries the current record
