@@ -1,0 +1,300 @@
+"""The command group, its shared options and one-line error handling."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+import torch
+
+from panning import __version__, models
+from panning import data as datasets
+from panning.errors import UserError
+from panning.io import os_fault
+from panning.panning import COMBINATIONS, NORMALIZATIONS
+from panning.pruning import method_names
+from panning.sparse import Costs
+from panning.training import (
+    RESCALES,
+    TrainConfig,
+)
+
+F = Callable[..., Any]
+
+
+def combine_options(*decorators: F) -> Callable[[F], F]:
+    def apply(function: F) -> F:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
+
+
+class _NumberOrNone(click.ParamType):
+    name = "number|none"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float | None:
+        if value is None or (isinstance(value, str) and value.lower() == "none"):
+            return None
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither a number nor 'none'", param, ctx)
+
+
+_NUMBER_OR_NONE = _NumberOrNone()
+
+common_options = combine_options(
+    click.option("--model", "model_name", required=True, type=click.Choice(models.names()), help="Model name."),
+    click.option("--dataset", required=True, type=click.Choice(datasets.names()), help="Dataset name."),
+    click.option("--seed", default=0, show_default=True, type=int, help="Seed of the initialisation and sampling."),
+    click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding <dataset>/ folders."),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
+    click.option(
+        "--val-size",
+        default=datasets.DEFAULT_VAL_SIZE,
+        show_default=True,
+        type=int,
+        help="Training examples held out for validation (never used for screening or training).",
+    ),
+    click.option(
+        "--normalization",
+        default="standard",
+        show_default=True,
+        type=click.Choice(["standard", "half"]),
+        help="standard: the dataset's mean/std; half: mean 0.5, std 0.5.",
+    ),
+    click.option(
+        "--init",
+        default=TrainConfig.init,
+        show_default=True,
+        type=click.Choice(list(models.INITS)),
+        help="Initialisation screened and trained: the modules' own (pytorch) or the authors' script's (reference).",
+    ),
+)
+
+prune_options = combine_options(
+    click.option("--method", required=True, type=click.Choice(method_names()), help="Screening method."),
+    click.option("--sparsity", required=True, type=float, help="Fraction of weights removed, in [0, 1)."),
+    click.option("--iterations", type=int, help="Pruning steps T (default: 100 for synflow/iter-snip, else 1)."),
+    click.option("--schedule", default="exponential", show_default=True, type=click.Choice(["exponential", "linear"])),
+    click.option(
+        "--regrowth/--no-regrowth",
+        default=True,
+        show_default=True,
+        help="Let pruned weights come back in later steps (--no-regrowth: monotone masks).",
+    ),
+    click.option(
+        "--samples-per-class",
+        default=10,
+        show_default=True,
+        type=int,
+        help="Examples of each class in a scoring batch.",
+    ),
+    click.option("--temperature", type=float, help="Logit temperature of snip/grasp (defaults 1 and 200)."),
+    click.option("--scope", default="global", show_default=True, type=click.Choice(["global", "layer"])),
+    click.option(
+        "--grasp",
+        "grasp_form",
+        type=click.Choice(["abs", "signed"]),
+        help="GraSP score form for grasp/panning: signed θ⊙Hg or the reference's |θ⊙Hg|.",
+    ),
+    click.option(
+        "--index-normalization",
+        type=click.Choice(list(NORMALIZATIONS)),
+        help="panning: how each index is normalised (default zscore-abs, the reference's).",
+    ),
+    click.option(
+        "--combination",
+        type=click.Choice(list(COMBINATIONS)),
+        help="panning: multiplicative (default) or additive (the reference's default) combination.",
+    ),
+    click.option("--stages", help="panning: 'paper' or a TOML/JSON stage table file (default paper)."),
+    click.option(
+        "--agent",
+        "agent_path",
+        type=click.Path(dir_okay=False),
+        help="rl-panning: a trained agent (.zip from `panning agent train`; default: the shipped one).",
+    ),
+    click.option("--trace", type=click.Path(dir_okay=False), help="Write a per-step CSV trace of the screening."),
+)
+
+train_options = combine_options(
+    click.option("--epochs", required=True, type=int, help="Training epochs."),
+    click.option("--lr", default=0.1, show_default=True, type=float),
+    click.option("--batch-size", default=256, show_default=True, type=int),
+    click.option("--weight-decay", default=1e-4, show_default=True, type=float),
+    click.option("--momentum", default=0.9, show_default=True, type=float),
+    click.option(
+        "--augment/--no-augment",
+        default=None,
+        help="Random crop and flip (default: on for CIFAR and Tiny-ImageNet only).",
+    ),
+    click.option(
+        "--warmup-epochs",
+        default=TrainConfig.warmup_epochs,
+        show_default=True,
+        type=float,
+        help="Epochs of linear learning-rate warm-up before the cosine schedule (0: none).",
+    ),
+    click.option(
+        "--rescale",
+        default=TrainConfig.rescale,
+        show_default=True,
+        type=click.Choice(list(RESCALES)),
+        help="fan-in: scale each unit's kept weights to its fan-in after masking; none: as initialised.",
+    ),
+    click.option(
+        "--clip-grad-norm",
+        default=str(TrainConfig.clip_grad_norm),
+        show_default=True,
+        type=_NUMBER_OR_NONE,
+        help="Clip the gradient's global norm to this value before every step; none: no clipping.",
+    ),
+    click.option("--compact", is_flag=True, help="Train the compacted model: dead units removed (needs masks)."),
+    click.option(
+        "--sparse-kernels",
+        is_flag=True,
+        help="Use sparse linear kernels where timing on this device says they are faster (needs masks).",
+    ),
+    click.option("--resume", is_flag=True, help="Continue the unfinished run in --out."),
+    click.option("--quiet", is_flag=True, help="No progress bars."),
+)
+
+
+def user_errors(function: F) -> F:
+    """Decorate a command so that a user mistake or an OS fault ends in one line and exit 2."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except UserError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(2)
+        except OSError as error:  # a fault of the operating system, not of the library: one line too
+            click.echo(f"error: {os_fault(error.filename or '?', error, 'use')}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+class _OneLineErrors(click.Group):
+    """A group whose usage errors are one line (click prints usage and a blank line by default)."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as error:
+            where = error.ctx.command_path if error.ctx is not None else "panning"
+            message = " ".join(error.format_message().split())
+            click.echo(f"error: {message} (see `{where} --help`)", err=True)
+            sys.exit(2)
+        except click.ClickException as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("aborted: rerun with --resume to continue a run (a grid: rerun the same command)", err=True)
+            sys.exit(130)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(name="panning", cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="panning")
+def cli() -> None:
+    """Screen the sparse network worth training, before training."""
+    warnings.showwarning = _show_warning
+
+
+def train_config(model_name: str, dataset: str, seed: int, device: str, **kw: Any) -> TrainConfig:
+    """The validated :class:`TrainConfig` of a command's training options."""
+    return TrainConfig(
+        model=model_name,
+        dataset=dataset,
+        seed=seed,
+        device=device,
+        init=kw["init"],
+        warmup_epochs=kw["warmup_epochs"],
+        rescale=kw["rescale"],
+        clip_grad_norm=kw["clip_grad_norm"],
+        epochs=kw["epochs"],
+        lr=kw["lr"],
+        batch_size=kw["batch_size"],
+        weight_decay=kw["weight_decay"],
+        momentum=kw["momentum"],
+        val_size=kw["val_size"],
+        normalization=kw["normalization"],
+        augment=kw["augment"],
+        compact=kw["compact"],
+        sparse_kernels=kw["sparse_kernels"],
+    ).validate()
+
+
+def method_options(kw: dict[str, Any]) -> dict[str, Any]:
+    """The method options a command's flags set; a flag of another method is a user error.
+
+    Example:
+        >>> method_options({"method": "panning", "combination": "additive"})
+        {'combination': 'additive'}
+    """
+    method = kw["method"]
+    options: dict[str, Any] = {}
+    if kw.get("temperature") is not None:
+        if method == "rl-panning":
+            raise UserError("--temperature does not apply to rl-panning: the agent keeps its training temperature")
+        options["temperature"] = kw["temperature"]
+    panning_only = {"index_normalization": "normalization", "combination": "combination", "stages": "stages"}
+    for flag, option in panning_only.items():
+        if kw.get(flag) is not None:
+            if method != "panning":
+                raise UserError(f"--{flag.replace('_', '-')} only applies to --method panning")
+            options[option] = kw[flag]
+    if kw.get("agent_path") is not None:
+        if method != "rl-panning":
+            raise UserError("--agent only applies to --method rl-panning")
+        options["agent"] = kw["agent_path"]
+    if kw.get("grasp_form") is not None:
+        if method == "grasp":
+            options["absolute"] = kw["grasp_form"] == "abs"
+        elif method == "panning":
+            options["grasp"] = kw["grasp_form"]
+        else:
+            raise UserError("--grasp only applies to --method grasp or panning")
+    return options
+
+
+def architecture(model_name: str, dataset: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
+    """A registered model for a dataset, and the shape of one input.
+
+    Example:
+        >>> architecture("lenet5", "mnist")[1]
+        (1, 28, 28)
+    """
+    spec = datasets.spec(dataset)
+    return models.for_dataset(model_name, dataset), (spec.in_channels, spec.image_size, spec.image_size)
+
+
+def cost_lines(before: Costs, after: Costs) -> str:
+    """What compaction saved, as one line."""
+    return (
+        f"parameters stored: {before.params} -> {after.params} ({before.params / max(after.params, 1):.1f}x fewer); "
+        f"MACs per example: {before.macs} -> {after.macs} ({before.macs / max(after.macs, 1):.1f}x fewer)"
+    )

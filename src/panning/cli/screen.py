@@ -1,0 +1,290 @@
+"""Screening and training: ``prune``, ``train``, ``run`` and ``info``."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+
+from panning import data as datasets
+from panning import masks as masklib
+from panning import models
+from panning.cli.base import (
+    architecture,
+    cli,
+    common_options,
+    method_options,
+    prune_options,
+    train_config,
+    train_options,
+    user_errors,
+)
+from panning.connectivity import Connectivity, connectivity
+from panning.errors import UserError, check_sparsity
+from panning.io import changed_settings
+from panning.pruning import StepRecord, prune
+from panning.report import mask_table, write_trace
+from panning.training import (
+    TrainConfig,
+    build,
+    check_out_dir,
+    masks_to_resume,
+    record_origin,
+    resolve_device,
+    train,
+)
+
+
+def _screen(
+    model: torch.nn.Module,
+    model_name: str,
+    dataset: datasets.Dataset,
+    kw: dict[str, Any],
+    seed: int,
+    init: str,
+    progress: bool,
+) -> masklib.Masks:
+    rows: list[dict[str, Any]] = []
+
+    def trace(record: StepRecord, masks: masklib.Masks) -> None:
+        report = connectivity(model, masks, input_shape=dataset.input_shape)
+        rows.append(
+            {
+                "step": record.step,
+                "density": record.density,
+                "kept": record.kept,
+                "nominal_sparsity": report.nominal_sparsity,
+                "effective_sparsity": report.effective_sparsity,
+                "collapsed_layers": len(report.collapsed_layers),
+                "seconds": record.seconds,
+                **record.info,
+            }
+        )
+
+    masks = prune(
+        model,
+        kw["sparsity"],
+        kw["method"],
+        data=dataset,
+        iterations=kw["iterations"],
+        schedule=kw["schedule"],
+        regrowth=kw["regrowth"],
+        samples_per_class=kw["samples_per_class"],
+        seed=seed,
+        scope=kw["scope"],
+        callback=trace if kw.get("trace") else None,
+        progress=progress,
+        **method_options(kw),
+    )
+    record_origin(masks, model_name, dataset, seed, init)
+    if kw.get("trace"):
+        write_trace(kw["trace"], rows)
+        click.echo(f"wrote the per-step trace to {kw['trace']}")
+    return masks
+
+
+def _print_masks(model: torch.nn.Module, masks: masklib.Masks, input_shape: tuple[int, ...]) -> None:
+    layers = masks.metadata.get("layers")
+    if layers and [layer["name"] for layer in layers] == list(masks):
+        report = Connectivity.from_dict(masks.metadata)  # prune() measured it already
+    else:
+        report = connectivity(model, masks, input_shape=input_shape)
+    click.echo(mask_table(masks, report, masks.metadata.get("prune_seconds")))
+
+
+@cli.command("prune")
+@common_options
+@prune_options
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Mask file to write (.safetensors).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@user_errors
+def prune_command(
+    model_name: str,
+    dataset: str,
+    seed: int,
+    data_dir: str | None,
+    device: str,
+    out: str,
+    quiet: bool,
+    val_size: int,
+    normalization: str,
+    init: str,
+    **kw: Any,
+) -> None:
+    """Screen a model at initialisation and save its masks."""
+    check_sparsity(kw["sparsity"])
+    _check_writable_file(Path(out))
+    config = TrainConfig(
+        model=model_name,
+        dataset=dataset,
+        seed=seed,
+        device=device,
+        epochs=1,
+        val_size=val_size,
+        normalization=normalization,
+        init=init,
+    )
+    model, data = build(config, data_dir)
+    model.to(resolve_device(device))
+    masks = _screen(model, model_name, data, kw, seed, init, not quiet)
+    masklib.save(masks, out)
+    _print_masks(model, masks, data.input_shape)
+    click.echo(f"wrote {out}")
+
+
+@cli.command("train")
+@common_options
+@train_options
+@click.option("--masks", "masks_path", type=click.Path(dir_okay=False), help="Mask file from `panning prune`.")
+@click.option("--dense", is_flag=True, help="Train without masks.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to create.")
+@user_errors
+def train_command(
+    model_name: str,
+    dataset: str,
+    seed: int,
+    data_dir: str | None,
+    device: str,
+    out: str,
+    masks_path: str | None,
+    dense: bool,
+    resume: bool,
+    quiet: bool,
+    **kw: Any,
+) -> None:
+    """Train a model, masked or dense, into a run folder."""
+    if bool(masks_path) == dense:
+        raise UserError("pass exactly one of --masks FILE or --dense")
+    config = train_config(model_name, dataset, seed, device, **kw)
+    masks = masklib.load(masks_path) if masks_path else None
+    if masks is not None and masks.metadata.get("init_seed", seed) != seed:
+        warnings.warn(
+            f"the masks were screened on the initialisation of seed {masks.metadata['init_seed']}, "
+            f"training starts from seed {seed}'s",
+            stacklevel=1,
+        )
+    model, data = build(config, data_dir)
+    if masks is not None:
+        masks.check_fits(model)
+        _warn_about_mask_origin(masks, model, dataset, config.init)
+    metrics = train(model, data, config, out, masks=masks, resume=resume, progress=not quiet)
+    _print_result(metrics, out)
+
+
+@cli.command("run")
+@common_options
+@prune_options
+@train_options
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to create.")
+@user_errors
+def run_command(
+    model_name: str,
+    dataset: str,
+    seed: int,
+    data_dir: str | None,
+    device: str,
+    out: str,
+    resume: bool,
+    quiet: bool,
+    **kw: Any,
+) -> None:
+    """Screen a model, then train it, into one run folder."""
+    check_sparsity(kw["sparsity"])
+    config = train_config(model_name, dataset, seed, device, **kw)
+    model, data = build(config, data_dir)
+    run_dir = Path(out)
+    masks = masks_to_resume(run_dir) if resume else None
+    if masks is not None:
+        _check_same_screening(run_dir, masks, kw, seed, config.init)
+    else:
+        check_out_dir(run_dir, resume)
+        model.to(resolve_device(device))
+        masks = _screen(model, model_name, data, kw, seed, config.init, not quiet)
+    _print_masks(model, masks, data.input_shape)
+    metrics = train(model, data, config, out, masks=masks, resume=resume, progress=not quiet)
+    _print_result(metrics, out)
+
+
+def _warn_about_mask_origin(masks: masklib.Masks, model: torch.nn.Module, dataset: str, init: str) -> None:
+    """Masks that fit can still be the wrong ones: other data, another initialisation, layers left out."""
+    screened_init = masks.metadata.get("init", "pytorch")
+    if screened_init != init:
+        warnings.warn(
+            f"the masks were screened on the {screened_init} initialisation, training starts from the {init} one; "
+            f"pass --init {screened_init}",
+            stacklevel=1,
+        )
+    screened_on = masks.metadata.get("dataset")
+    if screened_on is not None and screened_on != dataset:
+        warnings.warn(f"the masks were screened on {screened_on}, training is on {dataset}", stacklevel=1)
+    uncovered = [name for name in masklib.prunable_parameters(model) if name not in masks]
+    if uncovered:
+        warnings.warn(
+            f"the masks leave {', '.join(uncovered)} out: {'it trains' if len(uncovered) == 1 else 'they train'} dense",
+            stacklevel=1,
+        )
+
+
+def _check_writable_file(path: Path) -> None:
+    """Refuse, before any work, an output file that exists or cannot be written."""
+    if path.exists():
+        raise UserError(f"{path} already exists; choose another --out or delete it first (nothing was changed)")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise UserError(f"the folder of --out {path} does not exist; create {folder} first")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"cannot write into {folder}; choose an --out in a writable folder")
+
+
+def _check_same_screening(run_dir: Path, masks: masklib.Masks, kw: dict[str, Any], seed: int, init: str) -> None:
+    """Refuse to resume a run whose masks were screened with other settings than those asked for now."""
+    asked: dict[str, Any] = {
+        "method": kw["method"],
+        "sparsity": kw["sparsity"],
+        "options": method_options(kw),
+        "schedule": kw["schedule"],
+        "regrowth": kw["regrowth"],
+        "samples_per_class": kw["samples_per_class"],
+        "scope": kw["scope"],
+        "seed": seed,
+        "init": init,
+    }
+    if kw["iterations"] is not None:
+        asked["iterations"] = kw["iterations"]
+    saved = {**masks.metadata, "init": masks.metadata.get("init", "pytorch")}
+    for field, (was, value) in changed_settings(saved, asked, asked).items():
+        what = "method options" if field == "options" else "--" + field.replace("_", "-")
+        raise UserError(
+            f"{run_dir} was screened with {field} = {was!r}, not {value!r}; resume with the "
+            f"same {what} or choose another --out"
+        )
+
+
+def _print_result(metrics: dict[str, Any], out: str) -> None:
+    dead = " (DEAD: constant prediction)" if metrics.get("dead") else ""
+    click.echo(f"final test accuracy: {metrics['test_accuracy']:.4f}{dead}  (run folder: {out})")
+
+
+@cli.command("info")
+@click.argument("file", type=click.Path(dir_okay=False))
+@user_errors
+def info_command(file: str) -> None:
+    """Show a mask file's metadata and per-layer table."""
+    masks = masklib.load(file)
+    meta = dict(masks.metadata)
+    meta.pop("shapes", None)
+    click.echo(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    report = None
+    if meta.get("model") in models.names() and meta.get("dataset") in datasets.names():
+        model, shape = architecture(meta["model"], meta["dataset"])
+        try:
+            masks.check_fits(model)
+            report = connectivity(model, masks, input_shape=shape)
+        except UserError:
+            report = None
+    click.echo(mask_table(masks, report, meta.get("prune_seconds")))
