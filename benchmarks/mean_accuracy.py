@@ -1,7 +1,7 @@
 """Mean test and validation accuracy of each method label over one or more grid results files.
 
 Every cell (sparsity × seed) of every file counts once; this is how issue #5 compares Panning's
-variants across grids (README, "Panning against the single indices").
+variants across grids (docs/results/smoke-panning.md).
 
     python benchmarks/mean_accuracy.py benchmarks/results/smoke/half-*/results.csv
 """

@@ -26,36 +26,46 @@ def test_docstring_examples(name: str) -> None:
     assert result.failed == 0, f"{result.failed} docstring example(s) of {name} failed (run doctest on it)"
 
 
+REPO = Path(__file__).resolve().parents[1]
+# The README and every page of the documentation, as a reader meets them.
+PAGES = ["README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").rglob("*.md"))]
+
+
+def _blocks(page: str, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", (REPO / page).read_text(), re.S)
+
+
 @pytest.mark.slow
-def test_the_readme_python_examples_run(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every Python block of the README, in order, in one namespace (as a reader would paste them)."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+@pytest.mark.parametrize("page", [page for page in PAGES if _blocks(page, "python")])
+def test_the_python_examples_of_every_page_run(
+    page: str, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every Python block of a page, in order, in one namespace (as a reader would paste them)."""
     write_mnist(data_root / "mnist", train=5200, test=100)  # the default validation split takes 5,000
     monkeypatch.chdir(tmp_path)
     scope: dict[str, object] = {}
-    for number, block in enumerate(blocks):
-        exec(compile(block, f"README.md (Python block {number})", "exec"), scope)
-        if number == 0:
+    for number, block in enumerate(_blocks(page, "python")):
+        exec(compile(block, f"{page} (Python block {number})", "exec"), scope)
+        if (page, number) == ("docs/guide/python.md", 0):
             masks = scope["masks"]
             assert isinstance(masks, panning.Masks) and masks.kept() == 4305
-    assert len(blocks) >= 4 and (tmp_path / "m.safetensors").is_file() and (tmp_path / "s.safetensors").is_file()
+            assert (tmp_path / "m.safetensors").is_file()
 
 
-def _readme_commands() -> list[str]:
-    """Every `panning ...` command of the README's shell blocks (continuations joined, comments cut)."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+def _page_commands() -> list[str]:
+    """Every `panning ...` command of the pages' shell blocks (continuations joined, comments cut)."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", readme, re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            line = line.split(" #", 1)[0].strip()
-            if line.startswith("panning ") and "..." not in line:
-                commands.append(line)
+    for page in PAGES:
+        for block in _blocks(page, "bash"):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split(" #", 1)[0].strip()
+                if line.startswith("panning ") and "..." not in line:
+                    commands.append(line)
     return commands
 
 
-@pytest.mark.parametrize("command", _readme_commands())
-def test_every_readme_command_parses(command: str) -> None:
+@pytest.mark.parametrize("command", _page_commands())
+def test_every_documented_command_parses(command: str) -> None:
     args = shlex.split(command)[1:]
     target: click.Command = cli
     while isinstance(target, click.Group):  # walk down to the command the line runs

@@ -1,6 +1,6 @@
 """panning: screen the sparse network worth training, before training.
 
-Example:
+Examples:
     >>> import panning, torch
     >>> model = panning.models.create("lenet300", in_channels=1, num_classes=10)
     >>> masks = panning.prune(model, sparsity=0.99, method="synflow", input_shape=(1, 28, 28), iterations=5)

@@ -259,7 +259,7 @@ def _identity(
 def parse_grid(config: Mapping[str, Any], quick: bool = False, name: str = "grid", source: str = "") -> Grid:
     """The cells of a grid config (a parsed TOML mapping); ``quick`` applies its ``[quick]`` table.
 
-    Example:
+    Examples:
         >>> grid = parse_grid({"models": ["lenet300"], "datasets": ["mnist"], "sparsities": [0.9, 0.99],
         ...                    "seeds": [0], "methods": [{"name": "random"}, {"name": "synflow"}]})
         >>> len(grid.cells), grid.cells[0].label
@@ -329,7 +329,7 @@ def parse_grid(config: Mapping[str, Any], quick: bool = False, name: str = "grid
 def load_grid(path: str | os.PathLike[str], quick: bool = False) -> Grid:
     """Read a grid config (TOML).
 
-    Example:
+    Examples:
         >>> grid = load_grid("benchmarks/smoke/lenet5-mnist.toml", quick=True)  # doctest: +SKIP
     """
     file = Path(path)
@@ -401,7 +401,7 @@ def run_cell(
     A finished cell returns its saved row without new work; an interrupted one resumes from its
     masks and last checkpoint. A failure is returned (and saved) as a row with ``status`` failed.
 
-    Example:
+    Examples:
         >>> # row = run_cell(load_grid("benchmarks/smoke/lenet5-mnist.toml").cells[0], "runs/bench/cells")
     """
     folder = Path(store) / cell.key
@@ -483,7 +483,7 @@ def run_grid(
     ``jobs`` > 1 runs cells in that many processes, with the CPU threads split between them.
     ``store`` defaults to ``out/cells``.
 
-    Example:
+    Examples:
         >>> # summary = run_grid(load_grid("benchmarks/smoke/lenet5-mnist.toml", quick=True), "runs/bench/x")
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
@@ -530,7 +530,7 @@ def run_grid(
 def write_results(out: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> tuple[Path, Path]:
     """Write ``results.csv`` and ``results.jsonl`` (same rows, same columns) atomically.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> csv_path, _ = write_results(tempfile.mkdtemp(), [{"model": "lenet5", "status": "ok"}])
         >>> csv_path.read_text().splitlines()[1].startswith("lenet5,")
@@ -579,7 +579,7 @@ def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     Rows written by an older layout read with the missing columns as ``None``; a newer layout
     than this version knows is refused with a message.
 
-    Example:
+    Examples:
         >>> # rows = read_results("benchmarks/results/smoke/lenet5-mnist/results.csv")
     """
     file = Path(path)

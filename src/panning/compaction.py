@@ -26,7 +26,7 @@ The removals cascade until nothing changes. The result computes the masked model
 function: the same outputs within float tolerance, and (for removed units with no weight
 left in or out) the same training dynamics.
 
-Example:
+Examples:
     >>> import torch
     >>> from torch import nn
     >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
@@ -169,7 +169,7 @@ def _union(a: _Space, b: _Space) -> _Space:
 class CompactReport:
     """What compaction removed: units per layer before and after, weights dropped as ineffective.
 
-    Example:
+    Examples:
         >>> CompactReport({"fc": (300, 12)}, kept_before=100, kept_after=90, folded=3).describe()
         'fc 300 -> 12 units; kept weights 100 -> 90 (3 constant units folded into biases)'
     """
@@ -528,7 +528,7 @@ def apply_plan(model: nn.Module, plan: Mapping[str, Mapping[str, list[int]]]) ->
     ``plan`` maps a layer name to ``{"out": [...], "in": [...]}`` (indices kept on the output
     and input axes). Used by :func:`compact` and to rebuild a compact model from a file.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
         >>> apply_plan(net, {"0": {"out": [0, 2]}, "2": {"in": [0, 2]}})[2].in_features
         2
@@ -591,7 +591,7 @@ def compact_with_plan(
 ) -> tuple[nn.Module, Masks, dict[str, dict[str, list[int]]], CompactReport]:
     """:func:`compact`, also returning the plan (for :func:`apply_plan`) and a report.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
         >>> masks = {"0.weight": torch.ones(3, 4).bool(), "2.weight": torch.tensor([[1, 0, 0], [0, 0, 0]]).bool()}
         >>> _, _, plan, report = compact_with_plan(net, masks, input_shape=(4,))
@@ -648,7 +648,7 @@ def compact(
     tells a linear layer that reads the model's input which axis holds its features; without
     it such a layer's inputs are kept whole.
 
-    Example:
+    Examples:
         >>> import panning
         >>> model = panning.models.create("lenet300")
         >>> masks = panning.prune(model, 0.99, "synflow", input_shape=(1, 28, 28), iterations=5)

@@ -6,7 +6,7 @@ biases and normalisation shifts zero, normalisation layers unit scale in eval mo
 all-ones input goes through, and a kept weight is effective when its gradient of the summed
 output is non-zero.
 
-Example:
+Examples:
     >>> import torch
     >>> from torch import nn
     >>> net = nn.Sequential(nn.Linear(2, 2, bias=False), nn.Linear(2, 1, bias=False))
@@ -100,7 +100,7 @@ def effective_masks(
 ) -> Masks:
     """The kept weights that lie on some input-to-output path of kept weights.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1))
         >>> full = Masks.ones_like(net)
         >>> effective_masks(net, full, input_shape=(3,)).kept() == full.kept()
@@ -215,7 +215,7 @@ class Connectivity:
     def from_dict(cls, summary: Mapping[str, Any]) -> Connectivity:
         """Rebuild a report from :meth:`as_dict` output (e.g. mask metadata), without a forward pass.
 
-        Example:
+        Examples:
             >>> Connectivity.from_dict({"layers": [{"name": "w", "total": 4, "kept": 2, "effective": 1}]}).effective
             1
         """
@@ -252,7 +252,7 @@ def connectivity(
 
     The input shape comes from ``input_shape``, ``inputs``, or ``masks.metadata["input_shape"]``.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1))
         >>> connectivity(net, Masks.ones_like(net), input_shape=(3,)).collapsed
         False
@@ -278,7 +278,7 @@ def effective_sparsity(
 
     The input shape comes from ``input_shape``, ``inputs``, or ``masks.metadata["input_shape"]``.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1))
         >>> effective_sparsity(net, Masks.ones_like(net), input_shape=(3,))
         0.0

@@ -12,7 +12,7 @@ import numbers
 class UserError(ValueError):
     """A bad value from the user: the message names the problem and the fix.
 
-    Example:
+    Examples:
         >>> try:
         ...     raise UserError("sparsity 1.5 is outside [0, 1): pass a fraction such as 0.99")
         ... except ValueError as error:
@@ -36,7 +36,7 @@ class TrainingDiverged(UserError):
 def check_sparsity(sparsity: float) -> float:
     """Return ``sparsity`` as a float after checking that it lies in [0, 1).
 
-    Example:
+    Examples:
         >>> check_sparsity(0.99)
         0.99
     """

@@ -16,7 +16,7 @@ Modes:
 - ``compiled``: ``torch.compile`` (Inductor) with frozen weights; needs a C++ compiler on CPU
   and takes seconds to compile, once per input shape.
 
-Example:
+Examples:
     >>> import torch
     >>> from torch import nn
     >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
@@ -63,7 +63,7 @@ class InferenceModel(nn.Module):
     It takes over ``model``: puts it in evaluation mode and, for ``channels-last``, changes its
     memory layout. :func:`fastest_inference` hands it a copy, so its result is a snapshot.
 
-    Example:
+    Examples:
         >>> net = InferenceModel(nn.Linear(3, 1), "eager")
         >>> net(torch.ones(2, 3)).requires_grad
         False
@@ -152,7 +152,7 @@ def fastest_inference(
     C++ compiler for ``compiled``, say), is left out and the reason kept in
     :attr:`InferenceTiming.skipped`. Times are the best of ``repeats`` after one warm-up.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
         >>> fast, timing = fastest_inference(net, (1, 28, 28), 16, modes=("eager", "channels-last"), repeats=2)
         >>> sorted(timing.milliseconds), fast.mode == timing.chosen

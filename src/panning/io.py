@@ -21,7 +21,7 @@ from panning.errors import UserError
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> target = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
         >>> with atomic_path(target) as tmp:
@@ -48,7 +48,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 def os_fault(path: str | os.PathLike[str], error: OSError, doing: str = "write") -> UserError:
     """A one-line error for an operating-system fault on ``path``, naming the fix.
 
-    Example:
+    Examples:
         >>> print(os_fault("runs/x/checkpoint.pt", OSError(errno.ENOSPC, "No space left on device")))
         cannot write runs/x/checkpoint.pt: no space left on its device; free some space and rerun (a run: with --resume)
     """
@@ -95,7 +95,7 @@ def _finite(data: Any) -> Any:
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` as indented strict JSON, atomically; NaN and infinities become ``null``.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> target = pathlib.Path(tempfile.mkdtemp()) / "m.json"
         >>> write_json(target, {"a": 1})
@@ -115,7 +115,7 @@ def changed_settings(
     compared: it was recorded from a later version on. One check for every resumable thing
     (training runs, screenings, agents), so they all refuse a changed setting alike.
 
-    Example:
+    Examples:
         >>> changed_settings({"lr": 0.1, "seed": 0}, {"lr": 0.01, "seed": 0, "new": 1}, ["lr", "seed", "new"])
         {'lr': (0.1, 0.01)}
     """
@@ -152,7 +152,7 @@ def source_commit(folder: str | os.PathLike[str] | None = None) -> str:
     Files under ``benchmarks/results/`` do not count: a grid that writes its results there must
     not mark the next grid of the same session as run on changed code.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> source_commit(tempfile.mkdtemp())
         'unknown'

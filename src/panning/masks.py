@@ -56,7 +56,7 @@ def prunable_parameters(model: nn.Module, names: Sequence[str] | None = None) ->
     If masks are applied to the model, the underlying ``<name>_orig`` parameter is returned
     under the plain name.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
         >>> list(prunable_parameters(net))
         ['0.weight', '2.weight']
@@ -128,7 +128,7 @@ class Masks(MutableMapping[str, torch.Tensor]):
     ``True`` keeps a weight. A name already present only accepts a mask of the same shape.
     ``metadata`` carries free-form facts (method, options, seed, ...) saved with the masks.
 
-    Example:
+    Examples:
         >>> masks = Masks({"fc.weight": torch.tensor([[True, False], [False, False]])})
         >>> masks.kept(), masks.total(), masks.sparsity()
         (1, 4, 0.75)
@@ -148,7 +148,7 @@ class Masks(MutableMapping[str, torch.Tensor]):
     def ones_like(cls, model: nn.Module, names: Sequence[str] | None = None) -> Masks:
         """All-kept masks for the prunable parameters of ``model``.
 
-        Example:
+        Examples:
             >>> Masks.ones_like(nn.Linear(3, 2)).total()
             6
         """
@@ -219,7 +219,7 @@ class Masks(MutableMapping[str, torch.Tensor]):
     def check_fits(self, model: nn.Module) -> None:
         """Raise ``UserError`` naming the first parameter that the masks do not fit.
 
-        Example:
+        Examples:
             >>> Masks.ones_like(nn.Linear(3, 2)).check_fits(nn.Linear(3, 2))
         """
         params = dict(model.named_parameters())
@@ -243,7 +243,7 @@ class Masks(MutableMapping[str, torch.Tensor]):
 def kept_count(total: int, sparsity: float) -> int:
     """How many of ``total`` weights a sparsity keeps: ``max(1, round((1 - s) * N))``.
 
-    Example:
+    Examples:
         >>> kept_count(430_500, 0.999)
         431
     """
@@ -254,7 +254,7 @@ def kept_count(total: int, sparsity: float) -> int:
 def kept_schedule(total: int, sparsity: float, iterations: int, schedule: str = "exponential") -> list[int]:
     """Weights kept after each step: ``round(k_t * N)``, never below the final ``K``, exactly ``K`` last.
 
-    Example:
+    Examples:
         >>> kept_schedule(1000, 0.99, 3)
         [215, 46, 10]
     """
@@ -354,7 +354,7 @@ def select_topk(
     by position: the parameter that comes first, then the lower flat index, wins. ``-inf``
     scores are never chosen while any finite score is left.
 
-    Example:
+    Examples:
         >>> masks = select_topk({"w": torch.tensor([0.1, 0.9, 0.5, 0.9])}, keep=2)
         >>> masks["w"].tolist()
         [False, True, False, True]
@@ -393,7 +393,7 @@ def layer_quotas(sizes: Sequence[int], keep: int) -> list[int]:
     Every layer gets at least one weight when ``keep`` allows; the rest goes by largest
     remainder, ties to the earlier layer.
 
-    Example:
+    Examples:
         >>> layer_quotas([3, 3, 3], 4)
         [2, 1, 1]
     """
@@ -432,7 +432,7 @@ def apply(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
     zero too, so plain SGD with momentum and weight decay keeps them at zero. Applying again
     replaces the mask. Returns ``model``.
 
-    Example:
+    Examples:
         >>> net = nn.Linear(2, 1)
         >>> _ = apply(net, {"weight": torch.tensor([[True, False]])})
         >>> float(net.weight[0, 1]) == 0.0
@@ -460,7 +460,7 @@ def apply(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
 def model_device(model: nn.Module) -> torch.device:
     """The device of ``model``'s first parameter or buffer (CPU for a model with neither).
 
-    Example:
+    Examples:
         >>> model_device(nn.Linear(2, 1))
         device(type='cpu')
     """
@@ -474,7 +474,7 @@ def copy_model(model: nn.Module) -> nn.Module:
 
     (The visible masked weight is then a computed tensor, which ``copy.deepcopy`` refuses.)
 
-    Example:
+    Examples:
         >>> net = apply(nn.Linear(2, 1), {"weight": torch.tensor([[True, False]])})
         >>> _ = net(torch.ones(1, 2))
         >>> copy_model(net).weight_mask.tolist()
@@ -491,7 +491,7 @@ def copy_model(model: nn.Module) -> nn.Module:
 def applied(model: nn.Module) -> Masks:
     """The masks currently applied to ``model`` (empty if none).
 
-    Example:
+    Examples:
         >>> net = apply(nn.Linear(2, 1), {"weight": torch.tensor([[True, False]])})
         >>> applied(net).kept()
         1
@@ -504,7 +504,7 @@ def applied(model: nn.Module) -> Masks:
 def remove(model: nn.Module) -> nn.Module:
     """Make applied masks permanent: every masked parameter becomes a plain parameter again.
 
-    Example:
+    Examples:
         >>> net = apply(nn.Linear(2, 1), {"weight": torch.tensor([[True, False]])})
         >>> _ = remove(net)
         >>> sorted(n for n, _ in net.named_parameters())
@@ -518,7 +518,7 @@ def remove(model: nn.Module) -> nn.Module:
 def dense_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """``model``'s state dict with masks made permanent, leaving ``model`` untouched.
 
-    Example:
+    Examples:
         >>> net = apply(nn.Linear(2, 1), {"weight": torch.tensor([[True, False]])})
         >>> sorted(dense_state_dict(net))
         ['bias', 'weight']
@@ -545,7 +545,7 @@ def save(
     The metadata holds ``masks.metadata``, then ``metadata``, plus the kept and total counts,
     the sparsity, per-parameter shapes and the package version.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> path = pathlib.Path(tempfile.mkdtemp()) / "m.safetensors"
         >>> save(Masks({"w": torch.tensor([True, False])}), path, metadata={"method": "magnitude"})
@@ -574,7 +574,7 @@ def save(
 def load(path: str | os.PathLike[str]) -> Masks:
     """Load masks saved by :func:`save`; ``.metadata`` holds what was saved with them.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> path = pathlib.Path(tempfile.mkdtemp()) / "m.safetensors"
         >>> save(Masks({"w": torch.tensor([True, False])}), path)
@@ -613,7 +613,7 @@ def density_schedule(sparsity: float, iterations: int, schedule: str = "exponent
 
     Exponential: ``(1 - s) ** (t / T)``; linear: ``1 - s * t / T``.
 
-    Example:
+    Examples:
         >>> [round(k, 4) for k in density_schedule(0.99, 2)]
         [0.1, 0.01]
     """

@@ -6,7 +6,7 @@ normalised over all prunable weights, and they are combined with the weights of 
 *stage*. Stages advance on the step's target sparsity ``1 - k_t`` crossing the boundaries
 0.8, 0.9, 0.98, 0.99 (at most one stage per step, as in the reference).
 
-Example:
+Examples:
     >>> import torch, panning
     >>> model = panning.models.create("lenet300")
     >>> x, y = torch.randn(100, 1, 28, 28), torch.arange(100) % 10
@@ -49,7 +49,7 @@ class StageTable:
     Stage ``i`` is left for stage ``i + 1`` once the step's target sparsity exceeds
     ``boundaries[i]``; the last boundary is 1.0.
 
-    Example:
+    Examples:
         >>> table = StageTable((0.9, 1.0), ((0.0, 1.0, 0.0), (1.0, 0.0, 0.0)))
         >>> table.weights[1]
         (1.0, 0.0, 0.0)
@@ -73,7 +73,7 @@ class StageTable:
     def from_mapping(cls, data: Mapping[str, Any]) -> StageTable:
         """From ``{"stages": [{"until": 0.8, "synflow": 0.2, "snip": 0.5, "grasp": 0.3}, ...]}``.
 
-        Example:
+        Examples:
             >>> StageTable.from_mapping({"stages": [{"until": 1.0, "synflow": 1, "snip": 0, "grasp": 1}]}).weights
             ((1.0, 0.0, 1.0),)
         """
@@ -174,7 +174,7 @@ def normalize(scores: Mapping[str, torch.Tensor], method: str = "zscore-abs") ->
     - ``zscore``: the signed ``(x - mean(x)) / std(x)``.
     - ``rank``: the percentile rank in (0, 1], tied scores sharing their average rank.
 
-    Example:
+    Examples:
         >>> normalize({"w": torch.tensor([1.0, 2.0, 2.0, 4.0])}, "rank")["w"].tolist()
         [0.25, 0.625, 0.625, 1.0]
     """
@@ -226,7 +226,7 @@ def combine(
 ) -> dict[str, torch.Tensor]:
     """``Σ w_i z_i`` (additive) or ``Π z_i ** w_i`` (multiplicative) over the indices with a weight.
 
-    Example:
+    Examples:
         >>> z = {"snip": {"w": torch.tensor([1.0, 2.0])}, "grasp": {"w": torch.tensor([3.0, 1.0])}}
         >>> combine(z, {"snip": 0.5, "grasp": 0.5})["w"].tolist()
         [2.0, 1.5]
@@ -249,11 +249,11 @@ class Panning:
 
     ``combination`` defaults to the reference's ``multiplicative`` table, not its default
     ``additive`` one: over the three LeNet grids of issue #5 it scores higher on validation
-    accuracy and never cut a layer at 0.999, where ``additive`` did (README, "Panning against
-    the single indices"). With the signed ``zscore`` normalisation, which a product cannot take,
-    the default is ``additive``.
+    accuracy and never cut a layer at 0.999, where ``additive`` did (one-epoch smoke grids,
+    docs/results/smoke-panning.md; the 20-epoch grids of issue #17 will decide). With the signed
+    ``zscore`` normalisation, which a product cannot take, the default is ``additive``.
 
-    Example:
+    Examples:
         >>> method = Panning()
         >>> method.combination, method.table.weights[-1]
         ('multiplicative', (1.0, 0.0, 1.0))
@@ -329,7 +329,7 @@ def weighted_scores(
     SNIP and GraSP share one loss (one forward pass); SynFlow takes one more. The weights used,
     the batch loss and ``gᵀg`` go into ``context.info`` for the trace.
 
-    Example:
+    Examples:
         >>> from panning.masks import Masks
         >>> from panning.pruning import BatchSource
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
@@ -383,7 +383,7 @@ def weighted_scores(
 def resolve_stages(stages: Any, combination: str = "additive") -> StageTable:
     """A :class:`StageTable` from ``"paper"``, a table, a mapping or a file path.
 
-    Example:
+    Examples:
         >>> resolve_stages("paper").weights[0]
         (0.2, 0.5, 0.3)
     """

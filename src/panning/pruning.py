@@ -34,7 +34,7 @@ DataLike = tuple[torch.Tensor, torch.Tensor] | Dataset | DataLoader | None
 class BatchSource:
     """Class-balanced batches drawn afresh (seeded) from tensors, a dataset or a DataLoader.
 
-    Example:
+    Examples:
         >>> x, y = torch.randn(40, 3), torch.arange(40) % 4
         >>> source = BatchSource((x, y), samples_per_class=2, generator=torch.Generator().manual_seed(0))
         >>> source.next()[1].bincount().tolist()
@@ -246,7 +246,7 @@ _METHODS: Registry[MethodFactory] = Registry("method")
 def register_method(name: str) -> Callable[[MethodFactory], MethodFactory]:
     """Decorator adding a screening method ``factory(**options) -> Method``; a taken name is refused.
 
-    Example:
+    Examples:
         >>> @register_method("negative-magnitude")
         ... def _neg(**options):
         ...     return SingleIndex("magnitude")
@@ -260,7 +260,7 @@ def register_method(name: str) -> Callable[[MethodFactory], MethodFactory]:
 def unregister_method(name: str) -> None:
     """Remove a screening method added with :func:`register_method` (a plug-in's or a test's clean-up).
 
-    Example:
+    Examples:
         >>> register_method("scratch")(lambda **options: SingleIndex("magnitude"))  # doctest: +ELLIPSIS
         <function <lambda> at ...>
         >>> unregister_method("scratch")
@@ -334,7 +334,7 @@ def resolved_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
     in a later version gives the run a new identity. A method may describe itself with an
     ``identity()`` method; otherwise its accepted options are read back as attributes.
 
-    Example:
+    Examples:
         >>> resolved_options("panning", {})["combination"]
         'multiplicative'
     """
@@ -353,7 +353,7 @@ def resolved_screening(name: str, options: Mapping[str, Any], screening: Mapping
     """The arguments of :func:`prune` that shape a mask, defaults included (``iterations`` as the
     method's default when not given).
 
-    Example:
+    Examples:
         >>> resolved_screening("synflow", {}, {"samples_per_class": 2})["iterations"]
         100
     """
@@ -371,7 +371,7 @@ class Screening:
     the weights its agent chose. Each :meth:`next_context` starts a step; :meth:`select` ends
     it with the global (or per-layer) top ``k_t`` of the step's scores.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
         >>> run = Screening(net, 0.9, iterations=2, input_shape=(1, 4, 4))
         >>> while not run.done:
@@ -539,7 +539,7 @@ def prune(
     left unchanged. The masks' ``metadata`` records the settings, the screening time and the
     nominal and effective sparsity.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
         >>> x, y = torch.randn(20, 1, 4, 4), torch.arange(20) % 2
         >>> masks = prune(net, sparsity=0.9, method="snip", data=(x, y), samples_per_class=5)

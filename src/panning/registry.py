@@ -1,6 +1,6 @@
 """One registry type for everything a user can add by name: screening methods and models.
 
-Example:
+Examples:
     >>> colours = Registry[str]("colour")
     >>> _ = colours.register("red")("#f00")
     >>> colours.get("red"), colours.names()

@@ -28,7 +28,7 @@ def mask_table(
 ) -> str:
     """A per-layer table of the masks (with effective density when ``report`` is given).
 
-    Example:
+    Examples:
         >>> print(mask_table({"fc.weight": torch.tensor([[True, False]])}))  # doctest: +NORMALIZE_WHITESPACE
         layer      shape  total  kept  density
         fc.weight  1x2        2     1  0.50000
@@ -94,7 +94,7 @@ TRACE_COLUMNS = (
 def write_trace(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -> None:
     """Write per-step screening records as CSV, atomically; columns a method did not fill stay empty.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> path = pathlib.Path(tempfile.mkdtemp()) / "trace.csv"
         >>> write_trace(path, [{"step": 1, "density": 0.5, "kept": 3}])
@@ -186,7 +186,7 @@ def results_table(rows: Sequence[Mapping[str, Any]]) -> str:
     (%, mean ± std over seeds) per method and sparsity with the best of each column in bold, the
     same for validation accuracy, then effective sparsity, dead networks and screening time.
 
-    Example:
+    Examples:
         >>> rows = [{"model": "m", "dataset": "d", "label": "a", "sparsity": 0.9, "seed": s, "status": "ok",
         ...          "test_accuracy": 0.5 + s / 10, "effective_sparsity": 0.9, "prune_seconds": 1.0,
         ...          "dead": False, "collapsed": False} for s in (0, 1)]
@@ -264,7 +264,7 @@ def plot_results(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[s
     """PNG plots per model and dataset: accuracy against sparsity (error bars over seeds),
     effective against nominal sparsity, per-layer density at the highest sparsity, screening time.
 
-    Example:
+    Examples:
         >>> # plot_results(panning.bench.read_results("results.csv"), "benchmarks/results/x")
     """
     plt = _pyplot()
@@ -375,7 +375,7 @@ def _plot_screening(plt: Any, ok: Sequence[Mapping[str, Any]], labels: list[str]
 def read_trace(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     """The rows of a trace CSV written by :func:`write_trace`.
 
-    Example:
+    Examples:
         >>> # rows = read_trace("trace.csv"); rows[0]["step"]  -> '1'
     """
     with open(path, newline="") as handle:
@@ -386,7 +386,7 @@ def plot_trace(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) 
     """One PNG of a screening trace (``panning prune --trace``): kept fraction and effective
     sparsity, the index weights (Panning), and the batch loss and ``gᵀg`` per step.
 
-    Example:
+    Examples:
         >>> # plot_trace(list(csv.DictReader(open("trace.csv"))), "trace.png")
     """
     plt = _pyplot()

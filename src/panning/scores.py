@@ -9,7 +9,7 @@ When ``masks`` is given, the network is evaluated at ``θ ⊙ m`` and the gradie
 respect to that masked weight; multiplying by the original ``θ`` gives pruned weights a
 score too, so the caller may let them return ("regrowth").
 
-Example:
+Examples:
     >>> import torch
     >>> from torch import nn
     >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
@@ -258,7 +258,7 @@ def loss_aware_scores(
     One forward pass and one backward pass; GraSP then adds one double backward through
     ``½ ∂(gᵀg)/∂θm``. The model's own train/eval mode is used.
 
-    Example:
+    Examples:
         >>> net = nn.Linear(3, 2)
         >>> out = loss_aware_scores(net, torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), temperature=200.0)
         >>> sorted(out.snip), sorted(out.grasp)
@@ -317,7 +317,7 @@ def snip(
 
     ``temperature=200`` gives the reference script's variant.
 
-    Example:
+    Examples:
         >>> scores = snip(nn.Linear(3, 2), torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))
         >>> bool((scores["weight"] >= 0).all())
         True
@@ -340,7 +340,7 @@ def grasp(
 
     ``absolute=True`` gives the reference script's ``|θ ⊙ Hg|`` variant.
 
-    Example:
+    Examples:
         >>> scores = grasp(nn.Linear(3, 2), torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))
         >>> scores["weight"].shape
         torch.Size([2, 3])
@@ -391,7 +391,7 @@ def synflow(
     ``cache``, a dict kept across the calls of one screening run, keeps the float64 ``|θ|``
     between them; an entry is used only while the weights are unchanged.
 
-    Example:
+    Examples:
         >>> scores = synflow(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1)), input_shape=(2,))
         >>> scores["1.weight"].dtype
         torch.float64
@@ -423,7 +423,7 @@ def synflow(
 def magnitude(model: nn.Module, parameters: Sequence[str] | None = None) -> Scores:
     """``|θ|``.
 
-    Example:
+    Examples:
         >>> magnitude(nn.Linear(2, 1))["weight"].shape
         torch.Size([1, 2])
     """
@@ -435,7 +435,7 @@ def random(
 ) -> Scores:
     """Uniform noise from ``generator`` (a seeded CPU generator gives the same scores on any device).
 
-    Example:
+    Examples:
         >>> a = random(nn.Linear(2, 1), torch.Generator().manual_seed(0))
         >>> b = random(nn.Linear(2, 1), torch.Generator().manual_seed(0))
         >>> torch.equal(a["weight"], b["weight"])

@@ -8,7 +8,7 @@
 - :func:`save_sparse` / :func:`load_sparse` write a model with only its kept weights (plus a
   bit per position of its compact shape) and read it back to the same outputs.
 
-Example:
+Examples:
     >>> import torch
     >>> from torch import nn
     >>> layer = nn.Linear(4, 2)
@@ -53,7 +53,7 @@ class SparseLinear(nn.Module):
     ``values`` is the trainable parameter (one number per kept weight); the row pointers and
     column indices are buffers, so the pattern never changes and pruned weights never come back.
 
-    Example:
+    Examples:
         >>> dense = nn.Linear(3, 2)
         >>> sparse = SparseLinear.from_linear(dense, torch.ones(2, 3, dtype=torch.bool))
         >>> x = torch.randn(4, 3)
@@ -129,7 +129,7 @@ class _QuietSparse:
 def to_dense_linear(layer: SparseLinear) -> nn.Linear:
     """The plain ``nn.Linear`` a :class:`SparseLinear` computes (for saving and export).
 
-    Example:
+    Examples:
         >>> sparse = SparseLinear.from_linear(nn.Linear(3, 2), torch.eye(2, 3, dtype=torch.bool))
         >>> to_dense_linear(sparse).weight.count_nonzero().item()
         2
@@ -183,7 +183,7 @@ def measure_kernel(
 
     With ``training=True`` a forward and a backward pass are timed, else a forward pass only.
 
-    Example:
+    Examples:
         >>> dense_ms, sparse_ms = measure_kernel(nn.Linear(64, 32), torch.rand(32, 64) < 0.01, 16, repeats=1)
         >>> dense_ms > 0 and sparse_ms > 0
         True
@@ -225,7 +225,7 @@ def use_sparse_kernels(
     place; masks must not be applied to it yet), the masks left for the dense layers, and the
     timings. Convolutions stay dense: PyTorch has no sparse convolution kernel on CPU.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 2))
         >>> masks = {"0.weight": torch.rand(256, 256) < 0.001, "2.weight": torch.ones(2, 256).bool()}
         >>> net, rest, timings = use_sparse_kernels(net, masks, batch_size=64)
@@ -269,7 +269,7 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
 def densify(model: nn.Module) -> nn.Module:
     """Turn every :class:`SparseLinear` of ``model`` back into ``nn.Linear``, in place; returns ``model``.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(SparseLinear.from_linear(nn.Linear(2, 2), torch.eye(2, dtype=torch.bool)))
         >>> type(densify(net)[0]).__name__
         'Linear'
@@ -299,7 +299,7 @@ class Costs:
 def model_costs(model: nn.Module, input_shape: Sequence[int], masks: Mapping[str, torch.Tensor] | None = None) -> Costs:
     """Count :class:`Costs` of ``model`` for one input of ``input_shape`` (without the batch axis).
 
-    Example:
+    Examples:
         >>> model_costs(nn.Linear(4, 3), (4,), {"weight": torch.eye(3, 4).bool()})
         Costs(params=15, kept=6, macs=12, kept_macs=3)
     """
@@ -358,7 +358,7 @@ def save_sparse(
     :func:`panning.compaction.compact_with_plan`) records how to shape the original architecture
     into ``model`` so that :func:`load_sparse` can rebuild it.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> net = masklib.apply(nn.Linear(4, 2), {"weight": torch.eye(2, 4).bool()})
         >>> path = pathlib.Path(tempfile.mkdtemp()) / "net.safetensors"
@@ -404,7 +404,7 @@ def _pattern(module: SparseLinear) -> torch.Tensor:
 def read_sparse_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The metadata :func:`save_sparse` wrote (``format``, ``plan``, ``shapes`` and the caller's).
 
-    Example:
+    Examples:
         >>> # read_sparse_metadata("model.safetensors")["plan"]
     """
     file = Path(path)
@@ -426,7 +426,7 @@ def load_sparse(path: str | os.PathLike[str], model: nn.Module) -> tuple[nn.Modu
     Returns a compact copy with the saved weights and masks applied, and the masks; ``model`` is
     left unchanged. The copy computes what the saved model computed.
 
-    Example:
+    Examples:
         >>> # small, masks = load_sparse("lenet5.safetensors", panning.models.create("lenet5"))
     """
     info = read_sparse_metadata(path)

@@ -65,7 +65,7 @@ SCREENING_FACTS = {
 def masks_digest(masks: Masks | None) -> str | None:
     """A SHA-256 over the masks' names, shapes and bits (``None`` for a dense run).
 
-    Example:
+    Examples:
         >>> masks_digest(None) is None
         True
     """
@@ -83,7 +83,7 @@ def masks_digest(masks: Masks | None) -> str | None:
 class TrainConfig:
     """Everything that determines a training run. Defaults follow the reference (SPEC §7).
 
-    Example:
+    Examples:
         >>> TrainConfig(epochs=2).lr
         0.1
     """
@@ -172,7 +172,7 @@ def rescale_to_fan_in(model: nn.Module, masks: Masks) -> nn.Module:
     weight (a linear layer's outputs, a convolution's filters); 1-D parameters are left alone.
     Returns ``model``.
 
-    Example:
+    Examples:
         >>> net = nn.Linear(4, 2, bias=False)
         >>> _ = nn.init.ones_(net.weight)
         >>> keep = torch.tensor([[True, False, False, False], [True, True, True, True]])
@@ -196,7 +196,7 @@ def rescale_to_fan_in(model: nn.Module, masks: Masks) -> nn.Module:
 def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
     """The learning rate's factor at ``step``: linear warm-up over ``warmup_steps``, then cosine to 0.
 
-    Example:
+    Examples:
         >>> [round(lr_factor(s, 10, 2), 3) for s in (0, 1, 2, 6, 10)]
         [0.5, 1.0, 1.0, 0.5, 0.0]
     """
@@ -208,7 +208,7 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
 def resolve_device(device: str) -> torch.device:
     """``auto`` picks CUDA when available, else the CPU.
 
-    Example:
+    Examples:
         >>> resolve_device("cpu")
         device(type='cpu')
     """
@@ -240,7 +240,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Loss, accuracy and the number of distinct predicted classes on a split.
 
-    Example:
+    Examples:
         >>> # evaluate(model, data, "test", torch.device("cpu"))["accuracy"]  -> a fraction
     """
     was_training = model.training
@@ -312,7 +312,7 @@ def masks_to_resume(run_dir: str | os.PathLike[str]) -> Masks | None:
 
     A run that screened before training resumes with its saved masks instead of screening again.
 
-    Example:
+    Examples:
         >>> masks_to_resume("no/such/run") is None
         True
     """
@@ -362,7 +362,7 @@ class TrainingCallback:
     restored there); ``on_epoch_end`` after every epoch with its history entry; ``on_end``
     with the final metrics.
 
-    Example:
+    Examples:
         >>> class CountEpochs(TrainingCallback):
         ...     def __init__(self): self.epochs = 0
         ...     def on_epoch_end(self, run, entry): self.epochs += 1
@@ -401,7 +401,7 @@ def train(
     every epoch; they run after the library's own (cost counting, compaction, sparse kernels,
     validation, checkpoints, export).
 
-    Example:
+    Examples:
         >>> # model = panning.models.create("lenet5"); data = panning.data.load("mnist")
         >>> # train(model, data, TrainConfig(model="lenet5", dataset="mnist", epochs=1), "runs/x")
     """
@@ -689,7 +689,7 @@ def standard_callbacks(
 ) -> list[TrainingCallback]:
     """The library's own parts of training for ``config``, in the order they run.
 
-    Example:
+    Examples:
         >>> [type(c).__name__ for c in standard_callbacks(TrainConfig(compact=True))]
         ['CostCount', 'Compaction', 'Validation', 'Export', 'Checkpoints']
     """
@@ -772,7 +772,7 @@ def _diverged(
 def record_origin(masks: Masks, model_name: str, dataset: datasets.Dataset, seed: int, init: str = "pytorch") -> Masks:
     """Note in ``masks.metadata`` which model, data, preprocessing and initialisation they were screened on.
 
-    Example:
+    Examples:
         >>> # record_origin(masks, "lenet5", panning.data.load("mnist"), seed=0).metadata["init_seed"]  -> 0
     """
     masks.metadata.update(
@@ -784,7 +784,7 @@ def record_origin(masks: Masks, model_name: str, dataset: datasets.Dataset, seed
 def build(config: TrainConfig, data_dir: str | None = None) -> tuple[nn.Module, datasets.Dataset]:
     """The seeded model and the dataset a config names.
 
-    Example:
+    Examples:
         >>> # model, data = build(TrainConfig(model="lenet5", dataset="mnist"))
     """
     config.validate()
@@ -795,7 +795,7 @@ def build(config: TrainConfig, data_dir: str | None = None) -> tuple[nn.Module, 
 def create_model(config: TrainConfig, dataset: datasets.Dataset) -> nn.Module:
     """The model a config names, at the initialisation of its seed, shaped for ``dataset``.
 
-    Example:
+    Examples:
         >>> # model = create_model(TrainConfig(model="lenet5", seed=1), panning.data.load("mnist"))
     """
     torch.manual_seed(config.seed)

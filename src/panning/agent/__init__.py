@@ -4,7 +4,7 @@ The environment, TD3 training and the ``rl-panning`` method live in :mod:`pannin
 which needs Gymnasium and Stable-Baselines3; they are imported the first time one of its names
 is used (``panning.agent.PanningEnv``, ``method="rl-panning"``), so ``import panning`` stays light.
 
-Example:
+Examples:
     >>> import panning
     >>> "rl-panning" in panning.method_names()
     True
@@ -46,7 +46,7 @@ _LEARNING = (
 def shipped_agent_path() -> Path:
     """The pretrained agent inside the package (``rl-panning`` uses it without ``agent=``).
 
-    Example:
+    Examples:
         >>> shipped_agent_path().name
         'default.zip'
     """
@@ -56,7 +56,7 @@ def shipped_agent_path() -> Path:
 def agent_file(path: str | os.PathLike[str] | None = None) -> Path:
     """The agent file ``path`` names (the shipped agent for ``None``), checked to exist.
 
-    Example:
+    Examples:
         >>> agent_file().name
         'default.zip'
     """

@@ -27,7 +27,7 @@ evaluation of the masked network, with no model copies.
 :func:`train_agent` trains Stable-Baselines3's TD3 on it; ``method="rl-panning"`` applies an
 agent (the shipped one by default) as one deterministic episode at the requested sparsity.
 
-Example:
+Examples:
     >>> import torch, panning
     >>> x, y = torch.randn(100, 1, 28, 28), torch.arange(100) % 10
     >>> env = PanningEnv(panning.models.create("lenet300"), (x, y), iterations=4, samples_per_class=2)
@@ -142,7 +142,7 @@ def action_space() -> gym.spaces.Box:
 def index_weights(action: Any) -> dict[str, float]:
     """The index weights of an action: ``action + 1``, clipped to [0, 2]; all zero means equal weights.
 
-    Example:
+    Examples:
         >>> index_weights([-1.0, 0.0, 0.5])
         {'synflow': 0.0, 'snip': 1.0, 'grasp': 1.5}
     """
@@ -158,7 +158,7 @@ def index_weights(action: Any) -> dict[str, float]:
 def parse_targets(text: str) -> tuple[tuple[float, float], ...]:
     """``"0.8:1.0"`` or ``"0.9:1.0,0.98:1.0"`` (ranges drawn with equal chance) or ``"0.99"``.
 
-    Example:
+    Examples:
         >>> parse_targets("0.9:1.0,0.98:1.0")
         ((0.9, 1.0), (0.98, 1.0))
     """
@@ -389,7 +389,7 @@ class AgentInfo:
 def load_agent(path: str | os.PathLike[str] | None = None, device: str = "cpu") -> tuple[Any, AgentInfo]:
     """A trained TD3 agent and how it was trained; ``None`` loads the shipped one.
 
-    Example:
+    Examples:
         >>> agent, info = load_agent()
         >>> agent.observation_space.shape, info.iterations > 0
         ((7,), True)
@@ -466,7 +466,7 @@ def _latest_checkpoint(folder: Path) -> tuple[Path, Path] | None:
 def checkpoint_dir(out: str | os.PathLike[str]) -> Path:
     """Where training keeps checkpoints, evaluations and logs: ``agent.zip`` -> ``agent-training/``.
 
-    Example:
+    Examples:
         >>> checkpoint_dir("runs/agent.zip").as_posix()
         'runs/agent-training'
     """
@@ -561,7 +561,7 @@ def train_agent(
     ``eval_episodes`` deterministic episodes of ``eval_env`` are scored (``evaluations.npz``).
     The final agent is written atomically, with ``record`` inside.
 
-    Example:
+    Examples:
         >>> # env = PanningEnv(lambda: panning.models.create("lenet5"), panning.data.load("mnist"))
         >>> # agent = train_agent(env, 2000, "agent.zip", record)
     """

@@ -251,7 +251,7 @@ def train_config(model_name: str, dataset: str, seed: int, device: str, **kw: An
 def method_options(kw: dict[str, Any]) -> dict[str, Any]:
     """The method options a command's flags set; a flag of another method is a user error.
 
-    Example:
+    Examples:
         >>> method_options({"method": "panning", "combination": "additive"})
         {'combination': 'additive'}
     """
@@ -284,7 +284,7 @@ def method_options(kw: dict[str, Any]) -> dict[str, Any]:
 def architecture(model_name: str, dataset: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
     """A registered model for a dataset, and the shape of one input.
 
-    Example:
+    Examples:
         >>> architecture("lenet5", "mnist")[1]
         (1, 28, 28)
     """

@@ -5,7 +5,7 @@ locations (Debian's ``dataset-fashion-mnist`` package, ...); ``~/.cache/panning`
 missing everywhere is downloaded into the cache when the network is up, verified by checksum
 before it is used.
 
-Example:
+Examples:
     >>> import panning
     >>> panning.data.names()
     ['cifar10', 'cifar100', 'fashion-mnist', 'mnist', 'tiny-imagenet']
@@ -176,7 +176,7 @@ def names() -> list[str]:
 def spec(name: str) -> DatasetSpec:
     """The :class:`DatasetSpec` of ``name``; an unknown name lists the valid ones.
 
-    Example:
+    Examples:
         >>> spec("cifar10").num_classes
         10
     """
@@ -361,7 +361,7 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: 
 
     Random draws come from ``generator`` (on the CPU) so results do not depend on the device.
 
-    Example:
+    Examples:
         >>> x = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4)
         >>> random_crop_flip(x, torch.Generator().manual_seed(0)).shape
         torch.Size([1, 1, 4, 4])
@@ -388,7 +388,7 @@ def load(
 ) -> Dataset:
     """Load a dataset by name, with a seeded validation split of ``val_size`` training examples.
 
-    Example:
+    Examples:
         >>> data = load("mnist")  # doctest: +SKIP
         >>> len(data.train[1]), len(data.val[1]), len(data.test[1])  # doctest: +SKIP
         (55000, 5000, 10000)
@@ -427,7 +427,7 @@ def class_balanced_batch(
 
     A class with fewer examples contributes all it has (the caller may warn).
 
-    Example:
+    Examples:
         >>> x, y = torch.arange(6.0).view(6, 1), torch.tensor([0, 0, 0, 1, 1, 1])
         >>> _, picked = class_balanced_batch(x, y, 2, torch.Generator().manual_seed(0))
         >>> picked.tolist()

@@ -30,7 +30,7 @@ def _unreadable_or_corrupt(path: Path, error: BaseException) -> UserError:
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (optionally gzip-compressed) into a numpy array.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib, struct
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "x-idx1-ubyte"
         >>> _ = p.write_bytes(struct.pack(">HBBI", 0, 8, 1, 3) + bytes([1, 2, 3]))

@@ -1,6 +1,6 @@
 """Standard models of the pruning-at-initialisation literature, created by name.
 
-Example:
+Examples:
     >>> import panning
     >>> model = panning.models.create("lenet5", in_channels=1, num_classes=10)
     >>> sum(p.numel() for n, p in model.named_parameters() if n.endswith("weight"))
@@ -32,7 +32,7 @@ def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator that adds a model factory ``f(in_channels, num_classes, image_size)``; a taken
     name is refused.
 
-    Example:
+    Examples:
         >>> @register("tiny-mlp")
         ... def tiny(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
         ...     return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size**2, num_classes))
@@ -46,7 +46,7 @@ def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
 def unregister(name: str) -> None:
     """Remove a model added with :func:`register`.
 
-    Example:
+    Examples:
         >>> _ = register("scratch")(lambda in_channels, num_classes, image_size: nn.Identity())
         >>> unregister("scratch"); "scratch" in names()
         False
@@ -57,7 +57,7 @@ def unregister(name: str) -> None:
 def for_dataset(name: str, dataset: str | DatasetSpec) -> nn.Module:
     """A registered model shaped for the images and classes of a dataset (a name or its spec).
 
-    Example:
+    Examples:
         >>> for_dataset("lenet5", "cifar10").conv1.in_channels
         3
     """
@@ -75,7 +75,7 @@ def names() -> list[str]:
 def create(name: str, in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> nn.Module:
     """Build a registered model for images of ``in_channels`` x ``image_size`` x ``image_size``.
 
-    Example:
+    Examples:
         >>> create("resnet20", in_channels=3, num_classes=10, image_size=32).__class__.__name__
         'CifarResNet'
     """
@@ -97,7 +97,7 @@ def initialize(model: nn.Module, scheme: str = "reference") -> nn.Module:
     N(0, 0.01) for linear layers, zero biases, batch norm at weight 1 and bias 0. Screen a model
     after initialising it: a mask belongs to the weights it was screened on.
 
-    Example:
+    Examples:
         >>> import torch
         >>> _ = torch.manual_seed(0)
         >>> net = initialize(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4, 2)))

@@ -11,7 +11,7 @@ from panning.errors import UserError
 class LeNet300(nn.Module):
     """Fully connected 300-100 network on flattened images.
 
-    Example:
+    Examples:
         >>> LeNet300(784, 10)(torch.zeros(2, 1, 28, 28)).shape
         torch.Size([2, 10])
     """
@@ -32,7 +32,7 @@ class LeNet300(nn.Module):
 class LeNet5Caffe(nn.Module):
     """Caffe's LeNet-5: conv 20 and 50 filters of 5x5 with max pooling, fc 500, then classes.
 
-    Example:
+    Examples:
         >>> LeNet5Caffe(1, 10, 28)(torch.zeros(2, 1, 28, 28)).shape
         torch.Size([2, 10])
     """

@@ -42,7 +42,7 @@ def _init(model: nn.Module) -> None:
 class CifarResNet(nn.Module):
     """ResNet-``depth`` for CIFAR (depth = 6n + 2): 16, 32, 64 channels in three stages.
 
-    Example:
+    Examples:
         >>> CifarResNet(20, 3, 10)(torch.zeros(2, 3, 32, 32)).shape
         torch.Size([2, 10])
     """
@@ -69,7 +69,7 @@ class CifarResNet(nn.Module):
 class ResNet18(nn.Module):
     """ResNet-18 (64-512 channels) with a 3x3 stem and no max pooling, for 32-64 pixel images.
 
-    Example:
+    Examples:
         >>> ResNet18(3, 10)(torch.zeros(2, 3, 32, 32)).shape
         torch.Size([2, 10])
     """

@@ -16,7 +16,7 @@ _LAYOUTS: dict[int, list[int | str]] = {
 class VGG(nn.Module):
     """VGG-``depth`` with batch norm, global average pooling and one linear classifier.
 
-    Example:
+    Examples:
         >>> VGG(11, 3, 10)(torch.zeros(2, 3, 32, 32)).shape
         torch.Size([2, 10])
     """
