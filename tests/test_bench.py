@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,46 @@ def test_parallel_jobs_give_the_rows_of_a_serial_run(data_root: Path, tmp_path: 
             b["effective_sparsity"],
         )
         assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=0.02)
+
+
+def test_collect_writes_the_finished_cells_and_marks_the_rest_pending_without_running(
+    data_root: Path, tmp_path: Path
+) -> None:
+    grid = bench.parse_grid(SMALL)
+    bench.run_grid(grid, tmp_path / "out", jobs=1)
+    waiting = grid.cells[-1]
+    shutil.rmtree(tmp_path / "out" / "cells" / waiting.key)
+    code, text = invoke(
+        "bench",
+        str(_write_config(tmp_path)),
+        "--collect",
+        "--out",
+        str(tmp_path / "out"),
+        "--cells",
+        str(tmp_path / "out" / "cells"),
+    )
+    assert code == 0, text
+    assert "0 run now, 3 already done, 0 failed, 1 pending" in text
+    assert "1 cell(s) of the grid not run yet" in text
+    assert not (tmp_path / "out" / "cells" / waiting.key).exists()
+    rows = bench.read_results(tmp_path / "out" / "results.csv")
+    assert [row["status"] for row in rows] == ["ok", "ok", "ok", "pending"]
+    assert rows[-1]["cell"] == waiting.key and rows[-1]["test_accuracy"] is None
+
+
+def _write_config(folder: Path) -> Path:
+    methods = "".join(
+        f'[[methods]]\nname = "{m["name"]}"\n' + (f"iterations = {m['iterations']}\n" if "iterations" in m else "")
+        for m in SMALL["methods"]
+    )
+    training = ", ".join(f"{k} = {v}" for k, v in SMALL["training"].items())
+    path = folder / "small.toml"
+    path.write_text(
+        'models = ["lenet300"]\ndatasets = ["mnist"]\nsparsities = [0.9, 0.99]\nseeds = [0]\n'
+        f"training = {{ {training} }}\n{methods}"
+    )
+    assert [c.key for c in bench.load_grid(path).cells] == [c.key for c in bench.parse_grid(SMALL).cells]
+    return path
 
 
 @pytest.fixture

@@ -476,12 +476,14 @@ def run_grid(
     data_dir: str | None = None,
     device: str = "cpu",
     on_result: Callable[[Cell, dict[str, Any], int, int], None] | None = None,
+    run: bool = True,
 ) -> BenchSummary:
     """Run every cell of ``grid`` not already done in ``store``, then write ``out/results.csv``
     and ``out/results.jsonl`` with one row per cell.
 
     ``jobs`` > 1 runs cells in that many processes, with the CPU threads split between them.
-    ``store`` defaults to ``out/cells``.
+    ``store`` defaults to ``out/cells``. ``run=False`` runs nothing and writes the rows of the
+    finished cells, the others with status ``pending`` (a grid in progress, or run elsewhere).
 
     Examples:
         >>> # summary = run_grid(load_grid("benchmarks/smoke/lenet5-mnist.toml", quick=True), "runs/bench/x")
@@ -503,15 +505,16 @@ def run_grid(
         if on_result is not None:
             on_result(cell, row, done, len(pending))
 
-    if jobs == 1 or len(pending) <= 1:
-        for cell in pending:
+    to_run = pending if run else []
+    if jobs == 1 or len(to_run) <= 1:
+        for cell in to_run:
             report(cell, run_cell(cell, store_dir, commit, data_dir, device))
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
             futures: dict[Future[dict[str, Any]], Cell] = {
-                pool.submit(_run_in_worker, cell, str(store_dir), commit, data_dir, device): cell for cell in pending
+                pool.submit(_run_in_worker, cell, str(store_dir), commit, data_dir, device): cell for cell in to_run
             }
             try:
                 for future in as_completed(futures):
@@ -520,11 +523,18 @@ def run_grid(
                 for future in futures:
                     future.cancel()
                 raise
-    rows = [read_json(store_dir / cell.key / "result.json") for cell in grid.cells]
+    rows = [_saved_row(store_dir, cell, commit) for cell in grid.cells]
     rows = [{**row, "label": cell.label} for row, cell in zip(rows, grid.cells)]
     csv_path, jsonl_path = write_results(out_dir, rows)
-    failed = sum(row.get("status") != "ok" for row in rows)
-    return BenchSummary(rows, len(pending), reused, failed, csv_path, jsonl_path)
+    failed = sum(row.get("status") == "failed" for row in rows)
+    return BenchSummary(rows, len(pending) if run else 0, reused, failed, csv_path, jsonl_path)
+
+
+def _saved_row(store: Path, cell: Cell, commit: str) -> dict[str, Any]:
+    path = store / cell.key / "result.json"
+    if path.is_file():
+        return dict(read_json(path))
+    return {**_row(cell, commit, None, None), "status": "pending"}
 
 
 def write_results(out: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> tuple[Path, Path]:

@@ -194,6 +194,8 @@ def results_table(rows: Sequence[Mapping[str, Any]]) -> str:
         | a | **55.00 ± 7.07** |
     """
     sections = []
+    pending = [r for r in rows if r.get("status") == "pending"]
+    rows = [r for r in rows if r.get("status") != "pending"]
     for (model, dataset), members in _groups(rows).items():
         labels = _ordered([r["label"] for r in members])
         sparsities = sorted(_ordered([r["sparsity"] for r in members]))
@@ -232,6 +234,8 @@ def results_table(rows: Sequence[Mapping[str, Any]]) -> str:
         if failed_total:
             lines += ["", f"{failed_total} run(s) failed; their errors are in the results' `error` column."]
         sections.append("\n".join(lines))
+    if pending:
+        sections.append(f"{len(pending)} cell(s) of the grid not run yet: these tables hold the finished ones.")
     return "\n\n".join(sections) + "\n"
 
 
@@ -268,6 +272,7 @@ def plot_results(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[s
         >>> # plot_results(panning.bench.read_results("results.csv"), "benchmarks/results/x")
     """
     plt = _pyplot()
+    rows = [r for r in rows if r.get("status") != "pending"]
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     written = []

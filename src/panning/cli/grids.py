@@ -31,9 +31,19 @@ from panning.training import (
 )
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding <dataset>/ folders.")
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu or cuda.")
+@click.option(
+    "--collect", is_flag=True, help="Run nothing: write the results of the cells finished so far (others pending)."
+)
 @user_errors
 def bench_command(
-    config: str, quick: bool, jobs: int, out: str | None, cells_dir: str | None, data_dir: str | None, device: str
+    config: str,
+    quick: bool,
+    jobs: int,
+    out: str | None,
+    cells_dir: str | None,
+    data_dir: str | None,
+    device: str,
+    collect: bool,
 ) -> None:
     """Run a benchmark grid (TOML): each cell screened and trained once, results in one table."""
     from panning import bench
@@ -52,11 +62,15 @@ def bench_command(
             outcome = f"FAILED: {row['error']}"
         click.echo(f"[{done}/{pending}] {cell.describe()}: {outcome}")
 
-    summary = bench.run_grid(grid, out_dir, store=store, jobs=jobs, data_dir=data_dir, device=device, on_result=show)
+    summary = bench.run_grid(
+        grid, out_dir, store=store, jobs=jobs, data_dir=data_dir, device=device, on_result=show, run=not collect
+    )
     click.echo(report.results_table(summary.rows))
+    pending = sum(row.get("status") == "pending" for row in summary.rows)
     click.echo(
-        f"{len(summary.rows)} cells: {summary.ran} run now, {summary.reused} already done, {summary.failed} failed; "
-        f"wrote {summary.results_csv} and {summary.results_jsonl}"
+        f"{len(summary.rows)} cells: {summary.ran} run now, {summary.reused} already done, {summary.failed} failed"
+        + (f", {pending} pending" if pending else "")
+        + f"; wrote {summary.results_csv} and {summary.results_jsonl}"
     )
 
 
