@@ -54,12 +54,12 @@ import torch
 
 from panning import __version__, models
 from panning import data as datasets
-from panning.agent import agent_file
 from panning.errors import UserError, check_sparsity
 from panning.io import read_json, source_commit, write_atomic, write_json
 from panning.pruning import (
     SCREENING_ARGUMENTS,
     create_method,
+    method_files,
     method_names,
     prune,
     resolved_options,
@@ -386,11 +386,9 @@ def _row(
 
 
 def _method_files(method: str, options: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    """SHA-256 digests of the files a method reads: the agent of ``rl-panning``."""
-    if method != "rl-panning":
-        return ()
-    path = agent_file(options.get("agent") or None)
-    return (("agent", hashlib.sha256(path.read_bytes()).hexdigest()),)
+    """SHA-256 digests of the files a method reads (``rl-panning``'s agent), as it names them."""
+    files = method_files(method, options)
+    return tuple((role, hashlib.sha256(Path(path).read_bytes()).hexdigest()) for role, path in sorted(files.items()))
 
 
 def run_cell(

@@ -349,6 +349,22 @@ def resolved_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(values, sort_keys=True, default=str))
 
 
+def method_files(name: str, options: Mapping[str, Any]) -> dict[str, str]:
+    """The files a method reads, by role (a method says so with a ``files()`` method).
+
+    A grid's cell identity holds their SHA-256, so a retrained agent gets new cells.
+
+    Examples:
+        >>> method_files("synflow", {})
+        {}
+        >>> sorted(method_files("rl-panning", {}))
+        ['agent']
+    """
+    method = create_method(name, **options)
+    describe = getattr(method, "files", None)
+    return {role: str(path) for role, path in describe().items()} if callable(describe) else {}
+
+
 def resolved_screening(name: str, options: Mapping[str, Any], screening: Mapping[str, Any]) -> dict[str, Any]:
     """The arguments of :func:`prune` that shape a mask, defaults included (``iterations`` as the
     method's default when not given).
@@ -595,6 +611,7 @@ __all__ = [
     "StepContext",
     "StepRecord",
     "create_method",
+    "method_files",
     "method_names",
     "prune",
     "register_method",

@@ -433,6 +433,10 @@ class RLPanning:
         self._scoring = Panning(self.info.normalization, self.info.combination, temperature=self.info.temperature)
         self._probe: _Probe | None = None
 
+    def files(self) -> dict[str, Path]:
+        """The agent file this method reads (its digest is part of a grid cell's identity)."""
+        return {"agent": agent_file(self.agent)}
+
     def __call__(self, model: nn.Module, context: StepContext) -> dict[str, torch.Tensor]:
         names = context.parameters
         next_sparsity = 1.0 - context.density
