@@ -16,6 +16,7 @@ from panning import (
     agent,  # registers method="rl-panning" (Gymnasium and Stable-Baselines3 load on first use)
     data,
     inference,
+    layerwise,  # registers method="uniform" and method="erk"
     masks,
     models,
     scores,
@@ -42,6 +43,7 @@ __all__ = [
     "effective_masks",
     "effective_sparsity",
     "inference",
+    "layerwise",
     "masks",
     "method_names",
     "models",

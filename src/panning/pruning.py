@@ -159,6 +159,8 @@ class StepContext:
     info: dict[str, Any] = field(default_factory=dict)
     # Shared by every step of one run: what a method may reuse while the model stays unchanged.
     cache: dict[Any, Any] = field(default_factory=dict)
+    # Weights this step keeps (a method that fixes per-layer counts needs the exact total).
+    keep: int | None = None
 
     def batch(self) -> Batch:
         """A fresh class-balanced batch (only for data-driven methods)."""
@@ -450,6 +452,7 @@ class Screening:
             self.generator,
             self.parameters,
             cache=self.cache,
+            keep=self.keeps[self.step - 1],
         )
         return self.context
 
