@@ -56,8 +56,10 @@ from panning import __version__, models
 from panning import data as datasets
 from panning.errors import UserError, check_sparsity
 from panning.io import read_json, source_commit, write_atomic, write_json
+from panning.masks import Masks
 from panning.pruning import (
     SCREENING_ARGUMENTS,
+    Method,
     create_method,
     method_files,
     method_names,
@@ -65,6 +67,7 @@ from panning.pruning import (
     resolved_options,
     resolved_screening,
 )
+from panning.sanity import REINIT_SEED_OFFSET, check_variant, inverted, shuffle_within_layers
 from panning.training import LEGACY_TRAINING, TrainConfig, create_model, masks_to_resume, record_origin, train
 
 if sys.version_info >= (3, 11):
@@ -81,6 +84,7 @@ RESULT_COLUMNS = (
     "dataset",
     "method",
     "label",
+    "variant",
     "options",
     "sparsity",
     "nominal_sparsity",
@@ -109,7 +113,7 @@ CONFIG_KEYS = ("name", "description", *GRID_KEYS, "quick", "format")
 SCREENING_KEYS = SCREENING_ARGUMENTS
 # A method entry may override any [screening] key for its own cells (e.g. iterations), and the
 # grid's sparsities (a reference method at one sparsity only).
-METHOD_KEYS = ("name", "label", "options", "sparsities", *SCREENING_KEYS)
+METHOD_KEYS = ("name", "label", "options", "sparsities", "variant", *SCREENING_KEYS)
 # The cell fixes model, dataset and seed; the device is a property of the machine, not of the cell.
 TRAINING_KEYS = tuple(
     f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("model", "dataset", "seed", "device")
@@ -131,6 +135,8 @@ class Cell:
     training: tuple[tuple[str, Any], ...]
     files: tuple[tuple[str, str], ...] = ()
     format: int = RESULTS_FORMAT
+    # A sanity variant of the method's mask (panning.sanity.VARIANTS); "" is the mask as found.
+    variant: str = ""
 
     def canonical(self) -> dict[str, Any]:
         """Everything that determines the cell's result (the display label does not).
@@ -141,9 +147,11 @@ class Cell:
         """
         files = {"files": dict(self.files)} if self.files else {}
         layout = {"format": self.format} if self.format >= 2 else {}
+        variant = {"variant": self.variant} if self.variant else {}
         return {
             **layout,
             **files,
+            **variant,
             "model": self.model,
             "dataset": self.dataset,
             "method": self.method,
@@ -216,12 +224,16 @@ def _methods(entries: Any) -> list[tuple[str, str, dict[str, Any], dict[str, Any
             raise UserError(f"{where}.options must be a table, e.g. options = {{ temperature = 200 }}")
         create_method(name, **options)  # unknown or bad options are refused now, not in the middle of the grid
         screening = {key: entry[key] for key in SCREENING_KEYS if key in entry}
+        variant = check_variant(str(entry["variant"])) if "variant" in entry else "as-found"
+        if variant != "as-found":
+            screening["variant"] = variant
         if "sparsities" in entry:
             sparsities = entry["sparsities"]
             if not isinstance(sparsities, list) or not sparsities:
                 raise UserError(f"{where}.sparsities must be a non-empty list, e.g. sparsities = [0.99]")
             screening["sparsities"] = [check_sparsity(s) for s in sparsities]
-        out.append((name, str(entry.get("label", name)), dict(options), screening))
+        default_label = name if variant == "as-found" else f"{name}-{variant}"
+        out.append((name, str(entry.get("label", default_label)), dict(options), screening))
     labels = [label for _, label, _, _ in out]
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
@@ -250,7 +262,7 @@ def _identity(
     method: str, options: dict[str, Any], screening: dict[str, Any], layout: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A method's options and screening as its cells' keys hold them: as written (format 1) or resolved."""
-    screening = {key: value for key, value in screening.items() if key != "sparsities"}
+    screening = {key: value for key, value in screening.items() if key not in ("sparsities", "variant")}
     if layout == 1:
         return options, screening
     return resolved_options(method, options), resolved_screening(method, options, screening)
@@ -313,6 +325,7 @@ def parse_grid(config: Mapping[str, Any], quick: bool = False, name: str = "grid
             training=_freeze(resolved_training),
             files=files[label],
             format=layout,
+            variant=own.get("variant", ""),
         )
         for model in grid_models
         for dataset in grid_datasets
@@ -357,6 +370,7 @@ def _row(
         "dataset": cell.dataset,
         "method": cell.method,
         "label": cell.label,
+        "variant": cell.variant or None,
         "options": json.dumps(dict(cell.options), sort_keys=True),
         "sparsity": cell.sparsity,
         "seed": cell.seed,
@@ -391,6 +405,15 @@ def _method_files(method: str, options: dict[str, Any]) -> tuple[tuple[str, str]
     return tuple((role, hashlib.sha256(Path(path).read_bytes()).hexdigest()) for role, path in sorted(files.items()))
 
 
+def _screen_cell(cell: Cell, model: torch.nn.Module, dataset: datasets.Dataset) -> Masks:
+    """The cell's masks as its method finds them (``inverted``: keeping what it would prune)."""
+    options = dict(cell.options)
+    method: str | Method = cell.method
+    if cell.variant == "inverted":
+        method, options = inverted(cell.method, **options), {}
+    return prune(model, cell.sparsity, method, data=dataset, seed=cell.seed, **dict(cell.screening), **options)
+
+
 def run_cell(
     cell: Cell, store: str | os.PathLike[str], commit: str = "unknown", data_dir: str | None = None, device: str = "cpu"
 ) -> dict[str, Any]:
@@ -419,16 +442,13 @@ def run_cell(
         resume = masks is not None
         if masks is None:
             shutil.rmtree(run_dir, ignore_errors=True)
-            masks = prune(
-                model,
-                cell.sparsity,
-                cell.method,
-                data=dataset,
-                seed=cell.seed,
-                **dict(cell.screening),
-                **dict(cell.options),
-            )
+            masks = _screen_cell(cell, model, dataset)
             record_origin(masks, cell.model, dataset, cell.seed, config.init)
+            if cell.variant == "shuffled":
+                masks = shuffle_within_layers(masks, seed=cell.seed)
+        if cell.variant == "reinit":  # the same mask on other initial weights
+            torch.manual_seed(cell.seed + REINIT_SEED_OFFSET)
+            model = models.initialize(models.for_dataset(cell.model, dataset.spec), config.init)
         metrics = train(model, dataset, config, run_dir, masks=masks, resume=resume, progress=False)
         row = _row(cell, commit, metrics, None, device)
     except KeyboardInterrupt:

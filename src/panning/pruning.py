@@ -534,7 +534,7 @@ def _step_through(
 def prune(
     model: nn.Module,
     sparsity: float,
-    method: str = "synflow",
+    method: str | Method = "synflow",
     data: DataLike = None,
     iterations: int | None = None,
     schedule: str = "exponential",
@@ -554,7 +554,8 @@ def prune(
     ``iter-snip``, 1 otherwise) along the ``schedule``; every step re-scores the current masked
     network. ``regrowth=False`` makes masks monotone. ``progress=True`` shows a progress bar
     of the steps on a terminal (none when the output is not one). ``data`` feeds the data-driven methods and
-    gives the input shape. ``options`` go to the method (e.g. ``temperature=200``). The model is
+    gives the input shape. ``method`` is a registered name, whose ``options`` go to it (e.g.
+    ``temperature=200``), or a :class:`Method` object (e.g. a wrapped one). The model is
     left unchanged. The masks' ``metadata`` records the settings, the screening time and the
     nominal and effective sparsity.
 
@@ -577,7 +578,13 @@ def prune(
         indices._check_plain(model)
         if not isinstance(regrowth, bool):
             raise UserTypeError("regrowth must be True or False")
-        chosen = create_method(method, **options)
+        if isinstance(method, str):
+            chosen = create_method(method, **options)
+        elif options:
+            raise UserError("options go to a method given by name; a Method object carries its own")
+        else:
+            chosen = method
+            method = str(getattr(method, "name", type(method).__name__))
         steps = chosen.default_iterations if iterations is None else iterations
         weights = prunable_parameters(model, parameters)
         total = sum(w.numel() for w in weights.values())

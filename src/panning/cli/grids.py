@@ -1,4 +1,4 @@
-"""Benchmark grids: ``bench`` and ``report``."""
+"""Benchmark grids: ``bench``, ``report`` and ``sanity``."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ from typing import Any
 
 import click
 
-from panning import report
+from panning import data as datasets
+from panning import models, report
 from panning.cli.base import cli, user_errors
-from panning.errors import UserError
+from panning.errors import UserError, check_sparsity
 from panning.io import write_atomic
+from panning.pruning import method_names
+from panning.sanity import VARIANTS, run_sanity, sanity_config
 from panning.training import (
     resolve_device,
 )
@@ -105,3 +108,57 @@ def report_command(results: str, out: str | None, no_plots: bool) -> None:
     if not no_plots:
         for plot in report.plot_results(rows, folder):
             click.echo(f"wrote {plot}")
+
+
+@cli.command("sanity")
+@click.option("--model", "model_name", required=True, type=click.Choice(models.names()), help="Model name.")
+@click.option("--dataset", required=True, type=click.Choice(datasets.names()), help="Dataset name.")
+@click.option("--method", required=True, type=click.Choice(method_names()), help="The method whose masks to check.")
+@click.option("--sparsity", required=True, type=float, help="Fraction of weights removed, e.g. 0.99.")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds.")
+@click.option("--epochs", default=20, show_default=True, type=int, help="Training epochs of every run.")
+@click.option(
+    "--variants", default=",".join(VARIANTS), show_default=True, help="Comma-separated: " + ", ".join(VARIANTS) + "."
+)
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for the results (default runs/sanity/<grid>).")
+@click.option("--cells", "cells_dir", type=click.Path(file_okay=False), help="Cell store (default runs/bench/cells).")
+@click.option("--jobs", default=1, show_default=True, type=int, help="Cells run in parallel.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding <dataset>/ folders.")
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu or cuda.")
+@user_errors
+def sanity_command(
+    model_name: str,
+    dataset: str,
+    method: str,
+    sparsity: float,
+    seeds: str,
+    epochs: int,
+    variants: str,
+    out: str | None,
+    cells_dir: str | None,
+    jobs: int,
+    data_dir: str | None,
+    device: str,
+) -> None:
+    """Does a method's mask carry more than its layer-wise densities? Train it as found, shuffled
+    within layers, re-initialised and inverted, over seeds (Frankle et al. 2021)."""
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds must be comma-separated integers, e.g. 0,1,2; got {seeds!r}") from None
+    chosen = [v.strip() for v in variants.split(",") if v.strip()]
+    config = sanity_config(
+        model_name, dataset, method, check_sparsity(sparsity), seed_list, variants=chosen, training={"epochs": epochs}
+    )
+    resolve_device(device)
+    folder = Path(out) if out else Path("runs/sanity") / config["name"]
+    store = Path(cells_dir) if cells_dir else Path("runs/bench/cells")
+
+    def show(cell: Any, row: dict[str, Any], done: int, pending: int) -> None:
+        outcome = f"test {row['test_accuracy']:.4f}" if row["status"] == "ok" else f"FAILED: {row['error']}"
+        click.echo(f"[{done}/{pending}] {cell.describe()}: {outcome}")
+
+    result = run_sanity(config, folder, store=store, jobs=jobs, data_dir=data_dir, device=device, on_result=show)
+    click.echo(result.text)
+    for path in result.files:
+        click.echo(f"wrote {path}")

@@ -1,0 +1,54 @@
+"""Sanity checks: the variants keep what they must (layer counts, the mask, the densities), run as
+grid cells, and the command reports a verdict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import panning
+from conftest import write_mnist
+from panning import bench, sanity
+from panning.cli import cli
+
+TINY = {"epochs": 1, "val_size": 50, "batch_size": 64, "compact": False}
+
+
+def test_the_variants_train_the_masks_they_promise(data_root: Path, tmp_path: Path) -> None:
+    config = sanity.sanity_config(
+        "lenet300", "mnist", "synflow", 0.99, seeds=[0], screening={"iterations": 3}, training=TINY
+    )
+    result = sanity.run_sanity(config, tmp_path / "out", store=tmp_path / "cells")
+    rows = {row["variant"] or "as-found": row for row in result.rows}
+    assert set(rows) == set(sanity.VARIANTS) and all(row["status"] == "ok" for row in rows.values())
+    masks = {
+        variant: panning.masks.load(tmp_path / "cells" / row["cell"] / "run" / "masks.safetensors")
+        for variant, row in rows.items()
+    }
+    found, shuffled, reinit, inverted = (masks[v] for v in sanity.VARIANTS)
+    assert all(torch.equal(found[n], reinit[n]) for n in found)  # the same mask, other weights
+    assert rows["shuffled"]["layer_density"] == rows["as-found"]["layer_density"]
+    assert any(not torch.equal(found[n], shuffled[n]) for n in found)
+    assert inverted.kept() == found.kept() and any(not torch.equal(found[n], inverted[n]) for n in found)
+    start = {v: json.loads((tmp_path / "cells" / rows[v]["cell"] / "cell.json").read_text()) for v in rows}
+    assert start["reinit"]["variant"] == "reinit" and "variant" not in start["as-found"]
+    assert "Verdict: the mask" in result.text and (tmp_path / "out" / "sanity.png").is_file()
+
+
+def test_sanity_command_and_bad_variants(data_root: Path, tmp_path: Path) -> None:
+    write_mnist(data_root / "mnist", train=5200, test=200)  # the command holds out 5,000 for validation
+    args = ["sanity", "--model", "lenet300", "--dataset", "mnist", "--method", "magnitude", "--sparsity", "0.9"]
+    args += ["--seeds", "0", "--epochs", "1", "--variants", "as-found,shuffled", "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(cli, [*args, "--cells", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    assert "| shuffled | 1 |" in result.output and "undecided" in result.output
+    bad = CliRunner().invoke(cli, [*args[:-1], str(tmp_path / "p"), "--variants", "as-found,flipped"])
+    assert bad.exit_code == 2 and "unknown sanity variant 'flipped'; valid: as-found" in bad.output
+    with pytest.raises(ValueError, match="unknown sanity variant"):
+        bench.parse_grid(
+            {**sanity.sanity_config("lenet300", "mnist", "snip", 0.9), "methods": [{"name": "snip", "variant": "x"}]}
+        )
