@@ -19,6 +19,7 @@ from panning import (
     layerwise,  # registers method="uniform" and method="erk"
     masks,
     models,
+    prospr,  # registers method="prospr"
     scores,
     sparse,
     training,
@@ -48,6 +49,7 @@ __all__ = [
     "method_names",
     "models",
     "multi_index",
+    "prospr",
     "prune",
     "register_method",
     "scores",
