@@ -190,6 +190,32 @@ def _write_config(folder: Path) -> Path:
     return path
 
 
+def test_any_executor_with_submit_and_result_runs_the_cells(data_root: Path, tmp_path: Path) -> None:
+    class Job:  # the shape of a submitit job: result(), not a concurrent.futures.Future
+        def __init__(self, value: dict[str, Any]) -> None:
+            self.value = value
+
+        def result(self) -> dict[str, Any]:
+            return self.value
+
+    class InlineExecutor:
+        def __init__(self) -> None:
+            self.submitted = 0
+
+        def submit(self, fn: Any, *args: Any) -> Job:
+            self.submitted += 1
+            return Job(fn(*args))
+
+    grid = bench.parse_grid(SMALL)
+    serial = bench.run_grid(grid, tmp_path / "serial", jobs=1)
+    executor = InlineExecutor()
+    other = bench.run_grid(grid, tmp_path / "other", executor=executor, threads_per_cell=torch.get_num_threads())
+    assert executor.submitted == 4 and other.ran == 4
+    assert [(r["cell"], r["test_accuracy"]) for r in other.rows] == [
+        (r["cell"], r["test_accuracy"]) for r in serial.rows
+    ]
+
+
 @pytest.fixture
 def exploding_method() -> Any:
     class Explodes:

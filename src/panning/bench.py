@@ -465,7 +465,11 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_in_worker(cell: Cell, store: str, commit: str, data_dir: str | None, device: str) -> dict[str, Any]:
+def _run_in_worker(
+    cell: Cell, store: str, commit: str, data_dir: str | None, device: str, threads: int | None = None
+) -> dict[str, Any]:
+    if threads is not None:  # a worker of an external executor: take only its share of the CPU
+        torch.set_num_threads(threads)
     return run_cell(cell, store, commit, data_dir, device)
 
 
@@ -495,6 +499,8 @@ def run_grid(
     device: str = "cpu",
     on_result: Callable[[Cell, dict[str, Any], int, int], None] | None = None,
     run: bool = True,
+    executor: Any = None,
+    threads_per_cell: int | None = None,
 ) -> BenchSummary:
     """Run every cell of ``grid`` not already done in ``store``, then write ``out/results.csv``
     and ``out/results.jsonl`` with one row per cell.
@@ -502,6 +508,10 @@ def run_grid(
     ``jobs`` > 1 runs cells in that many processes, with the CPU threads split between them.
     ``store`` defaults to ``out/cells``. ``run=False`` runs nothing and writes the rows of the
     finished cells, the others with status ``pending`` (a grid in progress, or run elsewhere).
+
+    ``executor`` runs the cells elsewhere: any object whose ``submit(fn, *args)`` returns a handle
+    with ``result()`` — a ``concurrent.futures`` executor, a Ray-backed one, or submitit's Slurm
+    executor. Its workers must see ``store``; each cell takes ``threads_per_cell`` CPU threads.
 
     Examples:
         >>> # summary = run_grid(load_grid("benchmarks/smoke/lenet5-mnist.toml", quick=True), "runs/bench/x")
@@ -524,7 +534,12 @@ def run_grid(
             on_result(cell, row, done, len(pending))
 
     to_run = pending if run else []
-    if jobs == 1 or len(to_run) <= 1:
+    if executor is not None:
+        arguments = (str(store_dir), commit, data_dir, device, threads_per_cell)
+        handles = [(cell, executor.submit(_run_in_worker, cell, *arguments)) for cell in to_run]
+        for cell, handle in handles:
+            report(cell, handle.result())
+    elif jobs == 1 or len(to_run) <= 1:
         for cell in to_run:
             report(cell, run_cell(cell, store_dir, commit, data_dir, device))
     else:
