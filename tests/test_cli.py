@@ -299,3 +299,21 @@ def test_masks_from_other_data_or_missing_a_layer_are_flagged(data_root: Path, t
     assert code == 0, out
     assert "warning: the masks were screened on fashion-mnist, training is on mnist" in out
     assert "warning: the masks leave fc3.weight out: it trains dense" in out
+
+
+def test_any_method_option_reaches_the_method_from_the_command_line(data_root: Path, tmp_path: Path) -> None:
+    base = ["prune", "--model", "lenet300", "--dataset", "mnist", "--method", "prospr", "--sparsity", "0.9"]
+    base += ["--val-size", "50", "--samples-per-class", "2"]
+    code, out = invoke(
+        *base, "-O", "inner_steps=1", "--option", "inner_lr=0.05", "--out", str(tmp_path / "m.safetensors")
+    )
+    assert code == 0, out
+    options = panning.masks.load(tmp_path / "m.safetensors").metadata["options"]
+    assert options == {"inner_steps": 1, "inner_lr": 0.05}
+    for bad, message in (
+        ("inner_step=1", "unknown option 'inner_step' for method 'prospr'; valid: inner_steps, inner_lr"),
+        ("inner_steps", "--option takes NAME=VALUE"),
+        ("inner_steps=-1", "inner_steps must be a non-negative integer"),
+    ):
+        code, out = invoke(*base, "-O", bad, "--out", str(tmp_path / "n.safetensors"))
+        assert code == 2 and message in out and len(out.strip().splitlines()) == 1, out

@@ -9,6 +9,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 import torch
 
 from panning import __version__, models
@@ -120,6 +125,14 @@ prune_options = combine_options(
         "agent_path",
         type=click.Path(dir_okay=False),
         help="rl-panning: a trained agent (.zip from `panning agent train`; default: the shipped one).",
+    ),
+    click.option(
+        "--option",
+        "-O",
+        "method_option",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="Any option of the method, e.g. -O inner_steps=2 for prospr (values read as TOML: 2, 0.5, true, 'x').",
     ),
     click.option("--trace", type=click.Path(dir_okay=False), help="Write a per-step CSV trace of the screening."),
 )
@@ -278,7 +291,29 @@ def method_options(kw: dict[str, Any]) -> dict[str, Any]:
             options["grasp"] = kw["grasp_form"]
         else:
             raise UserError("--grasp only applies to --method grasp or panning")
+    for text in kw.get("method_option") or ():
+        name, value = parse_option(text)
+        if name in options:
+            raise UserError(f"option {name!r} is given twice; give it once")
+        options[name] = value
     return options
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` of ``--option``, the value read as a TOML value (a bare word as a string).
+
+    Examples:
+        >>> parse_option("inner_steps=2"), parse_option("stages=paper"), parse_option("absolute=true")
+        (('inner_steps', 2), ('stages', 'paper'), ('absolute', True))
+    """
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip().isidentifier():
+        raise UserError(f"--option takes NAME=VALUE, e.g. --option inner_steps=2; got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return name.strip(), value
 
 
 def architecture(model_name: str, dataset: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
