@@ -613,7 +613,16 @@ def prune(
         return masks
 
 
+# The screening arguments' defaults, read from prune() so that the CLI and grids never restate them.
+SCREENING_DEFAULTS: dict[str, Any] = {
+    name: parameter.default
+    for name, parameter in inspect.signature(prune).parameters.items()
+    if name in SCREENING_ARGUMENTS
+}
+
 __all__ = [
+    "SCREENING_ARGUMENTS",
+    "SCREENING_DEFAULTS",
     "BatchSource",
     "Method",
     "Screening",

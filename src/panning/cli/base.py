@@ -21,7 +21,7 @@ from panning import data as datasets
 from panning.errors import UserError
 from panning.io import os_fault
 from panning.panning import COMBINATIONS, NORMALIZATIONS
-from panning.pruning import method_names
+from panning.pruning import SCREENING_DEFAULTS, method_names
 from panning.sparse import Costs
 from panning.training import (
     RESCALES,
@@ -57,7 +57,9 @@ _NUMBER_OR_NONE = _NumberOrNone()
 common_options = combine_options(
     click.option("--model", "model_name", required=True, type=click.Choice(models.names()), help="Model name."),
     click.option("--dataset", required=True, type=click.Choice(datasets.names()), help="Dataset name."),
-    click.option("--seed", default=0, show_default=True, type=int, help="Seed of the initialisation and sampling."),
+    click.option(
+        "--seed", default=TrainConfig.seed, show_default=True, type=int, help="Seed of the initialisation and sampling."
+    ),
     click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding <dataset>/ folders."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
     click.option(
@@ -69,7 +71,7 @@ common_options = combine_options(
     ),
     click.option(
         "--normalization",
-        default="standard",
+        default=TrainConfig.normalization,
         show_default=True,
         type=click.Choice(["standard", "half"]),
         help="standard: the dataset's mean/std; half: mean 0.5, std 0.5.",
@@ -87,7 +89,12 @@ prune_options = combine_options(
     click.option("--method", required=True, type=click.Choice(method_names()), help="Screening method."),
     click.option("--sparsity", required=True, type=float, help="Fraction of weights removed, in [0, 1)."),
     click.option("--iterations", type=int, help="Pruning steps T (default: 100 for synflow/iter-snip, else 1)."),
-    click.option("--schedule", default="exponential", show_default=True, type=click.Choice(["exponential", "linear"])),
+    click.option(
+        "--schedule",
+        default=SCREENING_DEFAULTS["schedule"],
+        show_default=True,
+        type=click.Choice(["exponential", "linear"]),
+    ),
     click.option(
         "--regrowth/--no-regrowth",
         default=True,
@@ -96,13 +103,15 @@ prune_options = combine_options(
     ),
     click.option(
         "--samples-per-class",
-        default=10,
+        default=SCREENING_DEFAULTS["samples_per_class"],
         show_default=True,
         type=int,
         help="Examples of each class in a scoring batch.",
     ),
     click.option("--temperature", type=float, help="Logit temperature of snip/grasp (defaults 1 and 200)."),
-    click.option("--scope", default="global", show_default=True, type=click.Choice(["global", "layer"])),
+    click.option(
+        "--scope", default=SCREENING_DEFAULTS["scope"], show_default=True, type=click.Choice(["global", "layer"])
+    ),
     click.option(
         "--grasp",
         "grasp_form",
@@ -139,10 +148,10 @@ prune_options = combine_options(
 
 train_options = combine_options(
     click.option("--epochs", required=True, type=int, help="Training epochs."),
-    click.option("--lr", default=0.1, show_default=True, type=float),
-    click.option("--batch-size", default=256, show_default=True, type=int),
-    click.option("--weight-decay", default=1e-4, show_default=True, type=float),
-    click.option("--momentum", default=0.9, show_default=True, type=float),
+    click.option("--lr", default=TrainConfig.lr, show_default=True, type=float),
+    click.option("--batch-size", default=TrainConfig.batch_size, show_default=True, type=int),
+    click.option("--weight-decay", default=TrainConfig.weight_decay, show_default=True, type=float),
+    click.option("--momentum", default=TrainConfig.momentum, show_default=True, type=float),
     click.option(
         "--augment/--no-augment",
         default=None,
