@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 SHIPPED_AGENT = "default.zip"
 # Names of panning.agent.learning offered here, loaded with it on first use.
-_LEARNING = (
+LEARNING_NAMES = (
     "AgentInfo",
     "PanningEnv",
     "RLPanning",
@@ -74,13 +74,13 @@ def _rl_panning(agent: str | os.PathLike[str] | None = None) -> RLPanning:
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LEARNING:
+    if name in LEARNING_NAMES:
         return getattr(importlib.import_module("panning.agent.learning"), name)
     raise AttributeError(f"module 'panning.agent' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LEARNING])
+    return sorted([*globals(), *LEARNING_NAMES])
 
 
-__all__ = ["SHIPPED_AGENT", "agent_file", "shipped_agent_path", *_LEARNING]
+__all__ = ["LEARNING_NAMES", "SHIPPED_AGENT", "agent_file", "shipped_agent_path", *LEARNING_NAMES]

@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from panning import scores as indices
-from panning.agent import agent_file
+from panning.agent import LEARNING_NAMES, agent_file
 from panning.connectivity import connectivity
 from panning.errors import UserError, UserTypeError, check_sparsity
 from panning.io import changed_settings, write_atomic
@@ -648,16 +648,5 @@ def _bookkeeping(record: AgentInfo, total: int, progress: bool) -> Any:
     return Bookkeeping()
 
 
-__all__ = [
-    "AgentInfo",
-    "PanningEnv",
-    "RLPanning",
-    "action_space",
-    "checkpoint_dir",
-    "index_weights",
-    "load_agent",
-    "observation_space",
-    "parse_targets",
-    "save_agent",
-    "train_agent",
-]
+# The public names of this module are those panning.agent offers (and loads from here on first use).
+__all__ = list(LEARNING_NAMES)
