@@ -54,27 +54,31 @@ class _NumberOrNone(click.ParamType):
 
 _NUMBER_OR_NONE = _NumberOrNone()
 
+
+def config_option(field: str, help: str | None = None, **extra: Any) -> F:
+    """A ``--field-name`` option for a :class:`TrainConfig` field, its default read from the dataclass.
+
+    Examples:
+        >>> config_option("lr").__name__
+        'decorator'
+    """
+    default = getattr(TrainConfig, field)
+    return click.option(f"--{field.replace('_', '-')}", default=default, show_default=True, help=help, **extra)
+
+
 common_options = combine_options(
     click.option("--model", "model_name", required=True, type=click.Choice(models.names()), help="Model name."),
     click.option("--dataset", required=True, type=click.Choice(datasets.names()), help="Dataset name."),
-    click.option(
-        "--seed", default=TrainConfig.seed, show_default=True, type=int, help="Seed of the initialisation and sampling."
-    ),
+    config_option("seed", "Seed of the initialisation and sampling.", type=int),
     click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding <dataset>/ folders."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
-    click.option(
-        "--val-size",
-        default=datasets.DEFAULT_VAL_SIZE,
-        show_default=True,
-        type=int,
-        help="Training examples held out for validation (never used for screening or training).",
+    config_option(
+        "val_size", "Training examples held out for validation (never used for screening or training).", type=int
     ),
-    click.option(
-        "--normalization",
-        default=TrainConfig.normalization,
-        show_default=True,
+    config_option(
+        "normalization",
+        "standard: the dataset's mean/std; half: mean 0.5, std 0.5.",
         type=click.Choice(["standard", "half"]),
-        help="standard: the dataset's mean/std; half: mean 0.5, std 0.5.",
     ),
     click.option(
         "--init",
@@ -148,28 +152,22 @@ prune_options = combine_options(
 
 train_options = combine_options(
     click.option("--epochs", required=True, type=int, help="Training epochs."),
-    click.option("--lr", default=TrainConfig.lr, show_default=True, type=float),
-    click.option("--batch-size", default=TrainConfig.batch_size, show_default=True, type=int),
-    click.option("--weight-decay", default=TrainConfig.weight_decay, show_default=True, type=float),
-    click.option("--momentum", default=TrainConfig.momentum, show_default=True, type=float),
+    config_option("lr", type=float),
+    config_option("batch_size", type=int),
+    config_option("weight_decay", type=float),
+    config_option("momentum", type=float),
     click.option(
         "--augment/--no-augment",
         default=None,
         help="Random crop and flip (default: on for CIFAR and Tiny-ImageNet only).",
     ),
-    click.option(
-        "--warmup-epochs",
-        default=TrainConfig.warmup_epochs,
-        show_default=True,
-        type=float,
-        help="Epochs of linear learning-rate warm-up before the cosine schedule (0: none).",
+    config_option(
+        "warmup_epochs", "Epochs of linear learning-rate warm-up before the cosine schedule (0: none).", type=float
     ),
-    click.option(
-        "--rescale",
-        default=TrainConfig.rescale,
-        show_default=True,
+    config_option(
+        "rescale",
+        "fan-in: scale each unit's kept weights to its fan-in after masking; none: as initialised.",
         type=click.Choice(list(RESCALES)),
-        help="fan-in: scale each unit's kept weights to its fan-in after masking; none: as initialised.",
     ),
     click.option(
         "--clip-grad-norm",
