@@ -4,6 +4,8 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The optional extras the tests exercise (Ray for grids on a cluster), installed for the tests only.
+EXTRAS_STAMP := $(VENV)/.extras
 
 .PHONY: setup data quickstart test test-fast lint docs
 
@@ -16,6 +18,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+$(EXTRAS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
+	touch $@
+
 data:
 	bash scripts/get-data.sh
 
@@ -23,7 +29,7 @@ quickstart: setup data
 	$(BIN)/panning run --model lenet5 --dataset fashion-mnist --method panning --sparsity 0.99 \
 		--epochs 2 --out runs/quickstart-$$(date +%Y%m%d-%H%M%S)
 
-test: setup data
+test: setup data $(EXTRAS_STAMP)
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

@@ -11,6 +11,7 @@ from panning import data as datasets
 from panning import models, report
 from panning.cli.base import cli, user_errors
 from panning.errors import UserError, check_sparsity
+from panning.executors import RayExecutor, executor_names
 from panning.io import write_atomic
 from panning.pruning import method_names
 from panning.sanity import VARIANTS, run_sanity, sanity_config
@@ -37,6 +38,15 @@ from panning.training import (
 @click.option(
     "--collect", is_flag=True, help="Run nothing: write the results of the cells finished so far (others pending)."
 )
+@click.option(
+    "--executor",
+    type=click.Choice(executor_names()),
+    default="local",
+    show_default=True,
+    help="local: --jobs processes here; ray: one Ray task per cell (pip install 'panning[ray]').",
+)
+@click.option("--address", help="ray: the cluster to join (e.g. auto); default: start a local one.")
+@click.option("--cpus-per-cell", default=1, show_default=True, type=int, help="ray: CPUs (and threads) of each cell.")
 @user_errors
 def bench_command(
     config: str,
@@ -47,6 +57,9 @@ def bench_command(
     data_dir: str | None,
     device: str,
     collect: bool,
+    executor: str,
+    address: str | None,
+    cpus_per_cell: int,
 ) -> None:
     """Run a benchmark grid (TOML): each cell screened and trained once, results in one table."""
     from panning import bench
@@ -65,9 +78,26 @@ def bench_command(
             outcome = f"FAILED: {row['error']}"
         click.echo(f"[{done}/{pending}] {cell.describe()}: {outcome}")
 
-    summary = bench.run_grid(
-        grid, out_dir, store=store, jobs=jobs, data_dir=data_dir, device=device, on_result=show, run=not collect
-    )
+    remote = None
+    if executor == "ray" and not collect:
+        gpus = 1 if resolve_device(device).type == "cuda" else 0
+        remote = RayExecutor(address, cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus)
+    try:
+        summary = bench.run_grid(
+            grid,
+            out_dir,
+            store=store,
+            jobs=jobs,
+            data_dir=data_dir,
+            device=device,
+            on_result=show,
+            run=not collect,
+            executor=remote,
+            threads_per_cell=cpus_per_cell if remote is not None else None,
+        )
+    finally:
+        if remote is not None:
+            remote.shutdown()
     click.echo(report.results_table(summary.rows))
     pending = sum(row.get("status") == "pending" for row in summary.rows)
     click.echo(

@@ -1,0 +1,70 @@
+"""Where a grid's cells run besides local processes: a Ray cluster (``pip install 'panning[ray]'``),
+or any executor with ``submit(fn, *args) -> handle.result()`` passed to :func:`panning.bench.run_grid`
+(``concurrent.futures`` executors, submitit's Slurm executor).
+
+Every worker must see the grid's cell store (a shared file system on a cluster); a cell's folder
+is written by one worker only, and an interrupted cell resumes on the next run, wherever it runs.
+
+Examples:
+    >>> executor_names()
+    ['local', 'ray']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from panning.errors import UserError
+
+
+def executor_names() -> list[str]:
+    """The executors ``panning bench --executor`` knows."""
+    return ["local", "ray"]
+
+
+class RayExecutor:
+    """Each submitted call becomes a Ray task asking for ``cpus_per_cell`` CPUs (and
+    ``gpus_per_cell`` GPUs); ``address`` joins a running cluster, ``None`` starts a local one.
+
+    Examples:
+        >>> # executor = RayExecutor(address="auto", cpus_per_cell=2, gpus_per_cell=1)
+        >>> # run_grid(grid, "runs/x", store="/shared/cells", executor=executor, threads_per_cell=2)
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        cpus_per_cell: int = 1,
+        gpus_per_cell: float = 0,
+        **init: Any,
+    ) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise UserError("the ray executor needs Ray: pip install 'panning[ray]'") from None
+        if isinstance(cpus_per_cell, bool) or not isinstance(cpus_per_cell, int) or cpus_per_cell < 1:
+            raise UserError(f"cpus per cell must be a positive integer, got {cpus_per_cell!r}")
+        self._ray: Any = ray
+        self._started = not ray.is_initialized()
+        if self._started:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, **init)
+        self.resources = {"num_cpus": cpus_per_cell, "num_gpus": gpus_per_cell}
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` as a Ray task; a ``concurrent.futures.Future`` of its result."""
+        return self._ray.remote(**self.resources)(fn).remote(*args).future()
+
+    def shutdown(self) -> None:
+        """Stop the local Ray instance this executor started (a joined cluster keeps running)."""
+        if self._started and self._ray.is_initialized():
+            self._ray.shutdown()
+
+    def __enter__(self) -> RayExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+__all__ = ["RayExecutor", "executor_names"]

@@ -1,0 +1,63 @@
+"""Grids on other executors: a local Ray cluster gives the cells of a local run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from panning import bench
+from panning.cli import cli
+from panning.executors import RayExecutor
+
+GRID = {
+    "models": ["lenet300"],
+    "datasets": ["mnist"],
+    "sparsities": [0.9, 0.99],
+    "seeds": [0],
+    "methods": [{"name": "random"}, {"name": "synflow", "iterations": 5}],
+    "training": {"epochs": 1, "val_size": 50, "batch_size": 64},
+}
+
+
+@pytest.fixture
+def one_thread() -> object:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the Ray workers take one thread per cell: compare like with like
+    yield
+    torch.set_num_threads(before)
+
+
+def test_a_grid_on_a_local_ray_cluster_gives_the_cells_of_jobs_1(
+    data_root: Path, tmp_path: Path, one_thread: object
+) -> None:
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'panning[ray]')")
+    grid = bench.parse_grid(GRID)
+    serial = bench.run_grid(grid, tmp_path / "serial", jobs=1, data_dir=str(data_root))
+    with RayExecutor(cpus_per_cell=1, num_cpus=2) as executor:
+        remote = bench.run_grid(grid, tmp_path / "ray", data_dir=str(data_root), executor=executor, threads_per_cell=1)
+    assert remote.ran == 4 and remote.failed == 0
+    fields = ("cell", "nominal_sparsity", "effective_sparsity", "layer_density", "test_accuracy", "val_accuracy")
+    assert [[r[f] for f in fields] for r in remote.rows] == [[r[f] for f in fields] for r in serial.rows]
+    rerun = bench.run_grid(grid, tmp_path / "ray", data_dir=str(data_root), executor=object())
+    assert rerun.ran == 0 and rerun.reused == 4  # finished cells are never submitted again
+
+
+def test_the_ray_executor_without_ray_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name: str, *args: object, **kwargs: object) -> object:
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    config = tmp_path / "g.toml"
+    grid = 'models = ["lenet300"]\ndatasets = ["mnist"]\nsparsities = [0.9]\nseeds = [0]\n'
+    config.write_text(grid + '[[methods]]\nname = "random"\n')
+    result = CliRunner().invoke(cli, ["bench", str(config), "--executor", "ray", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "pip install 'panning[ray]'" in result.output
