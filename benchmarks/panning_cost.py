@@ -35,7 +35,7 @@ import panning
 from panning import masks as masklib
 from panning import scores
 from panning.io import source_commit, write_atomic, write_json
-from panning.panning import normalize
+from panning.multi_index import normalize
 
 SETTINGS = {
     # iterations: Panning steps per run (lenet5: the default T = 100, as in the reference's 4.5 s);

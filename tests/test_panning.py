@@ -10,7 +10,7 @@ from click.testing import CliRunner
 import panning
 import panning.cli
 from panning.masks import kept_count
-from panning.panning import PRESETS, Panning, StageTable, combine, normalize, weighted_scores
+from panning.multi_index import PRESETS, Panning, StageTable, combine, normalize, weighted_scores
 
 LENET5_WEIGHTS = 430_500
 
@@ -197,3 +197,9 @@ def test_panning_only_options_are_refused_for_other_methods(data_root: Path, tmp
         ],
     )
     assert result.exit_code == 2 and "--combination only applies to --method panning" in result.output
+
+
+def test_the_old_module_path_of_panning_still_imports() -> None:
+    from panning.panning import Panning as Old  # the module was panning/panning.py until issue #18
+
+    assert Old is panning.multi_index.Panning

@@ -10,6 +10,8 @@ Examples:
 
 from __future__ import annotations
 
+import sys
+
 __version__ = "0.1.0"
 
 from panning import (
@@ -19,17 +21,21 @@ from panning import (
     layerwise,  # registers method="uniform" and method="erk"
     masks,
     models,
+    multi_index,  # registers method="panning"
     prospr,  # registers method="prospr"
     scores,
     sparse,
     training,
 )
-from panning import panning as multi_index  # registers method="panning"
 from panning.compaction import compact
 from panning.connectivity import connectivity, effective_masks, effective_sparsity
 from panning.errors import TrainingDiverged, UserError, UserTypeError
 from panning.masks import Masks
 from panning.pruning import method_names, prune, register_method, unregister_method
+
+# The Panning module was panning/panning.py (named like its package) until issue #18; old imports
+# such as ``from panning.panning import Panning`` keep working.
+sys.modules.setdefault("panning.panning", multi_index)
 
 __all__ = [
     "Masks",

@@ -60,7 +60,7 @@ from panning.connectivity import connectivity
 from panning.errors import UserError, UserTypeError, check_sparsity
 from panning.io import changed_settings, write_atomic
 from panning.masks import Masks
-from panning.panning import INDEX_ORDER, Panning, weighted_scores
+from panning.multi_index import INDEX_ORDER, Panning, weighted_scores
 from panning.pruning import BatchSource, DataLike, Screening, StepContext
 
 OBSERVATION_SIZE = 7

@@ -20,7 +20,7 @@ from panning import __version__, models
 from panning import data as datasets
 from panning.errors import UserError
 from panning.io import os_fault
-from panning.panning import COMBINATIONS, NORMALIZATIONS
+from panning.multi_index import COMBINATIONS, NORMALIZATIONS
 from panning.pruning import SCREENING_DEFAULTS, method_names
 from panning.sparse import Costs
 from panning.training import (
