@@ -413,3 +413,22 @@ def test_the_source_commit_is_dirty_for_changed_code_but_not_for_written_results
     assert source_commit(tmp_path) == clean
     (tmp_path / "code.py").write_text("a = 2\n")
     assert source_commit(tmp_path) == clean + "+dirty"
+
+
+def test_a_cell_with_fewer_runs_than_seeds_says_how_many_it_has() -> None:
+    def row(label: str, seed: int) -> dict[str, Any]:
+        return {
+            "model": "m",
+            "dataset": "d",
+            "label": label,
+            "sparsity": 0.9,
+            "seed": seed,
+            "status": "ok",
+            "test_accuracy": 0.9,
+            "val_accuracy": 0.9,
+            "effective_sparsity": 0.9,
+            "prune_seconds": 1.0,
+        }
+
+    table = report.results_table([row("a", 0), row("a", 1), row("b", 0)])
+    assert "| b | **90.00 ± 0.00** (1 of 2 runs) |" in table and "| a | **90.00 ± 0.00** |" in table

@@ -149,9 +149,11 @@ def _accuracy_table(
 ) -> list[str]:
     """Markdown rows of mean ± std (%) per method and sparsity, the best mean of each column in bold.
 
-    Dead runs (a constant prediction) stay in the mean and are also counted in the cell.
+    Dead runs (a constant prediction) stay in the mean and are also counted in the cell; a cell
+    with fewer runs than the table's seeds (a grid in progress) says how many it has.
     """
     accuracy = _summarise(members, column)
+    seeds = len(_ordered([r["seed"] for r in members]))
     best = {}
     for s in sparsities:
         finite = [accuracy[(label, s)][0] for label in labels if (label, s) in accuracy and accuracy[(label, s)][2]]
@@ -176,6 +178,8 @@ def _accuracy_table(
                 text += f" ({dead} dead)"
             if failed:
                 text += f" ({failed} failed)"
+            if 0 < count + failed < seeds:
+                text += f" ({count + failed} of {seeds} runs)"
             cells.append(text)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
