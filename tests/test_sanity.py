@@ -52,3 +52,21 @@ def test_sanity_command_and_bad_variants(data_root: Path, tmp_path: Path) -> Non
         bench.parse_grid(
             {**sanity.sanity_config("lenet300", "mnist", "snip", 0.9), "methods": [{"name": "snip", "variant": "x"}]}
         )
+
+
+def test_sanity_of_a_mask_file_trains_it_from_its_own_initialisation(data_root: Path, tmp_path: Path) -> None:
+    write_mnist(data_root / "mnist", train=5200, test=200)
+    mask_file = tmp_path / "m.safetensors"
+    prune = ["prune", "--model", "lenet300", "--dataset", "mnist", "--method", "magnitude", "--sparsity", "0.9"]
+    assert CliRunner().invoke(cli, [*prune, "--seed", "2", "--out", str(mask_file)]).exit_code == 0
+    check = ["sanity", "--model", "lenet300", "--dataset", "mnist", "--masks", str(mask_file), "--epochs", "1"]
+    result = CliRunner().invoke(cli, [*check, "--out", str(tmp_path / "o"), "--cells", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    rows = bench.read_results(tmp_path / "o" / "results.csv")
+    assert [(r["variant"] or "as-found", r["seed"]) for r in rows] == [("as-found", 2), ("shuffled", 2), ("reinit", 2)]
+    found = panning.masks.load(tmp_path / "c" / rows[0]["cell"] / "run" / "masks.safetensors")
+    original = panning.masks.load(mask_file)
+    assert all(torch.equal(found[n], original[n]) for n in original)
+    assert "undecided: each variant needs at least two runs" in result.output
+    other = CliRunner().invoke(cli, [*check, "--seeds", "0", "--out", str(tmp_path / "p")])
+    assert other.exit_code == 2 and "was screened on the initialisation of seed 2" in other.output

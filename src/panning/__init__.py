@@ -23,6 +23,7 @@ from panning import (
     models,
     multi_index,  # registers method="panning"
     prospr,  # registers method="prospr"
+    sanity,  # registers method="mask-file"
     scores,
     sparse,
     training,
@@ -58,6 +59,7 @@ __all__ = [
     "prospr",
     "prune",
     "register_method",
+    "sanity",
     "scores",
     "sparse",
     "training",

@@ -34,7 +34,8 @@ from torch import nn
 from panning.errors import UserError
 from panning.io import write_atomic
 from panning.masks import Masks
-from panning.pruning import Method, StepContext, create_method
+from panning.masks import load as load_masks
+from panning.pruning import Method, StepContext, create_method, register_method
 
 VARIANTS = ("as-found", "shuffled", "reinit", "inverted")
 # Added to a cell's seed for the fresh initialisation of the "reinit" variant.
@@ -99,6 +100,48 @@ def inverted(method: str, **options: Any) -> Inverted:
     return Inverted(create_method(method, **options), name=f"inverted-{method}")
 
 
+@dataclass
+class MaskFile:
+    """``method="mask-file"``: the masks of a file as scores (1 kept, 0 pruned), so that masks found
+    elsewhere can be trained, shuffled and re-initialised like any method's (grids, sanity checks).
+    Screen at the file's own sparsity (:func:`mask_file_sparsity`) to keep exactly its weights."""
+
+    path: str
+    default_iterations: int = 1
+    data_driven: bool = False
+
+    def files(self) -> dict[str, Path]:
+        """The mask file (its digest is part of a grid cell's identity)."""
+        return {"masks": Path(self.path)}
+
+    def __call__(self, model: nn.Module, context: StepContext) -> dict[str, torch.Tensor]:
+        masks = load_masks(self.path)
+        masks.check_fits(model)
+        return {name: masks[name].to(torch.float32) for name in masks}
+
+
+def mask_file_sparsity(path: str | os.PathLike[str]) -> float:
+    """The sparsity at which screening with ``mask-file`` keeps exactly the file's weights.
+
+    Examples:
+        >>> import tempfile
+        >>> file = Path(tempfile.mkdtemp()) / "m.safetensors"
+        >>> import panning
+        >>> panning.masks.save(Masks({"w": torch.tensor([True, False, False, False])}), file)
+        >>> mask_file_sparsity(file)
+        0.75
+    """
+    masks = load_masks(path)
+    return 1.0 - masks.kept() / masks.total()
+
+
+@register_method("mask-file")
+def _mask_file(path: str) -> MaskFile:
+    if not Path(path).is_file():
+        raise UserError(f"no mask file at {path}; write one with `panning prune ... --out {path}`")
+    return MaskFile(str(path))
+
+
 @dataclass(frozen=True)
 class VariantSummary:
     """Final test accuracy of one variant over seeds."""
@@ -142,6 +185,8 @@ def verdict(summaries: Sequence[VariantSummary]) -> str:
     found = by.get("as-found")
     if found is None or not {"shuffled", "reinit"} <= set(by):
         return "undecided: needs as-found, shuffled and reinit runs"
+    if min(found.runs, by["shuffled"].runs, by["reinit"].runs) < 2:
+        return "undecided: each variant needs at least two runs (seeds) to compare"
     beaten = []
     for other in ("shuffled", "reinit"):
         o = by[other]
@@ -265,10 +310,12 @@ __all__ = [
     "REINIT_SEED_OFFSET",
     "VARIANTS",
     "Inverted",
+    "MaskFile",
     "SanityResult",
     "VariantSummary",
     "check_variant",
     "inverted",
+    "mask_file_sparsity",
     "run_sanity",
     "sanity_config",
     "shuffle_within_layers",

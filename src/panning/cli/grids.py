@@ -8,13 +8,14 @@ from typing import Any
 import click
 
 from panning import data as datasets
+from panning import masks as masklib
 from panning import models, report
 from panning.cli.base import cli, user_errors
 from panning.errors import UserError, check_sparsity
 from panning.executors import RayExecutor, executor_names
 from panning.io import write_atomic
 from panning.pruning import method_names
-from panning.sanity import VARIANTS, run_sanity, sanity_config
+from panning.sanity import VARIANTS, mask_file_sparsity, run_sanity, sanity_config
 from panning.training import (
     resolve_device,
 )
@@ -143,9 +144,12 @@ def report_command(results: str, out: str | None, no_plots: bool) -> None:
 @cli.command("sanity")
 @click.option("--model", "model_name", required=True, type=click.Choice(models.names()), help="Model name.")
 @click.option("--dataset", required=True, type=click.Choice(datasets.names()), help="Dataset name.")
-@click.option("--method", required=True, type=click.Choice(method_names()), help="The method whose masks to check.")
-@click.option("--sparsity", required=True, type=float, help="Fraction of weights removed, e.g. 0.99.")
-@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds.")
+@click.option("--method", type=click.Choice(method_names()), help="The method whose masks to check.")
+@click.option(
+    "--masks", "masks_path", type=click.Path(dir_okay=False), help="Or a mask file to check (found elsewhere)."
+)
+@click.option("--sparsity", type=float, help="Fraction of weights removed, e.g. 0.99 (with --masks: the file's).")
+@click.option("--seeds", help="Comma-separated seeds (default 0,1,2; with --masks the file's init seed).")
 @click.option("--epochs", default=20, show_default=True, type=int, help="Training epochs of every run.")
 @click.option(
     "--variants", default=",".join(VARIANTS), show_default=True, help="Comma-separated: " + ", ".join(VARIANTS) + "."
@@ -159,9 +163,10 @@ def report_command(results: str, out: str | None, no_plots: bool) -> None:
 def sanity_command(
     model_name: str,
     dataset: str,
-    method: str,
-    sparsity: float,
-    seeds: str,
+    method: str | None,
+    masks_path: str | None,
+    sparsity: float | None,
+    seeds: str | None,
     epochs: int,
     variants: str,
     out: str | None,
@@ -173,12 +178,40 @@ def sanity_command(
     """Does a method's mask carry more than its layer-wise densities? Train it as found, shuffled
     within layers, re-initialised and inverted, over seeds (Frankle et al. 2021)."""
     try:
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        seed_list = [int(s) for s in (seeds or "0,1,2").split(",") if s.strip()]
     except ValueError:
         raise UserError(f"--seeds must be comma-separated integers, e.g. 0,1,2; got {seeds!r}") from None
     chosen = [v.strip() for v in variants.split(",") if v.strip()]
+    options: dict[str, Any] = {}
+    if (method is None) == (masks_path is None):
+        raise UserError("give either --method (screen, then check) or --masks FILE (check a mask file)")
+    if masks_path is not None:
+        method, options = "mask-file", {"path": str(Path(masks_path).resolve())}
+        if not Path(masks_path).is_file():
+            raise UserError(f"no mask file at {masks_path}")
+        sparsity = mask_file_sparsity(masks_path) if sparsity is None else sparsity
+        init_seed = masklib.load(masks_path).metadata.get("init_seed")
+        if init_seed is not None:
+            if seeds is not None and seed_list != [int(init_seed)]:
+                raise UserError(
+                    f"{masks_path} was screened on the initialisation of seed {init_seed}: as found it trains from "
+                    f"that seed only (--seeds {init_seed}); the reinit variant covers other initial weights"
+                )
+            seed_list = [int(init_seed)]
+        if "inverted" in chosen:
+            chosen.remove("inverted")  # a file holds a mask, not scores to invert
+    if sparsity is None:
+        raise UserError("--sparsity is needed with --method, e.g. --sparsity 0.99")
+    assert method is not None
     config = sanity_config(
-        model_name, dataset, method, check_sparsity(sparsity), seed_list, variants=chosen, training={"epochs": epochs}
+        model_name,
+        dataset,
+        method,
+        check_sparsity(sparsity),
+        seed_list,
+        options=options,
+        variants=chosen,
+        training={"epochs": epochs},
     )
     resolve_device(device)
     folder = Path(out) if out else Path("runs/sanity") / config["name"]
