@@ -16,6 +16,16 @@ from torch import nn
 import panning
 from panning import data as datasets
 
+# A four-cell grid of LeNet-300 on the synthetic MNIST: one epoch, small batches (grid tests).
+SMALL_GRID = {
+    "models": ["lenet300"],
+    "datasets": ["mnist"],
+    "sparsities": [0.9, 0.99],
+    "seeds": [0],
+    "methods": [{"name": "random"}, {"name": "synflow", "iterations": 5}],
+    "training": {"epochs": 1, "val_size": 50, "batch_size": 64},
+}
+
 # The development set-up keeps MNIST in ../shared/data (beside the checkout); the library does not
 # know that folder, so the tests point $PANNING_DATA at it when nothing else was given.
 for _shared in (Path(__file__).resolve().parents[2] / "shared" / "data", Path.cwd().parent / "shared" / "data"):

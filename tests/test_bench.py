@@ -14,6 +14,7 @@ import torch
 from click.testing import CliRunner
 
 import panning
+from conftest import SMALL_GRID as SMALL
 from conftest import write_mnist
 from panning import bench, report
 from panning.cli import cli
@@ -23,14 +24,6 @@ from panning.pruning import register_method, unregister_method
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(str(p.relative_to(REPO / "benchmarks")) for p in (REPO / "benchmarks").glob("**/*.toml"))
-SMALL = {
-    "models": ["lenet300"],
-    "datasets": ["mnist"],
-    "sparsities": [0.9, 0.99],
-    "seeds": [0],
-    "methods": [{"name": "random"}, {"name": "synflow", "iterations": 5}],
-    "training": {"epochs": 1, "val_size": 50, "batch_size": 64},
-}
 
 
 def invoke(*args: str) -> tuple[int, str]:

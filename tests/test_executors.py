@@ -8,18 +8,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import SMALL_GRID
 from panning import bench
 from panning.cli import cli
 from panning.executors import RayExecutor
-
-GRID = {
-    "models": ["lenet300"],
-    "datasets": ["mnist"],
-    "sparsities": [0.9, 0.99],
-    "seeds": [0],
-    "methods": [{"name": "random"}, {"name": "synflow", "iterations": 5}],
-    "training": {"epochs": 1, "val_size": 50, "batch_size": 64},
-}
 
 
 @pytest.fixture
@@ -34,7 +26,7 @@ def test_a_grid_on_a_local_ray_cluster_gives_the_cells_of_jobs_1(
     data_root: Path, tmp_path: Path, one_thread: object
 ) -> None:
     pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'panning[ray]')")
-    grid = bench.parse_grid(GRID)
+    grid = bench.parse_grid(SMALL_GRID)
     serial = bench.run_grid(grid, tmp_path / "serial", jobs=1, data_dir=str(data_root))
     with RayExecutor(cpus_per_cell=1, num_cpus=2) as executor:
         remote = bench.run_grid(grid, tmp_path / "ray", data_dir=str(data_root), executor=executor, threads_per_cell=1)
