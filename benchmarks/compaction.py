@@ -33,7 +33,7 @@ import panning
 from panning import masks as masklib
 from panning.compaction import compact_with_plan
 from panning.inference import fastest_inference
-from panning.io import write_atomic, write_json
+from panning.io import recorded_command, write_atomic, write_json
 from panning.sparse import model_costs, save_sparse, use_sparse_kernels
 from panning.training import TrainConfig, build, create_model, save_model, train
 
@@ -316,7 +316,7 @@ def main() -> None:
     scratch = runs / "files"
     scratch.mkdir(parents=True, exist_ok=True)
     result = {
-        "command": " ".join(["python", "benchmarks/compaction.py", *sys.argv[1:]]),
+        "command": recorded_command("python benchmarks/compaction.py", sys.argv[1:]),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),

@@ -34,7 +34,7 @@ import torch
 import panning
 from panning import masks as masklib
 from panning import scores
-from panning.io import source_commit, write_atomic, write_json
+from panning.io import recorded_command, source_commit, write_atomic, write_json
 from panning.multi_index import normalize
 
 SETTINGS = {
@@ -184,7 +184,7 @@ def main() -> None:
         variants = ", ".join(f"{k} {v['ratio_to_sgd_step']:.2f}" for k, v in results[-1]["variants"].items())
         print(f"{name}: SGD step {1000 * results[-1]['sgd_step_seconds']:.1f} ms; ratios {variants}", flush=True)
     meta = {
-        "command": " ".join(["python", "benchmarks/panning_cost.py", *sys.argv[1:]]),
+        "command": recorded_command("python benchmarks/panning_cost.py", sys.argv[1:]),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),

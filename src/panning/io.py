@@ -6,10 +6,11 @@ import errno
 import json
 import math
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,23 @@ def source_commit(folder: str | os.PathLike[str] | None = None) -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
+
+
+def recorded_command(program: str, arguments: Sequence[str], environ: Mapping[str, str] | None = None) -> str:
+    """``program arguments`` as a shell line to store beside a result, without this machine's paths.
+
+    A path inside the folder named by ``$PANNING_DATA`` is written relative to ``$PANNING_DATA``,
+    so the line reruns on any machine that sets it, and a stored result names no local folder.
+
+    Examples:
+        >>> recorded_command("panning", ["run", "--data-dir", "/srv/mnist", "--seed", "0"], {"PANNING_DATA": "/srv"})
+        'panning run --data-dir "$PANNING_DATA/mnist" --seed 0'
+    """
+    data = (environ if environ is not None else os.environ).get("PANNING_DATA", "").rstrip("/")
+    words = [program]
+    for argument in arguments:
+        if data and (argument == data or argument.startswith(data + "/")):
+            words.append('"$PANNING_DATA' + argument[len(data) :] + '"')
+        else:
+            words.append(shlex.quote(argument))
+    return " ".join(words)

@@ -15,6 +15,7 @@ from panning import data as datasets
 from panning import models
 from panning.cli.base import architecture, cli, user_errors
 from panning.errors import UserError
+from panning.io import recorded_command
 from panning.training import (
     resolve_device,
 )
@@ -127,7 +128,7 @@ def agent_train_command(
         temperature=train_env.temperature,
         timesteps=timesteps,
         seed=seed,
-        command="panning " + " ".join(sys.argv[1:]),
+        command=recorded_command("panning", sys.argv[1:]),
     )
     agentlib.train_agent(
         train_env,
