@@ -53,12 +53,15 @@ def test_the_python_examples_of_every_page_run(
 
 
 def _page_commands() -> list[str]:
-    """Every `panning ...` command of the pages' shell blocks (continuations joined, comments cut)."""
+    """Every `panning ...` (or `torchrun ... -m panning ...`) command of the pages' shell blocks
+    (continuations joined, comments cut)."""
     commands = []
     for page in PAGES:
         for block in _blocks(page, "bash"):
             for line in block.replace("\\\n", " ").splitlines():
                 line = line.split(" #", 1)[0].strip()
+                if line.startswith("torchrun ") and " -m panning " in line:
+                    line = "panning " + line.split(" -m panning ", 1)[1]
                 if line.startswith("panning ") and "..." not in line:
                     commands.append(line)
     return commands

@@ -29,10 +29,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from panning import data as datasets
+from panning import distributed, models
 from panning import masks as masklib
-from panning import models
 from panning.compaction import compact_with_plan
 from panning.connectivity import connectivity
+from panning.distributed import Workers
 from panning.errors import TrainingDiverged, UserError, UserTypeError
 from panning.io import changed_settings, read_json, write_atomic, write_json
 from panning.masks import Masks
@@ -352,6 +353,8 @@ class Run:
     optimizer: torch.optim.Optimizer | None = None
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     generator: torch.Generator | None = None
+    workers: Workers = field(default_factory=Workers)
+    trainer: nn.Module | None = None  # what the training steps call: the DDP wrapper under torchrun
 
 
 class TrainingCallback:
@@ -396,7 +399,9 @@ def train(
     """Train ``model`` (with ``masks`` applied, if given) on ``dataset`` into the run folder ``out``.
 
     Returns the final metrics, also written to ``out/metrics.json``. ``resume=True`` continues
-    from ``out/checkpoint.pt`` (the config must match). ``callbacks`` are
+    from ``out/checkpoint.pt`` (the config must match). In an initialised process group (``torchrun``) it
+    trains with DistributedDataParallel: each global batch is split between the ranks, and only
+    rank 0 writes ``out``. ``callbacks`` are
     :class:`TrainingCallback` objects or functions called with an :class:`EpochEnd` after
     every epoch; they run after the library's own (cost counting, compaction, sparse kernels,
     validation, checkpoints, export).
@@ -406,15 +411,18 @@ def train(
         >>> # train(model, data, TrainConfig(model="lenet5", dataset="mnist", epochs=1), "runs/x")
     """
     own = [_as_callback(callback) for callback in callbacks]
-    opened = _open_run(model, dataset, config, Path(out), masks, resume)
+    opened = _open_run(model, dataset, config, Path(out), masks, resume, distributed.current())
     if isinstance(opened, dict):
         return opened  # a finished run
     run, changed = opened
-    hooks = [*standard_callbacks(config, changed, progress), *own]
+    hooks = [*standard_callbacks(config, changed, progress, run.workers.main), *own]
     for hook in hooks:
         hook.on_setup(run)
     if run.masks is not None:
         masklib.apply(run.model, run.masks.to(run.device))
+    if run.workers.distributed:
+        ids = [run.device.index] if run.device.type == "cuda" else None
+        run.trainer = nn.parallel.DistributedDataParallel(run.model, device_ids=ids)
     if config.train_examples is not None:
         images, labels = run.dataset.train
         run.dataset = dataclasses.replace(
@@ -439,8 +447,9 @@ def train(
 
 def _train_epoch(run: Run, epoch: int, steps_per_epoch: int, progress: bool) -> dict[str, Any]:
     """One epoch of SGD over the training split; its history entry. A non-finite loss stops the run."""
-    config = run.config
+    config, workers = run.config, run.workers
     assert run.optimizer is not None and run.scheduler is not None
+    model = run.trainer if run.trainer is not None else run.model
     augment = run.dataset.spec.augment if config.augment is None else config.augment
     began = time.perf_counter()
     total_loss, correct, count = 0.0, 0, 0
@@ -449,13 +458,22 @@ def _train_epoch(run: Run, epoch: int, steps_per_epoch: int, progress: bool) -> 
         batches,
         total=steps_per_epoch,
         desc=f"epoch {epoch}/{config.epochs}",
-        disable=None if progress else True,
+        disable=None if progress and workers.main else True,
         leave=False,
     )
     for step, (x, y) in enumerate(bar, start=1):
-        logits = run.model(x)
-        loss = nn.functional.cross_entropy(logits, y)
-        value = float(loss.detach())
+        global_count = len(y)
+        x, y = distributed.shard(x, y, workers)
+        logits = model(x)
+        if workers.distributed:
+            # DDP averages over ranks: a rank's summed loss over the global count, times the
+            # ranks, averages to the global batch's mean loss even when shards differ in size.
+            summed = nn.functional.cross_entropy(logits, y, reduction="sum")
+            loss = summed * (workers.world_size / global_count)
+            value = float(summed.detach()) / max(len(y), 1)
+        else:
+            loss = nn.functional.cross_entropy(logits, y)
+            value = float(loss.detach())
         if not math.isfinite(value):
             bar.close()
             raise TrainingDiverged(_diverged(run.run_dir, config, epoch, step, steps_per_epoch, value, run.start_epoch))
@@ -468,6 +486,8 @@ def _train_epoch(run: Run, epoch: int, steps_per_epoch: int, progress: bool) -> 
         total_loss += value * len(y)
         correct += int((logits.detach().argmax(1) == y).sum())
         count += len(y)
+    total_loss, correct_sum, count_sum = distributed.sum_across([total_loss, correct, count], workers, run.device)
+    correct, count = round(correct_sum), round(count_sum)
     entry: dict[str, Any] = {
         "epoch": epoch,
         "train_loss": total_loss / count,
@@ -479,19 +499,31 @@ def _train_epoch(run: Run, epoch: int, steps_per_epoch: int, progress: bool) -> 
 
 
 def _open_run(
-    model: nn.Module, dataset: datasets.Dataset, config: TrainConfig, run_dir: Path, masks: Masks | None, resume: bool
+    model: nn.Module,
+    dataset: datasets.Dataset,
+    config: TrainConfig,
+    run_dir: Path,
+    masks: Masks | None,
+    resume: bool,
+    workers: Workers,
 ) -> tuple[Run, dict[str, list[Any]]] | dict[str, Any]:
-    """Check everything that can be refused, then create or reopen the run folder.
+    """Check everything that can be refused, then create or reopen the run folder (rank 0 only).
 
     Returns the run and the settings changed on resume, or the metrics of a finished run.
     """
     config.validate()
     if not isinstance(model, nn.Module):
         raise UserTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    check_out_dir(run_dir, resume)
     if (config.compact or config.sparse_kernels) and masks is None:
         raise UserError("compact and sparse kernels need masks: pass the masks of a screening, or train dense")
-    device = resolve_device(config.device)
+    if workers.distributed and (config.compact or config.sparse_kernels):
+        raise UserError(
+            "--compact and --sparse-kernels change the network on each rank and are not supported on "
+            "several processes; leave them out under torchrun (the masked network trains the same)"
+        )
+    check_out_dir(run_dir, resume)
+    distributed.barrier(workers)  # every rank has looked at the folder before rank 0 writes in it
+    device = distributed.device_for(resolve_device(config.device), workers)
     facts: dict[str, Any] = {"kept": None, "total": None, "nominal_sparsity": 0.0, "effective_sparsity": None}
     if masks is not None:
         masks.check_fits(model)
@@ -505,6 +537,14 @@ def _open_run(
         "masks_digest": masks_digest(masks),
         "masks": dict(masks.metadata) if masks is not None else None,
     }
+    if workers.distributed:
+        record["distributed"] = {
+            "world_size": workers.world_size,
+            "backend": str(torch.distributed.get_backend()),
+            "global_batch": config.batch_size,
+            "batch_per_process": math.ceil(config.batch_size / workers.world_size),
+            "lr": config.lr,
+        }
     config_path = run_dir / "config.json"
     changed: dict[str, list[Any]] = {}
     if resume and config_path.is_file():
@@ -517,13 +557,13 @@ def _open_run(
             finished = read_json(run_dir / "metrics.json")
             if finished.get("finished"):
                 return dict(finished)
-    else:
+    elif workers.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(config_path, record)
         if masks is not None:
             masklib.save(masks, run_dir / "masks.safetensors")
     model.to(device)
-    return Run(config, run_dir, model, dataset, device, masks, resume, facts), changed
+    return Run(config, run_dir, model, dataset, device, masks, resume, facts, workers=workers), changed
 
 
 def _optimizer(
@@ -635,8 +675,9 @@ class Checkpoints(TrainingCallback):
     the checkpoint removed once the final metrics are written. ``changed`` are the settings a
     resume changed, recorded in ``config.json`` from the epoch they apply to."""
 
-    def __init__(self, changed: dict[str, list[Any]] | None = None) -> None:
+    def __init__(self, changed: dict[str, list[Any]] | None = None, write: bool = True) -> None:
         self.changed = changed or {}
+        self.write = write  # False on the ranks other than 0, which only restore
 
     def on_start(self, run: Run) -> None:
         assert run.optimizer is not None and run.scheduler is not None and run.generator is not None
@@ -651,7 +692,7 @@ class Checkpoints(TrainingCallback):
             run.history = state["history"]
             run.start_epoch = state["epoch"]
             _continue_with(run.optimizer, run.scheduler, run.config.lr)
-        if self.changed:
+        if self.changed and self.write:
             config_path = run.run_dir / "config.json"
             saved = read_json(config_path)
             changes = [*saved.get("changes", []), {"from_epoch": run.start_epoch + 1, **self.changed}]
@@ -661,6 +702,8 @@ class Checkpoints(TrainingCallback):
 
     def on_epoch_end(self, run: Run, entry: dict[str, Any]) -> None:
         assert run.optimizer is not None and run.scheduler is not None and run.generator is not None
+        if not self.write:
+            return
         state = _state_for_checkpoint(
             entry["epoch"], run.model, run.optimizer, run.scheduler, run.generator, run.history, run.config.as_dict()
         )
@@ -668,8 +711,9 @@ class Checkpoints(TrainingCallback):
         write_json(run.run_dir / "metrics.json", {"finished": False, "epochs": run.history, **run.facts})
 
     def on_end(self, run: Run, metrics: dict[str, Any]) -> None:
-        write_json(run.run_dir / "metrics.json", metrics)
-        (run.run_dir / CHECKPOINT).unlink(missing_ok=True)
+        if self.write:
+            write_json(run.run_dir / "metrics.json", metrics)
+            (run.run_dir / CHECKPOINT).unlink(missing_ok=True)
 
 
 class Export(TrainingCallback):
@@ -685,9 +729,10 @@ class Export(TrainingCallback):
 
 
 def standard_callbacks(
-    config: TrainConfig, changed: dict[str, list[Any]] | None = None, progress: bool = False
+    config: TrainConfig, changed: dict[str, list[Any]] | None = None, progress: bool = False, main: bool = True
 ) -> list[TrainingCallback]:
-    """The library's own parts of training for ``config``, in the order they run.
+    """The library's own parts of training for ``config``, in the order they run; ``main=False``
+    (a rank other than 0 under torchrun) leaves out those that print or write.
 
     Examples:
         >>> [type(c).__name__ for c in standard_callbacks(TrainConfig(compact=True))]
@@ -702,10 +747,10 @@ def standard_callbacks(
     if config.sparse_kernels:
         hooks.append(SparseKernels())
     hooks.append(Validation())
-    if progress:
+    if progress and main:
         hooks.append(EpochLog())
     # Export before the final metrics.json, so a finished metrics file always has its model.
-    hooks += [Export(), Checkpoints(changed)]
+    hooks += [Export(), Checkpoints(changed)] if main else [Checkpoints(changed, write=False)]
     return hooks
 
 

@@ -12,8 +12,8 @@ import click
 import torch
 
 from panning import data as datasets
+from panning import distributed, models
 from panning import masks as masklib
-from panning import models
 from panning.cli.base import (
     architecture,
     cli,
@@ -157,10 +157,24 @@ def train_command(
     quiet: bool,
     **kw: Any,
 ) -> None:
-    """Train a model, masked or dense, into a run folder."""
+    """Train a model, masked or dense, into a run folder (on N processes under torchrun)."""
     if bool(masks_path) == dense:
         raise UserError("pass exactly one of --masks FILE or --dense")
     config = train_config(model_name, dataset, seed, device, **kw)
+    with distributed.joined(device) as workers:
+        _train_from_file(config, data_dir, out, masks_path, resume, quiet, workers)
+
+
+def _train_from_file(
+    config: TrainConfig,
+    data_dir: str | None,
+    out: str,
+    masks_path: str | None,
+    resume: bool,
+    quiet: bool,
+    workers: distributed.Workers,
+) -> None:
+    seed, dataset = config.seed, config.dataset
     masks = masklib.load(masks_path) if masks_path else None
     if masks is not None and masks.metadata.get("init_seed", seed) != seed:
         warnings.warn(
@@ -173,7 +187,8 @@ def train_command(
         masks.check_fits(model)
         _warn_about_mask_origin(masks, model, dataset, config.init)
     metrics = train(model, data, config, out, masks=masks, resume=resume, progress=not quiet)
-    _print_result(metrics, out)
+    if workers.main:
+        _print_result(metrics, out)
 
 
 @cli.command("run")
@@ -193,21 +208,26 @@ def run_command(
     quiet: bool,
     **kw: Any,
 ) -> None:
-    """Screen a model, then train it, into one run folder."""
+    """Screen a model, then train it, into one run folder (on N processes under torchrun:
+    screened once, on rank 0)."""
     check_sparsity(kw["sparsity"])
     config = train_config(model_name, dataset, seed, device, **kw)
-    model, data = build(config, data_dir)
-    run_dir = Path(out)
-    masks = masks_to_resume(run_dir) if resume else None
-    if masks is not None:
-        _check_same_screening(run_dir, masks, kw, seed, config.init)
-    else:
-        check_out_dir(run_dir, resume)
-        model.to(resolve_device(device))
-        masks = _screen(model, model_name, data, kw, seed, config.init, not quiet)
-    _print_masks(model, masks, data.input_shape)
-    metrics = train(model, data, config, out, masks=masks, resume=resume, progress=not quiet)
-    _print_result(metrics, out)
+    with distributed.joined(device) as workers:
+        model, data = build(config, data_dir)
+        run_dir = Path(out)
+        masks = masks_to_resume(run_dir) if resume else None
+        if masks is not None:
+            _check_same_screening(run_dir, masks, kw, seed, config.init)
+        else:
+            check_out_dir(run_dir, resume)
+            model.to(distributed.device_for(resolve_device(device), workers))
+            screened = _screen(model, model_name, data, kw, seed, config.init, not quiet) if workers.main else None
+            masks = distributed.share(screened, workers)
+        if workers.main:
+            _print_masks(model, masks, data.input_shape)
+        metrics = train(model, data, config, out, masks=masks, resume=resume, progress=not quiet)
+        if workers.main:
+            _print_result(metrics, out)
 
 
 def _warn_about_mask_origin(masks: masklib.Masks, model: torch.nn.Module, dataset: str, init: str) -> None:
