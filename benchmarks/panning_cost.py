@@ -55,6 +55,8 @@ VARIANTS = {
     "panning-paper": ({"combination": "additive"}, 10),
     "panning-paper-mult": ({"combination": "multiplicative"}, 10),
     "panning-fast": ({"combination": "multiplicative"}, 2),
+    "panning-agent-table": ({"combination": "additive", "stages": "agent"}, 10),
+    "panning-agent-table-fast": ({"combination": "additive", "stages": "agent"}, 2),
 }
 DEFAULT_OUT = Path("benchmarks/results/panning-cost")
 

@@ -9,8 +9,10 @@ Measures, one thing at a time (nothing else may run meanwhile):
 * ``runs``: a whole ``panning run --method synflow --compact --epochs 20`` at 0.99 and 0.999
   (screening, training, validation, testing and writing included), as a multiple of ``dense``;
   the goals are 5.5 and 2.5.
-* ``jobs``: the committed quick grid (``benchmarks/smoke/lenet5-mnist.toml --quick``, 12 cells) with
+* ``jobs``: the committed quick grid (``benchmarks/lenet5-mnist.toml --quick``, 12 cells) with
   ``--jobs 1`` and ``--jobs 2``; the goal is a throughput ratio of at least 1.8.
+* ``ray``: the same grid on a local Ray instance with 2 CPUs, one CPU and thread per cell
+  (``--executor ray``, needs ``panning[ray]``); the goal is at least 1.7 times ``--jobs 1``.
 
 Writes ``<out>.json`` and ``<out>.md``.
 
@@ -38,7 +40,7 @@ from panning.training import TrainConfig, build, train
 
 DEFAULT_OUT = Path("benchmarks/results/training-speed")
 QUICK_GRID = Path(__file__).resolve().parent / "lenet5-mnist.toml"
-PARTS = ("dense", "epochs", "runs", "jobs", "profile")
+PARTS = ("dense", "epochs", "runs", "jobs", "ray", "profile")
 
 
 def textbook_dense_epoch(data: panning.data.Dataset, seed: int = 0) -> float:
@@ -136,15 +138,27 @@ def profile_compact(data: panning.data.Dataset, sparsity: float, steps: int = 40
     ]
 
 
-def grid_throughput(jobs: int, store: Path) -> dict[str, Any]:
-    """Cells per hour of the committed quick grid (``panning bench benchmarks/smoke/lenet5-mnist.toml --quick``)."""
+def grid_throughput(jobs: int, store: Path, executor: Any = None) -> dict[str, Any]:
+    """Cells per hour of the committed quick grid (``panning bench benchmarks/lenet5-mnist.toml --quick``)."""
     grid = bench.load_grid(QUICK_GRID, quick=True)
+    name = "ray" if executor is not None else f"jobs{jobs}"
     began = time.perf_counter()
-    summary = bench.run_grid(grid, store / f"jobs{jobs}", jobs=jobs)
+    summary = bench.run_grid(grid, store / name, jobs=jobs, executor=executor, threads_per_cell=1 if executor else None)
     seconds = time.perf_counter() - began
     if summary.failed:
         raise SystemExit(f"{summary.failed} cells failed; see {store}")
     return {"jobs": jobs, "cells": summary.ran, "seconds": seconds, "cells_per_hour": 3600 * summary.ran / seconds}
+
+
+def ray_throughput(store: Path) -> dict[str, Any]:
+    """The quick grid on a local Ray instance of 2 CPUs, one CPU per cell; its start is counted."""
+    from panning.executors import RayExecutor
+
+    began = time.perf_counter()
+    with RayExecutor(cpus_per_cell=1, num_cpus=2) as executor:
+        result = grid_throughput(1, store, executor)
+    result.update(executor="ray", seconds_with_start=time.perf_counter() - began)
+    return result
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -192,6 +206,15 @@ def markdown(result: dict[str, Any]) -> str:
             ),
             "",
             f"`--jobs 2` / `--jobs 1`: **{ratio:.2f}×** (goal ≥ 1.8: {'met' if ratio >= 1.8 else 'MISSED'}).",
+            "",
+        ]
+    if result.get("ray") and result.get("jobs"):
+        ray, one = result["ray"], result["jobs"][0]
+        ratio = ray["cells_per_hour"] / one["cells_per_hour"]
+        lines += [
+            f"`--executor ray` (local, 2 CPUs, one per cell): {ray['cells']} cells in {ray['seconds']:.1f} s, "
+            f"{ray['cells_per_hour']:.0f} cells per hour ({ray['seconds_with_start']:.1f} s with Ray's start); "
+            f"against `--jobs 1`: **{ratio:.2f}×** (goal ≥ 1.7: {'met' if ratio >= 1.7 else 'MISSED'}).",
             "",
         ]
     if result.get("profile"):
@@ -248,6 +271,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             result["jobs"] = [grid_throughput(jobs, Path(folder)) for jobs in (1, 2)]
         print(f"jobs: {result['jobs']}", flush=True)
+    if "ray" in args.parts:
+        with tempfile.TemporaryDirectory() as folder:
+            result["ray"] = ray_throughput(Path(folder))
+        print(f"ray: {result['ray']}", flush=True)
     write_json(args.out.with_suffix(".json"), result)
     write_atomic(args.out.with_suffix(".md"), lambda tmp: tmp.write_text(markdown(result)))
     print(markdown(result))

@@ -74,7 +74,7 @@ def test_a_step_equals_the_public_indices_normalised_and_combined(lenet5, batch,
 
 
 def test_stages_follow_the_reference_boundaries_one_step_at_a_time() -> None:
-    method = Panning()
+    method = Panning(stages="paper")
     schedule = panning.masks.density_schedule(0.999, 100)
     stages = [method.weights_for(t, k)[0] for t, k in enumerate(schedule, start=1)]
     assert stages[0] == 1 and stages[-1] == 5 and stages == sorted(stages)
@@ -83,9 +83,22 @@ def test_stages_follow_the_reference_boundaries_one_step_at_a_time() -> None:
         assert 1 - schedule[first_in[stage] - 1] > boundary >= 1 - schedule[first_in[stage] - 2]
     # One step straight to 0.999 moves only one stage, as the reference does.
     assert Panning(combination="additive").weights_for(1, 0.001) == (2, {"synflow": 0.2, "snip": 0.4, "grasp": 0.4})
-    # The default table is the multiplicative one, but a product cannot take signed z-scores.
-    assert Panning().combination == "multiplicative" and Panning().table == PRESETS[("paper", "multiplicative")]
-    assert Panning(normalization="zscore").combination == "additive"
+    # The default is the agent's additive table; a combination named alone picks the paper's table.
+    assert (Panning().combination, Panning().table) == ("additive", PRESETS[("agent", "additive")])
+    assert Panning(combination="multiplicative").table == PRESETS[("paper", "multiplicative")]
+    assert Panning(combination="additive").table == PRESETS[("paper", "additive")]
+    assert Panning(stages="paper").combination == "multiplicative"  # the paper table's former default
+    assert Panning(normalization="zscore", stages="paper").combination == "additive"  # a product needs z >= 0
+
+
+def test_the_agent_table_is_an_additive_preset_named_in_the_identity() -> None:
+    method = Panning(combination="additive", stages="agent")
+    assert method.table == PRESETS[("agent", "additive")] and method.identity()["stages"] == "agent"
+    # SNIP leads at every stage and SynFlow is off past 0.99, the reverse of the paper's table.
+    assert all(weights[1] == max(weights) for weights in method.table.weights)
+    assert method.weights_for(1, 0.001) == (2, {"synflow": 0.5, "snip": 1.0, "grasp": 0.8})
+    with pytest.raises(ValueError, match="'agent' is for the additive combination, not 'multiplicative'"):
+        Panning(combination="multiplicative", stages="agent")
 
 
 def test_stage_tables_from_files_and_bad_tables(tmp_path: Path) -> None:

@@ -169,8 +169,24 @@ class StepContext:
         return self.batches.next()
 
 
+# Examples of each class in a scoring batch when neither the caller nor the method says otherwise.
+DEFAULT_SAMPLES_PER_CLASS = 10
+
+
+def default_samples_per_class(method: object) -> int:
+    """The examples per class a method scores with by default: its ``default_samples_per_class``
+    attribute, or :data:`DEFAULT_SAMPLES_PER_CLASS`.
+
+    Examples:
+        >>> default_samples_per_class(create_method("snip")), default_samples_per_class(create_method("panning"))
+        (10, 2)
+    """
+    return int(getattr(method, "default_samples_per_class", DEFAULT_SAMPLES_PER_CLASS))
+
+
 class Method(Protocol):
-    """A screening method: scores of the current masked network at one step."""
+    """A screening method: scores of the current masked network at one step (a method may also
+    have a ``default_samples_per_class``; 10 when it has none)."""
 
     @property
     def data_driven(self) -> bool: ...
@@ -337,8 +353,10 @@ def resolved_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
     ``identity()`` method; otherwise its accepted options are read back as attributes.
 
     Examples:
-        >>> resolved_options("panning", {})["combination"]
-        'multiplicative'
+        >>> resolved_options("panning", {})["stages"]
+        'agent'
+        >>> resolved_options("panning", {"combination": "additive"})["stages"]
+        'paper'
     """
     method = create_method(name, **options)
     describe = getattr(method, "identity", None)
@@ -377,8 +395,12 @@ def resolved_screening(name: str, options: Mapping[str, Any], screening: Mapping
     """
     defaults = inspect.signature(prune).parameters
     values = {key: screening.get(key, defaults[key].default) for key in SCREENING_ARGUMENTS}
-    if values["iterations"] is None:
-        values["iterations"] = int(create_method(name, **options).default_iterations)
+    if values["iterations"] is None or values["samples_per_class"] is None:
+        method = create_method(name, **options)
+        if values["iterations"] is None:
+            values["iterations"] = int(method.default_iterations)
+        if values["samples_per_class"] is None:
+            values["samples_per_class"] = default_samples_per_class(method)
     return values
 
 
@@ -539,7 +561,7 @@ def prune(
     iterations: int | None = None,
     schedule: str = "exponential",
     regrowth: bool = True,
-    samples_per_class: int = 10,
+    samples_per_class: int | None = None,
     seed: int = 0,
     scope: str = "global",
     parameters: Sequence[str] | None = None,
@@ -550,8 +572,10 @@ def prune(
 ) -> Masks:
     """Screen ``model`` before training: masks keeping exactly ``max(1, round((1 - s) * N))`` weights.
 
-    Runs ``iterations`` steps (the method's default if None: 100 for ``synflow`` and
-    ``iter-snip``, 1 otherwise) along the ``schedule``; every step re-scores the current masked
+    Runs ``iterations`` steps (the method's default if None: 100 for ``synflow``, ``panning``
+    and ``iter-snip``, 1 otherwise) along the ``schedule``, scoring ``samples_per_class``
+    examples of each class per step (the method's default if None: 2 for ``panning``, 10
+    otherwise); every step re-scores the current masked
     network. ``regrowth=False`` makes masks monotone. ``progress=True`` shows a progress bar
     of the steps on a terminal (none when the output is not one). ``data`` feeds the data-driven methods and
     gives the input shape. ``method`` is a registered name, whose ``options`` go to it (e.g.
@@ -586,6 +610,8 @@ def prune(
             chosen = method
             method = str(getattr(method, "name", type(method).__name__))
         steps = chosen.default_iterations if iterations is None else iterations
+        if samples_per_class is None:
+            samples_per_class = default_samples_per_class(chosen)
         weights = prunable_parameters(model, parameters)
         total = sum(w.numel() for w in weights.values())
         if round((1.0 - sparsity) * total) < 1:
@@ -621,6 +647,7 @@ SCREENING_DEFAULTS: dict[str, Any] = {
 }
 
 __all__ = [
+    "DEFAULT_SAMPLES_PER_CLASS",
     "SCREENING_ARGUMENTS",
     "SCREENING_DEFAULTS",
     "BatchSource",

@@ -107,10 +107,8 @@ prune_options = combine_options(
     ),
     click.option(
         "--samples-per-class",
-        default=SCREENING_DEFAULTS["samples_per_class"],
-        show_default=True,
         type=int,
-        help="Examples of each class in a scoring batch.",
+        help="Examples of each class in a scoring batch (default: the method's, 2 for panning, 10 for the others).",
     ),
     click.option("--temperature", type=float, help="Logit temperature of snip/grasp (defaults 1 and 200)."),
     click.option(
@@ -130,9 +128,12 @@ prune_options = combine_options(
     click.option(
         "--combination",
         type=click.Choice(list(COMBINATIONS)),
-        help="panning: multiplicative (default) or additive (the reference's default) combination.",
+        help="panning: additive (default) or multiplicative combination; alone, it picks the paper's table of it.",
     ),
-    click.option("--stages", help="panning: 'paper' or a TOML/JSON stage table file (default paper)."),
+    click.option(
+        "--stages",
+        help="panning: 'agent' (default: the shipped agent's policy as a table), 'paper', or a TOML/JSON table file.",
+    ),
     click.option(
         "--agent",
         "agent_path",
