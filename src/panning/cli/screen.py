@@ -27,7 +27,7 @@ from panning.cli.base import (
 from panning.connectivity import Connectivity, connectivity
 from panning.errors import UserError, check_sparsity
 from panning.io import changed_settings
-from panning.pruning import StepRecord, create_method, default_samples_per_class, prune
+from panning.pruning import StepRecord, prune, resolved_screening
 from panning.report import mask_table, write_trace
 from panning.training import (
     TrainConfig,
@@ -269,8 +269,9 @@ def _check_same_screening(run_dir: Path, masks: masklib.Masks, kw: dict[str, Any
         "options": method_options(kw),
         "schedule": kw["schedule"],
         "regrowth": kw["regrowth"],
-        "samples_per_class": kw["samples_per_class"]
-        or default_samples_per_class(create_method(kw["method"], **method_options(kw))),
+        "samples_per_class": resolved_screening(
+            kw["method"], method_options(kw), {"samples_per_class": kw["samples_per_class"]}
+        )["samples_per_class"],
         "scope": kw["scope"],
         "seed": seed,
         "init": init,
