@@ -81,6 +81,19 @@ def test_committed_results_keep_the_keys_their_config_gives(config: str) -> None
     assert committed == expected
 
 
+def test_every_stored_cell_sits_in_the_folder_its_config_names() -> None:
+    """A committed cell moved, edited or migrated by hand would be reused under a config it does not hold."""
+    stored = sorted((REPO / "benchmarks" / "results" / "cells").glob("*/cell.json"))
+    assert stored, "no committed cells found"
+    wrong = []
+    for path in stored:
+        written = json.loads(path.read_text())
+        canonical = {name: value for name, value in written.items() if name not in ("key", "label")}
+        if not path.parent.name == written["key"] == bench.canonical_key(canonical):
+            wrong.append(path.parent.name)
+    assert not wrong, f"cells whose folder, recorded key and config disagree: {wrong}"
+
+
 def test_format_2_keys_hold_resolved_values_so_a_changed_default_gets_new_cells() -> None:
     def key(method: dict[str, Any], **screening: Any) -> str:
         return bench.parse_grid({**SMALL, "methods": [method], "screening": screening}).cells[0].key

@@ -59,7 +59,7 @@ def _page_commands() -> list[str]:
     for page in PAGES:
         for block in _blocks(page, "bash"):
             for line in block.replace("\\\n", " ").splitlines():
-                line = line.split(" #", 1)[0].strip()
+                line = re.sub(r"^(\w+=\S+\s+)+", "", line.split(" #", 1)[0].strip())  # VAR=value prefixes
                 if line.startswith("torchrun ") and " -m panning " in line:
                     line = "panning " + line.split(" -m panning ", 1)[1]
                 if line.startswith("panning ") and "..." not in line:

@@ -21,7 +21,7 @@ def test_zscore_abs_is_the_reference_formula() -> None:
     expected = ((u - u.mean()) / u.std()).abs()
     out = normalize({"a": x[:2], "b": x[2:]}, "zscore-abs")
     assert torch.allclose(torch.cat([out["a"], out["b"]]), expected)
-    # The absolute value makes the lowest score count like a high one: the flaw SPEC §4 notes.
+    # The absolute value makes the lowest score count like a high one: a flaw of the reference.
     assert out["a"][0] > out["b"][0]
 
 

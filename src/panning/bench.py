@@ -120,6 +120,17 @@ TRAINING_KEYS = tuple(
 )
 
 
+def canonical_key(canonical: Mapping[str, Any]) -> str:
+    """A cell's key from its canonical config (``cell.json`` without ``key`` and ``label``).
+
+    Examples:
+        >>> canonical_key({"model": "lenet5", "seed": 0}) == canonical_key({"seed": 0, "model": "lenet5"})
+        True
+    """
+    text = json.dumps(dict(canonical), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True, eq=False)
 class Cell:
     """One run of a grid: a model and dataset, a method with its options, a sparsity and a seed."""
@@ -165,8 +176,7 @@ class Cell:
     @property
     def key(self) -> str:
         """The folder name: 16 hex digits of a SHA-256 over the canonical JSON."""
-        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return canonical_key(self.canonical())
 
     def train_config(self, device: str = "cpu") -> TrainConfig:
         """The cell's training; a field its key leaves out has the value from before the field existed."""

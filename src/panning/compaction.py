@@ -1,4 +1,4 @@
-"""Compaction: a masked network made physically smaller, computing the same function (SPEC §6).
+"""Compaction: a masked network made physically smaller, computing the same function.
 
 At high sparsity screening leaves whole units (neurons, filters, channels) with no kept
 weight in or out. :func:`compact` removes them: a dead output unit of a layer goes together

@@ -1,4 +1,4 @@
-"""Effective sparsity and layer collapse (SPEC §6; Vysogorets & Kempe, "Connectivity matters").
+"""Effective sparsity and layer collapse (Vysogorets & Kempe, "Connectivity matters").
 
 A kept weight is *effective* only if it lies on a path from an input to an output through
 other kept weights. It is found like SynFlow: prunable weights become their (scaled) mask,

@@ -1,4 +1,4 @@
-"""Panning: multi-index screening whose index weights follow the sparsity reached (SPEC §4).
+"""Panning: multi-index screening whose index weights follow the sparsity reached (Kang et al. 2022).
 
 At every step of the multi-process loop, SynFlow, SNIP and GraSP are computed on the current
 masked network (SNIP and GraSP from one loss at temperature 200, one forward pass), each is

@@ -1,4 +1,4 @@
-"""The multi-process screening loop (SPEC §3) and the registry of screening methods.
+"""The multi-process screening loop and the registry of screening methods.
 
 A *method* turns the current masked network into scores; this module alone turns scores
 into masks, step by step along the sparsity schedule, keeping exactly ``round(k_t * N)``
@@ -602,13 +602,7 @@ def prune(
         indices._check_plain(model)
         if not isinstance(regrowth, bool):
             raise UserTypeError("regrowth must be True or False")
-        if isinstance(method, str):
-            chosen = create_method(method, **options)
-        elif options:
-            raise UserError("options go to a method given by name; a Method object carries its own")
-        else:
-            chosen = method
-            method = str(getattr(method, "name", type(method).__name__))
+        chosen, method = _chosen_method(method, options)
         steps = chosen.default_iterations if iterations is None else iterations
         if samples_per_class is None:
             samples_per_class = default_samples_per_class(chosen)
@@ -637,6 +631,15 @@ def prune(
             **report.as_dict(),
         )
         return masks
+
+
+def _chosen_method(method: str | Method, options: Mapping[str, Any]) -> tuple[Method, str]:
+    """The method object prune() runs and the name its masks record."""
+    if isinstance(method, str):
+        return create_method(method, **options), method
+    if options:
+        raise UserError("options go to a method given by name; a Method object carries its own")
+    return method, str(getattr(method, "name", type(method).__name__))
 
 
 # The screening arguments' defaults, read from prune() so that the CLI and grids never restate them.

@@ -1,4 +1,4 @@
-"""Screening indices: functions that only *score* weights (SPEC §2).
+"""Screening indices: functions that only *score* weights.
 
 Each index returns a dict from parameter name to a score tensor of that parameter's shape;
 higher means "keep". Scores are computed with :func:`torch.func.functional_call` on

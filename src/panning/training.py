@@ -50,7 +50,7 @@ LEGACY_TRAINING = {
     "init": "pytorch",
     "clip_grad_norm": None,
 }
-# Facts of the screening run that every training run's metrics carry (SPEC §7).
+# Facts of the screening run that every training run's metrics carry.
 SCREENING_FACTS = {
     "method": "method",
     "options": "options",
@@ -82,7 +82,7 @@ def masks_digest(masks: Masks | None) -> str | None:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines a training run. Defaults follow the reference (SPEC §7).
+    """Everything that determines a training run. Defaults follow the authors' script.
 
     Examples:
         >>> TrainConfig(epochs=2).lr
@@ -137,7 +137,7 @@ class TrainConfig:
             raise UserError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if not self.weight_decay >= 0:
             raise UserError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if self.normalization not in ("standard", "half"):
+        if self.normalization not in datasets.INPUT_NORMALIZATIONS:
             raise UserError(f"unknown normalization {self.normalization!r}; valid: standard, half")
         if (
             isinstance(self.warmup_epochs, bool)

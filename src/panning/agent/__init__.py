@@ -1,4 +1,4 @@
-"""The panning agent (SPEC §5): reinforcement learning chooses the index weights at every step.
+"""The panning agent (Kang et al. 2022): reinforcement learning chooses the index weights at every step.
 
 The environment, TD3 training and the ``rl-panning`` method live in :mod:`panning.agent.learning`,
 which needs Gymnasium and Stable-Baselines3; they are imported the first time one of its names
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from panning.agent.learning import RLPanning
 
 SHIPPED_AGENT = "default.zip"
+# Defaults of agent training that `panning agent train` and panning.agent.learning share, stated once.
+TRAINING_DEFAULTS: dict[str, int] = {"iterations": 20, "seed": 0, "eval_every": 1000, "checkpoint_every": 1000}
 # Names of panning.agent.learning offered here, loaded with it on first use.
 LEARNING_NAMES = (
     "AgentInfo",

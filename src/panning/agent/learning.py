@@ -1,4 +1,4 @@
-"""The panning agent (SPEC §5): reinforcement learning chooses the index weights at every step.
+"""The panning agent (Kang et al. 2022): reinforcement learning chooses the index weights at every step.
 
 :class:`PanningEnv` is one screening run as a Gymnasium episode. Each step takes three numbers
 in [-1, 1]; ``action + 1`` are the weights of (SynFlow, SNIP, GraSP) for that step's Panning
@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from panning import scores as indices
-from panning.agent import LEARNING_NAMES, agent_file
+from panning.agent import LEARNING_NAMES, TRAINING_DEFAULTS, agent_file
 from panning.connectivity import connectivity
 from panning.errors import UserError, UserTypeError, check_sparsity
 from panning.io import changed_settings, write_atomic
@@ -195,7 +195,7 @@ def _check_targets(targets: Any) -> tuple[tuple[float, float], ...]:
 
 
 class PanningEnv(gym.Env):
-    """One Panning screening run as an episode (SPEC §5); see the module docstring.
+    """One Panning screening run as an episode; see the module docstring.
 
     ``model`` is a module (screened from its own initialisation every episode) or a callable
     returning a fresh module (called at every reset under a seeded torch generator, so episodes
@@ -216,7 +216,7 @@ class PanningEnv(gym.Env):
         model: ModelSource | Sequence[ModelSource],
         data: DataLike,
         targets: Any = ((0.8, 1.0),),
-        iterations: int = 20,
+        iterations: int = TRAINING_DEFAULTS["iterations"],
         samples_per_class: int = 10,
         schedule: str = "exponential",
         normalization: str = "zscore-abs",
@@ -415,7 +415,7 @@ def load_agent(path: str | os.PathLike[str] | None = None, device: str = "cpu") 
 
 @dataclass
 class RLPanning:
-    """``method="rl-panning"``: one deterministic episode of a trained agent (SPEC §5).
+    """``method="rl-panning"``: one deterministic episode of a trained agent (Kang et al. 2022).
 
     At every step the agent sees the 7-number observation of the current mask and chooses the
     index weights; scoring is Panning's, with the normalisation and combination the agent was
@@ -542,11 +542,11 @@ def train_agent(
     out: str | os.PathLike[str],
     record: AgentInfo,
     eval_env: PanningEnv | None = None,
-    seed: int = 0,
+    seed: int = TRAINING_DEFAULTS["seed"],
     learning_starts: int | None = None,
-    eval_every: int = 1000,
+    eval_every: int = TRAINING_DEFAULTS["eval_every"],
     eval_episodes: int = 4,
-    checkpoint_every: int = 1000,
+    checkpoint_every: int = TRAINING_DEFAULTS["checkpoint_every"],
     resume: bool = False,
     tensorboard: str | os.PathLike[str] | None = None,
     progress: bool = True,

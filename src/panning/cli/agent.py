@@ -13,6 +13,7 @@ import torch
 from panning import agent as agentlib
 from panning import data as datasets
 from panning import models
+from panning.agent import TRAINING_DEFAULTS as AGENT_DEFAULTS
 from panning.cli.base import architecture, cli, user_errors
 from panning.errors import UserError
 from panning.io import recorded_command
@@ -41,22 +42,46 @@ def agent_group() -> None:
     show_default=True,
     help="Target sparsity ranges LOW:HIGH drawn per episode; several separated by commas take equal turns.",
 )
-@click.option("--iterations", default=20, show_default=True, type=int, help="Pruning steps T per episode.")
+@click.option(
+    "--iterations",
+    default=AGENT_DEFAULTS["iterations"],
+    show_default=True,
+    type=int,
+    help="Pruning steps T per episode.",
+)
 @click.option(
     "--samples-per-class", default=2, show_default=True, type=int, help="Examples per class in each scoring batch."
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of TD3, the episodes and the data.")
+@click.option(
+    "--seed",
+    default=AGENT_DEFAULTS["seed"],
+    show_default=True,
+    type=int,
+    help="Seed of TD3, the episodes and the data.",
+)
 @click.option(
     "--learning-starts", type=int, help="Random steps before learning (default: 2000, at most a quarter of the run)."
 )
-@click.option("--eval-every", default=1000, show_default=True, type=int, help="Steps between evaluations (0: none).")
+@click.option(
+    "--eval-every",
+    default=AGENT_DEFAULTS["eval_every"],
+    show_default=True,
+    type=int,
+    help="Steps between evaluations (0: none).",
+)
 @click.option(
     "--eval-targets",
     default="0.99,0.995,0.998,0.999",
     show_default=True,
     help="Target sparsities of the deterministic evaluation episodes, one episode each.",
 )
-@click.option("--checkpoint-every", default=1000, show_default=True, type=int, help="Steps between checkpoints.")
+@click.option(
+    "--checkpoint-every",
+    default=AGENT_DEFAULTS["checkpoint_every"],
+    show_default=True,
+    type=int,
+    help="Steps between checkpoints.",
+)
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint beside --out.")
 @click.option("--tensorboard", type=click.Path(file_okay=False), help="Write TensorBoard logs to this folder.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding <dataset>/ folders.")
@@ -65,7 +90,11 @@ def agent_group() -> None:
     "--val-size", default=datasets.DEFAULT_VAL_SIZE, show_default=True, type=int, help="Training examples held out."
 )
 @click.option(
-    "--normalization", default="standard", show_default=True, type=click.Choice(["standard", "half"]), help="Inputs."
+    "--normalization",
+    default=datasets.Dataset.normalization,
+    show_default=True,
+    type=click.Choice(list(datasets.INPUT_NORMALIZATIONS)),
+    help="Inputs.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Agent file to write (.zip).")

@@ -71,14 +71,14 @@ common_options = combine_options(
     click.option("--dataset", required=True, type=click.Choice(datasets.names()), help="Dataset name."),
     config_option("seed", "Seed of the initialisation and sampling.", type=int),
     click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding <dataset>/ folders."),
-    click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
+    config_option("device", "auto, cpu or cuda."),
     config_option(
         "val_size", "Training examples held out for validation (never used for screening or training).", type=int
     ),
     config_option(
         "normalization",
         "standard: the dataset's mean/std; half: mean 0.5, std 0.5.",
-        type=click.Choice(["standard", "half"]),
+        type=click.Choice(list(datasets.INPUT_NORMALIZATIONS)),
     ),
     click.option(
         "--init",
@@ -101,7 +101,7 @@ prune_options = combine_options(
     ),
     click.option(
         "--regrowth/--no-regrowth",
-        default=True,
+        default=SCREENING_DEFAULTS["regrowth"],
         show_default=True,
         help="Let pruned weights come back in later steps (--no-regrowth: monotone masks).",
     ),

@@ -28,6 +28,8 @@ from panning.io import os_fault
 Split = tuple[torch.Tensor, torch.Tensor]
 # Training examples held out for validation unless a run says otherwise (MNIST's customary 55k/5k).
 DEFAULT_VAL_SIZE = 5000
+# How inputs are scaled: by the dataset's own mean and std, or to mean 0.5, std 0.5 (the authors' MNIST script).
+INPUT_NORMALIZATIONS = ("standard", "half")
 
 
 @dataclass(frozen=True)
@@ -296,7 +298,7 @@ class Dataset:
         elif self.normalization == "half":
             mean, std = (0.5,) * self.spec.in_channels, (0.5,) * self.spec.in_channels
         else:
-            raise UserError(f"unknown normalization {self.normalization!r}; valid: standard, half")
+            raise UserError(f"unknown normalization {self.normalization!r}; valid: {', '.join(INPUT_NORMALIZATIONS)}")
         self._stats = (torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1))
 
     @property
