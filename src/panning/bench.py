@@ -44,6 +44,7 @@ import os
 import shutil
 import sys
 import traceback
+import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -79,35 +80,64 @@ else:  # pragma: no cover
 # format 1, whose keys hold a method's options and the screening as the config wrote them, so a
 # changed default silently kept its old cells; format 2 keys hold every resolved value.
 RESULTS_FORMAT = 2
-RESULT_COLUMNS = (
-    "model",
-    "dataset",
-    "method",
-    "label",
-    "variant",
-    "options",
-    "sparsity",
-    "nominal_sparsity",
-    "effective_sparsity",
-    "collapsed",
-    "seed",
-    "iterations",
-    "prune_seconds",
-    "train_seconds",
-    "epochs",
-    "test_accuracy",
-    "val_accuracy",
-    "dead",
-    "layer_density",
-    "version",
-    "commit",
-    "device",
-    "threads",
-    "status",
-    "error",
-    "cell",
-    "format",
-)
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One row of a grid's ``results.csv``: its columns, in order, with their types.
+
+    ``options`` and ``layer_density`` are JSON text; accuracies and sparsities are fractions.
+
+    Examples:
+        >>> ResultRow.parse({"seed": "2", "test_accuracy": "0.98", "dead": "False", "label": "snip"}).seed
+        2
+        >>> RESULT_COLUMNS[:3]
+        ('model', 'dataset', 'method')
+    """
+
+    model: str | None = None
+    dataset: str | None = None
+    method: str | None = None
+    label: str | None = None
+    variant: str | None = None
+    options: str | None = None
+    sparsity: float | None = None
+    nominal_sparsity: float | None = None
+    effective_sparsity: float | None = None
+    collapsed: bool | None = None
+    seed: int | None = None
+    iterations: int | None = None
+    prune_seconds: float | None = None
+    train_seconds: float | None = None
+    epochs: int | None = None
+    test_accuracy: float | None = None
+    val_accuracy: float | None = None
+    dead: bool | None = None
+    layer_density: str | None = None
+    version: str | None = None
+    commit: str | None = None
+    device: str | None = None
+    threads: int | None = None
+    status: str | None = None
+    error: str | None = None
+    cell: str | None = None
+    format: int | None = None
+
+    @classmethod
+    def parse(cls, values: Mapping[str, Any]) -> ResultRow:
+        """A row from text or JSON values (a CSV row, a JSONL entry); a missing column is None."""
+        return cls(**{column: _parse_value(_COLUMN_TYPES[column], values.get(column)) for column in RESULT_COLUMNS})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {column: getattr(self, column) for column in RESULT_COLUMNS}
+
+
+RESULT_COLUMNS = tuple(f.name for f in dataclasses.fields(ResultRow))
+# Each column's value type (the non-None member of its annotation).
+_COLUMN_TYPES: dict[str, type] = {
+    name: next(t for t in typing.get_args(hint) if t is not type(None))
+    for name, hint in typing.get_type_hints(ResultRow).items()
+}
 GRID_KEYS = ("models", "datasets", "methods", "sparsities", "seeds", "screening", "training")
 CONFIG_KEYS = ("name", "description", *GRID_KEYS, "quick", "format")
 SCREENING_KEYS = SCREENING_ARGUMENTS
@@ -406,7 +436,7 @@ def _row(
             dead=metrics.get("dead"),
             layer_density=json.dumps({layer["name"]: layer["kept"] / layer["total"] for layer in layers}),
         )
-    return {column: row.get(column) for column in RESULT_COLUMNS}
+    return ResultRow(**row).as_dict()
 
 
 def _method_files(method: str, options: dict[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -603,27 +633,14 @@ def write_results(out: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]
     return csv_path, jsonl_path
 
 
-_NUMERIC = (
-    "sparsity",
-    "nominal_sparsity",
-    "effective_sparsity",
-    "prune_seconds",
-    "train_seconds",
-    "test_accuracy",
-    "val_accuracy",
-)
-
-
-def _parse_value(column: str, value: Any) -> Any:
+def _parse_value(kind: type, value: Any) -> Any:
     if value is None or value == "":
         return None
-    if column in _NUMERIC:
-        return float(value)
-    if column in ("seed", "epochs", "iterations", "format", "threads"):
-        return int(float(value))
-    if column in ("collapsed", "dead"):
+    if kind is bool:
         return value if isinstance(value, bool) else str(value) == "True"
-    return value
+    if kind is int:
+        return int(float(value))
+    return float(value) if kind is float else value
 
 
 def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -652,7 +669,7 @@ def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         raise UserError(f"{file} is not a results table of `panning bench` (no model/method/sparsity columns)")
     rows = []
     for entry in raw:
-        row = {column: _parse_value(column, entry.get(column)) for column in RESULT_COLUMNS}
+        row = ResultRow.parse(entry).as_dict()
         row["format"] = row["format"] or 1
         if row["format"] > RESULTS_FORMAT:
             raise UserError(
@@ -669,6 +686,7 @@ __all__ = [
     "BenchSummary",
     "Cell",
     "Grid",
+    "ResultRow",
     "load_grid",
     "parse_grid",
     "read_results",
