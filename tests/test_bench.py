@@ -262,7 +262,7 @@ def test_interrupted_cell_resumes_to_the_uninterrupted_result(
 ) -> None:
     cell = bench.parse_grid({**SMALL, "training": {**SMALL["training"], "epochs": 2}}).cells[1]
     reference = bench.run_cell(cell, tmp_path / "reference")
-    real_train = bench.train
+    real_train = bench.cells.train
 
     def stop_after_first_epoch(*args: Any, **kwargs: Any) -> Any:
         def interrupt(event: Any) -> None:
@@ -271,11 +271,11 @@ def test_interrupted_cell_resumes_to_the_uninterrupted_result(
 
         return real_train(*args, callbacks=[interrupt], **kwargs)
 
-    monkeypatch.setattr(bench, "train", stop_after_first_epoch)
+    monkeypatch.setattr(bench.cells, "train", stop_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         bench.run_cell(cell, tmp_path / "store")
     assert (tmp_path / "store" / cell.key / "run" / "checkpoint.pt").is_file()
-    monkeypatch.setattr(bench, "train", real_train)
+    monkeypatch.setattr(bench.cells, "train", real_train)
     resumed = bench.run_cell(cell, tmp_path / "store")
     assert resumed["test_accuracy"] == reference["test_accuracy"]
     first = (tmp_path / "reference" / cell.key / "run" / "model.safetensors").read_bytes()

@@ -1,0 +1,246 @@
+"""Running a grid's cells, in this process, in local processes or on any executor, into a shared store."""
+
+from __future__ import annotations
+
+import functools
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from panning import __version__, models
+from panning import data as datasets
+from panning.errors import UserError
+from panning.io import read_json, source_commit, write_atomic, write_json
+from panning.masks import Masks
+from panning.pruning import (
+    Method,
+    prune,
+)
+from panning.sanity import REINIT_SEED_OFFSET, inverted, shuffle_within_layers
+from panning.training import create_model, masks_to_resume, record_origin, train
+
+if sys.version_info >= (3, 11):
+    pass
+else:  # pragma: no cover
+    pass
+from panning.bench.config import Cell, Grid
+from panning.bench.results import ResultRow, write_results
+
+
+@functools.lru_cache(maxsize=2)
+def _dataset(name: str, data_dir: str | None, val_size: int, normalization: str) -> datasets.Dataset:
+    return datasets.load(name, data_dir, val_size=val_size, normalization=normalization)
+
+
+def _row(
+    cell: Cell, commit: str, metrics: Mapping[str, Any] | None, error: str | None, device: str = "cpu"
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "model": cell.model,
+        "dataset": cell.dataset,
+        "method": cell.method,
+        "label": cell.label,
+        "variant": cell.variant or None,
+        "options": json.dumps(dict(cell.options), sort_keys=True),
+        "sparsity": cell.sparsity,
+        "seed": cell.seed,
+        "epochs": dict(cell.training)["epochs"],
+        "version": __version__,
+        "commit": commit,
+        "status": "failed" if error else "ok",
+        "error": error,
+        "cell": cell.key,
+        "format": cell.format,
+    }
+    if metrics is not None:
+        layers = metrics.get("layers") or []
+        row.update(
+            nominal_sparsity=metrics.get("nominal_sparsity"),
+            effective_sparsity=metrics.get("effective_sparsity"),
+            collapsed=metrics.get("collapsed"),
+            iterations=metrics.get("iterations"),
+            prune_seconds=metrics.get("prune_seconds"),
+            train_seconds=metrics.get("train_seconds"),
+            test_accuracy=metrics.get("test_accuracy"),
+            val_accuracy=metrics.get("val_accuracy"),
+            dead=metrics.get("dead"),
+            layer_density=json.dumps({layer["name"]: layer["kept"] / layer["total"] for layer in layers}),
+        )
+    return ResultRow(**row).as_dict()
+
+
+def _screen_cell(cell: Cell, model: torch.nn.Module, dataset: datasets.Dataset) -> Masks:
+    """The cell's masks as its method finds them (``inverted``: keeping what it would prune)."""
+    options = dict(cell.options)
+    method: str | Method = cell.method
+    if cell.variant == "inverted":
+        method, options = inverted(cell.method, **options), {}
+    return prune(model, cell.sparsity, method, data=dataset, seed=cell.seed, **dict(cell.screening), **options)
+
+
+def run_cell(
+    cell: Cell, store: str | os.PathLike[str], commit: str = "unknown", data_dir: str | None = None, device: str = "cpu"
+) -> dict[str, Any]:
+    """Screen and train one cell in ``store/<cell.key>``; returns its result row.
+
+    A finished cell returns its saved row without new work; an interrupted one resumes from its
+    masks and last checkpoint. A failure is returned (and saved) as a row with ``status`` failed.
+
+    Examples:
+        >>> # row = run_cell(load_grid("benchmarks/smoke/lenet5-mnist.toml").cells[0], "runs/bench/cells")
+    """
+    folder = Path(store) / cell.key
+    result_path = folder / "result.json"
+    if result_path.is_file():
+        saved = read_json(result_path)
+        if saved.get("status") == "ok":
+            return saved
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "cell.json", {"key": cell.key, "label": cell.label, **cell.canonical()})
+    run_dir = folder / "run"
+    try:
+        config = cell.train_config(device).validate()
+        dataset = _dataset(cell.dataset, data_dir, config.val_size, config.normalization)
+        model = create_model(config, dataset)
+        masks = masks_to_resume(run_dir)
+        resume = masks is not None
+        if masks is None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            masks = _screen_cell(cell, model, dataset)
+            record_origin(masks, cell.model, dataset, cell.seed, config.init)
+            if cell.variant == "shuffled":
+                masks = shuffle_within_layers(masks, seed=cell.seed)
+        if cell.variant == "reinit":  # the same mask on other initial weights
+            torch.manual_seed(cell.seed + REINIT_SEED_OFFSET)
+            model = models.initialize(models.for_dataset(cell.model, dataset.spec), config.init)
+        metrics = train(model, dataset, config, run_dir, masks=masks, resume=resume, progress=False)
+        row = _row(cell, commit, metrics, None, device)
+    except KeyboardInterrupt:
+        raise
+    except Exception as error:  # a failing cell is recorded and the grid goes on
+        message = f"{type(error).__name__}: {error}".splitlines()[0]
+        write_atomic(folder / "error.txt", lambda tmp: tmp.write_text(traceback.format_exc()))
+        row = _row(cell, commit, None, message, device)
+    write_json(result_path, row)
+    return row
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _run_in_worker(
+    cell: Cell, store: str, commit: str, data_dir: str | None, device: str, threads: int | None = None
+) -> dict[str, Any]:
+    if threads is not None:  # a worker of an external executor: take only its share of the CPU
+        torch.set_num_threads(threads)
+    return run_cell(cell, store, commit, data_dir, device)
+
+
+@dataclass
+class BenchSummary:
+    """What a :func:`run_grid` call did: all rows in grid order and how many ran, were reused, failed."""
+
+    rows: list[dict[str, Any]]
+    ran: int
+    reused: int
+    failed: int
+    results_csv: Path
+    results_jsonl: Path
+
+
+def _is_done(store: Path, cell: Cell) -> bool:
+    path = store / cell.key / "result.json"
+    return path.is_file() and read_json(path).get("status") == "ok"
+
+
+def run_grid(
+    grid: Grid,
+    out: str | os.PathLike[str],
+    store: str | os.PathLike[str] | None = None,
+    jobs: int = 1,
+    data_dir: str | None = None,
+    device: str = "cpu",
+    on_result: Callable[[Cell, dict[str, Any], int, int], None] | None = None,
+    run: bool = True,
+    executor: Any = None,
+    threads_per_cell: int | None = None,
+) -> BenchSummary:
+    """Run every cell of ``grid`` not already done in ``store``, then write ``out/results.csv``
+    and ``out/results.jsonl`` with one row per cell.
+
+    ``jobs`` > 1 runs cells in that many processes, with the CPU threads split between them.
+    ``store`` defaults to ``out/cells``. ``run=False`` runs nothing and writes the rows of the
+    finished cells, the others with status ``pending`` (a grid in progress, or run elsewhere).
+
+    ``executor`` runs the cells elsewhere: any object whose ``submit(fn, *args)`` returns a handle
+    with ``result()`` — a ``concurrent.futures`` executor, a Ray-backed one, or submitit's Slurm
+    executor. Its workers must see ``store``; each cell takes ``threads_per_cell`` CPU threads.
+
+    Examples:
+        >>> # summary = run_grid(load_grid("benchmarks/smoke/lenet5-mnist.toml", quick=True), "runs/bench/x")
+    """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise UserError(f"jobs must be a positive integer, got {jobs!r}")
+    out_dir = Path(out)
+    store_dir = Path(store) if store is not None else out_dir / "cells"
+    store_dir.mkdir(parents=True, exist_ok=True)
+    commit = source_commit()
+    unique = list({cell.key: cell for cell in grid.cells}.values())
+    pending = [cell for cell in unique if not _is_done(store_dir, cell)]
+    reused = len(unique) - len(pending)
+    done = 0
+
+    def report(cell: Cell, row: dict[str, Any]) -> None:
+        nonlocal done
+        done += 1
+        if on_result is not None:
+            on_result(cell, row, done, len(pending))
+
+    to_run = pending if run else []
+    if executor is not None:
+        arguments = (str(store_dir), commit, data_dir, device, threads_per_cell)
+        handles = [(cell, executor.submit(_run_in_worker, cell, *arguments)) for cell in to_run]
+        for cell, handle in handles:
+            report(cell, handle.result())
+    elif jobs == 1 or len(to_run) <= 1:
+        for cell in to_run:
+            report(cell, run_cell(cell, store_dir, commit, data_dir, device))
+    else:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+            futures: dict[Future[dict[str, Any]], Cell] = {
+                pool.submit(_run_in_worker, cell, str(store_dir), commit, data_dir, device): cell for cell in to_run
+            }
+            try:
+                for future in as_completed(futures):
+                    report(futures[future], future.result())
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    rows = [_saved_row(store_dir, cell, commit) for cell in grid.cells]
+    rows = [{**row, "label": cell.label} for row, cell in zip(rows, grid.cells)]
+    csv_path, jsonl_path = write_results(out_dir, rows)
+    failed = sum(row.get("status") == "failed" for row in rows)
+    return BenchSummary(rows, len(pending) if run else 0, reused, failed, csv_path, jsonl_path)
+
+
+def _saved_row(store: Path, cell: Cell, commit: str) -> dict[str, Any]:
+    path = store / cell.key / "result.json"
+    if path.is_file():
+        return dict(read_json(path))
+    return {**_row(cell, commit, None, None), "status": "pending"}

@@ -1,0 +1,159 @@
+"""A grid's results table: its typed columns (:class:`ResultRow`), written and read back."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import sys
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from panning.errors import UserError
+from panning.io import write_atomic
+
+if sys.version_info >= (3, 11):
+    pass
+else:  # pragma: no cover
+    pass
+
+
+# Version of the results layout (cell folders, cell keys and result rows). Rows without it are
+# format 1, whose keys hold a method's options and the screening as the config wrote them, so a
+# changed default silently kept its old cells; format 2 keys hold every resolved value.
+RESULTS_FORMAT = 2
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One row of a grid's ``results.csv``: its columns, in order, with their types.
+
+    ``options`` and ``layer_density`` are JSON text; accuracies and sparsities are fractions.
+
+    Examples:
+        >>> ResultRow.parse({"seed": "2", "test_accuracy": "0.98", "dead": "False", "label": "snip"}).seed
+        2
+        >>> RESULT_COLUMNS[:3]
+        ('model', 'dataset', 'method')
+    """
+
+    model: str | None = None
+    dataset: str | None = None
+    method: str | None = None
+    label: str | None = None
+    variant: str | None = None
+    options: str | None = None
+    sparsity: float | None = None
+    nominal_sparsity: float | None = None
+    effective_sparsity: float | None = None
+    collapsed: bool | None = None
+    seed: int | None = None
+    iterations: int | None = None
+    prune_seconds: float | None = None
+    train_seconds: float | None = None
+    epochs: int | None = None
+    test_accuracy: float | None = None
+    val_accuracy: float | None = None
+    dead: bool | None = None
+    layer_density: str | None = None
+    version: str | None = None
+    commit: str | None = None
+    device: str | None = None
+    threads: int | None = None
+    status: str | None = None
+    error: str | None = None
+    cell: str | None = None
+    format: int | None = None
+
+    @classmethod
+    def parse(cls, values: Mapping[str, Any]) -> ResultRow:
+        """A row from text or JSON values (a CSV row, a JSONL entry); a missing column is None."""
+        return cls(**{column: _parse_value(_COLUMN_TYPES[column], values.get(column)) for column in RESULT_COLUMNS})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {column: getattr(self, column) for column in RESULT_COLUMNS}
+
+
+RESULT_COLUMNS = tuple(f.name for f in dataclasses.fields(ResultRow))
+
+
+# Each column's value type (the non-None member of its annotation).
+_COLUMN_TYPES: dict[str, type] = {
+    name: next(t for t in typing.get_args(hint) if t is not type(None))
+    for name, hint in typing.get_type_hints(ResultRow).items()
+}
+
+
+def _parse_value(kind: type, value: Any) -> Any:
+    if value is None or value == "":
+        return None
+    if kind is bool:
+        return value if isinstance(value, bool) else str(value) == "True"
+    if kind is int:
+        return int(float(value))
+    return float(value) if kind is float else value
+
+
+def write_results(out: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> tuple[Path, Path]:
+    """Write ``results.csv`` and ``results.jsonl`` (same rows, same columns) atomically.
+
+    Examples:
+        >>> import tempfile
+        >>> csv_path, _ = write_results(tempfile.mkdtemp(), [{"model": "lenet5", "status": "ok"}])
+        >>> csv_path.read_text().splitlines()[1].startswith("lenet5,")
+        True
+    """
+    out_dir = Path(out)
+    rows = [{column: row.get(column) for column in RESULT_COLUMNS} for row in rows]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(RESULT_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    csv_path, jsonl_path = out_dir / "results.csv", out_dir / "results.jsonl"
+    text = buffer.getvalue()
+    write_atomic(csv_path, lambda tmp: tmp.write_text(text))
+    lines = "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows)
+    write_atomic(jsonl_path, lambda tmp: tmp.write_text(lines))
+    return csv_path, jsonl_path
+
+
+def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Rows of a ``results.csv`` or ``results.jsonl``, with numbers parsed and every column present.
+
+    Rows written by an older layout read with the missing columns as ``None``; a newer layout
+    than this version knows is refused with a message.
+
+    Examples:
+        >>> # rows = read_results("benchmarks/results/smoke/lenet5-mnist/results.csv")
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"no results file at {file}; run `panning bench CONFIG` first")
+    text = file.read_text()
+    if file.suffix == ".jsonl":
+        try:
+            raw = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as error:
+            raise UserError(f"{file} is not JSON lines: {error}") from None
+    elif file.suffix == ".csv":
+        raw = list(csv.DictReader(io.StringIO(text)))
+    else:
+        raise UserError(f"{file}: results must be a .csv or .jsonl file written by `panning bench`")
+    if raw and not {"model", "method", "sparsity", "test_accuracy"} <= set(raw[0]):
+        raise UserError(f"{file} is not a results table of `panning bench` (no model/method/sparsity columns)")
+    rows = []
+    for entry in raw:
+        row = ResultRow.parse(entry).as_dict()
+        row["format"] = row["format"] or 1
+        if row["format"] > RESULTS_FORMAT:
+            raise UserError(
+                f"{file} was written by a newer panning (results format {row['format']}); upgrade panning to read it"
+            )
+        row["label"] = row["label"] or row["method"]
+        rows.append(row)
+    return rows

@@ -1,0 +1,276 @@
+"""The training loop: :func:`train` opens the run, lets its callbacks set it up, and runs the epochs."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from panning import data as datasets
+from panning import distributed
+from panning import masks as masklib
+from panning.connectivity import connectivity
+from panning.distributed import Workers
+from panning.errors import TrainingDiverged, UserError, UserTypeError
+from panning.io import read_json, write_json
+from panning.masks import Masks
+from panning.training.callbacks import as_callback, standard_callbacks
+from panning.training.config import TrainConfig, lr_factor, resolve_device
+from panning.training.run import (
+    Callback,
+    Run,
+    TrainingCallback,
+    check_out_dir,
+    evaluate,
+    masks_digest,
+    resume_changes,
+)
+
+# Facts of the screening run that every training run's metrics carry.
+SCREENING_FACTS = {
+    "method": "method",
+    "options": "options",
+    "prune_seconds": "prune_seconds",
+    "iterations": "iterations",
+    "schedule": "schedule",
+    "regrowth": "regrowth",
+    "seed": "prune_seed",
+    "sparsity": "target_sparsity",
+}
+
+
+def train(
+    model: nn.Module,
+    dataset: datasets.Dataset,
+    config: TrainConfig,
+    out: str | os.PathLike[str],
+    masks: Masks | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback | TrainingCallback] = (),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``model`` (with ``masks`` applied, if given) on ``dataset`` into the run folder ``out``.
+
+    Returns the final metrics, also written to ``out/metrics.json``. ``resume=True`` continues
+    from ``out/checkpoint.pt`` (the config must match). In an initialised process group (``torchrun``) it
+    trains with DistributedDataParallel: each global batch is split between the ranks, and only
+    rank 0 writes ``out``. ``callbacks`` are
+    :class:`TrainingCallback` objects or functions called with an :class:`EpochEnd` after
+    every epoch; they run after the library's own (cost counting, compaction, sparse kernels,
+    validation, checkpoints, export).
+
+    Examples:
+        >>> # model = panning.models.create("lenet5"); data = panning.data.load("mnist")
+        >>> # train(model, data, TrainConfig(model="lenet5", dataset="mnist", epochs=1), "runs/x")
+    """
+    own = [as_callback(callback) for callback in callbacks]
+    opened = _open_run(model, dataset, config, Path(out), masks, resume, distributed.current())
+    if isinstance(opened, dict):
+        return opened  # a finished run
+    run, changed = opened
+    hooks = [*standard_callbacks(config, changed, progress, run.workers.main), *own]
+    for hook in hooks:
+        hook.on_setup(run)
+    if run.masks is not None:
+        masklib.apply(run.model, run.masks.to(run.device))
+    if run.workers.distributed:
+        ids = [run.device.index] if run.device.type == "cuda" else None
+        run.trainer = nn.parallel.DistributedDataParallel(run.model, device_ids=ids)
+    if config.train_examples is not None:
+        images, labels = run.dataset.train
+        run.dataset = dataclasses.replace(
+            run.dataset, train=(images[: config.train_examples], labels[: config.train_examples])
+        )
+    steps_per_epoch = math.ceil(len(run.dataset.train[1]) / config.batch_size)
+    run.optimizer, run.scheduler = _optimizer(run.model, config, steps_per_epoch)
+    run.generator = torch.Generator().manual_seed(config.seed)
+    for hook in hooks:
+        hook.on_start(run)
+    run.model.train()
+    for epoch in range(run.start_epoch + 1, config.epochs + 1):
+        entry = _train_epoch(run, epoch, steps_per_epoch, progress)
+        run.history.append(entry)
+        for hook in hooks:
+            hook.on_epoch_end(run, entry)
+    metrics = _final_metrics(run)
+    for hook in hooks:
+        hook.on_end(run, metrics)
+    return metrics
+
+
+def _train_epoch(run: Run, epoch: int, steps_per_epoch: int, progress: bool) -> dict[str, Any]:
+    """One epoch of SGD over the training split; its history entry. A non-finite loss stops the run."""
+    config, workers = run.config, run.workers
+    assert run.optimizer is not None and run.scheduler is not None
+    model = run.trainer if run.trainer is not None else run.model
+    augment = run.dataset.spec.augment if config.augment is None else config.augment
+    began = time.perf_counter()
+    total_loss, correct, count = 0.0, 0, 0
+    batches = run.dataset.batches("train", config.batch_size, run.device, generator=run.generator, augment=augment)
+    bar = tqdm(
+        batches,
+        total=steps_per_epoch,
+        desc=f"epoch {epoch}/{config.epochs}",
+        disable=None if progress and workers.main else True,
+        leave=False,
+    )
+    for step, (x, y) in enumerate(bar, start=1):
+        global_count = len(y)
+        x, y = distributed.shard(x, y, workers)
+        logits = model(x)
+        if workers.distributed:
+            # DDP averages over ranks: a rank's summed loss over the global count, times the
+            # ranks, averages to the global batch's mean loss even when shards differ in size.
+            summed = nn.functional.cross_entropy(logits, y, reduction="sum")
+            loss = summed * (workers.world_size / global_count)
+            value = float(summed.detach()) / max(len(y), 1)
+        else:
+            loss = nn.functional.cross_entropy(logits, y)
+            value = float(loss.detach())
+        if not math.isfinite(value):
+            bar.close()
+            raise TrainingDiverged(_diverged(run.run_dir, config, epoch, step, steps_per_epoch, value, run.start_epoch))
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.clip_grad_norm is not None:
+            nn.utils.clip_grad_norm_(run.model.parameters(), config.clip_grad_norm)
+        run.optimizer.step()
+        run.scheduler.step()
+        total_loss += value * len(y)
+        correct += int((logits.detach().argmax(1) == y).sum())
+        count += len(y)
+    total_loss, correct_sum, count_sum = distributed.sum_across([total_loss, correct, count], workers, run.device)
+    correct, count = round(correct_sum), round(count_sum)
+    entry: dict[str, Any] = {
+        "epoch": epoch,
+        "train_loss": total_loss / count,
+        "train_accuracy": correct / count,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "seconds": time.perf_counter() - began,
+    }
+    return entry
+
+
+def _open_run(
+    model: nn.Module,
+    dataset: datasets.Dataset,
+    config: TrainConfig,
+    run_dir: Path,
+    masks: Masks | None,
+    resume: bool,
+    workers: Workers,
+) -> tuple[Run, dict[str, list[Any]]] | dict[str, Any]:
+    """Check everything that can be refused, then create or reopen the run folder (rank 0 only).
+
+    Returns the run and the settings changed on resume, or the metrics of a finished run.
+    """
+    config.validate()
+    if not isinstance(model, nn.Module):
+        raise UserTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if (config.compact or config.sparse_kernels) and masks is None:
+        raise UserError("compact and sparse kernels need masks: pass the masks of a screening, or train dense")
+    if workers.distributed and (config.compact or config.sparse_kernels):
+        raise UserError(
+            "--compact and --sparse-kernels change the network on each rank and are not supported on "
+            "several processes; leave them out under torchrun (the masked network trains the same)"
+        )
+    check_out_dir(run_dir, resume)
+    distributed.barrier(workers)  # every rank has looked at the folder before rank 0 writes in it
+    device = distributed.device_for(resolve_device(config.device), workers)
+    facts: dict[str, Any] = {"kept": None, "total": None, "nominal_sparsity": 0.0, "effective_sparsity": None}
+    if masks is not None:
+        masks.check_fits(model)
+        report = connectivity(model.to(device), masks, input_shape=dataset.input_shape)
+        facts = {
+            **report.as_dict(),
+            **{name: masks.metadata[key] for key, name in SCREENING_FACTS.items() if key in masks.metadata},
+        }
+    record = {
+        "train": config.as_dict(),
+        "masks_digest": masks_digest(masks),
+        "masks": dict(masks.metadata) if masks is not None else None,
+    }
+    if workers.distributed:
+        record["distributed"] = {
+            "world_size": workers.world_size,
+            "backend": str(torch.distributed.get_backend()),
+            "global_batch": config.batch_size,
+            "batch_per_process": math.ceil(config.batch_size / workers.world_size),
+            "lr": config.lr,
+        }
+    config_path = run_dir / "config.json"
+    changed: dict[str, list[Any]] = {}
+    if resume and config_path.is_file():
+        saved = read_json(config_path)
+        changed = resume_changes(run_dir, saved, record)
+        if saved.get("masks_digest") != record["masks_digest"]:
+            was = "dense" if saved.get("masks_digest") is None else "with other masks"
+            raise UserError(f"{run_dir} was started {was}; resume with the same --masks/--dense as the first run")
+        if (run_dir / "metrics.json").is_file():
+            finished = read_json(run_dir / "metrics.json")
+            if finished.get("finished"):
+                return dict(finished)
+    elif workers.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(config_path, record)
+        if masks is not None:
+            masklib.save(masks, run_dir / "masks.safetensors")
+    model.to(device)
+    return Run(config, run_dir, model, dataset, device, masks, resume, facts, workers=workers), changed
+
+
+def _optimizer(
+    model: nn.Module, config: TrainConfig, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """SGD with momentum and weight decay, on a cosine schedule with optional linear warm-up."""
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    total_steps = config.epochs * steps_per_epoch
+    if config.warmup_epochs:
+        warmup_steps = max(1, round(config.warmup_epochs * steps_per_epoch))
+        schedule = functools.partial(lr_factor, total_steps=total_steps, warmup_steps=warmup_steps)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    # The closed form differs from CosineAnnealingLR's recursion in the last bits; runs
+    # without warm-up keep the recursion so that earlier results reproduce exactly.
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+
+
+def _final_metrics(run: Run) -> dict[str, Any]:
+    test = evaluate(run.model, run.dataset, "test", run.device)
+    train_seconds = sum(entry["seconds"] for entry in run.history)
+    return {
+        "finished": True,
+        "epochs": run.history,
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "test_predicted_classes": test["predicted_classes"],
+        "dead": test["predicted_classes"] <= 1,
+        "val_accuracy": run.history[-1].get("val_accuracy") if run.history else None,
+        "train_seconds": train_seconds,
+        "seconds_per_epoch": train_seconds / len(run.history) if run.history else None,
+        **run.facts,
+    }
+
+
+def _diverged(
+    run_dir: Path, config: TrainConfig, epoch: int, step: int, steps: int, loss: float, last_good: int
+) -> str:
+    kept = (
+        f"the checkpoint of epoch {last_good} is kept in {run_dir}"
+        if last_good
+        else f"no epoch had finished; {run_dir} keeps the masks and config"
+    )
+    return (
+        f"training diverged at epoch {epoch}, step {step}/{steps} (loss {loss}); {kept}: "
+        f"rerun with --resume and a smaller --lr (now {config.lr:g}, e.g. {config.lr / 10:g})"
+    )

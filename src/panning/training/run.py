@@ -1,0 +1,256 @@
+"""A run folder and the state the training loop shares with its parts: :class:`Run`,
+:class:`TrainingCallback`, checkpoints, evaluation and the rules of resuming."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from panning import data as datasets
+from panning import masks as masklib
+from panning.distributed import Workers
+from panning.errors import UserError
+from panning.io import changed_settings, read_json, write_atomic
+from panning.masks import Masks
+from panning.training.config import LEGACY_TRAINING, TrainConfig
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def masks_digest(masks: Masks | None) -> str | None:
+    """A SHA-256 over the masks' names, shapes and bits (``None`` for a dense run).
+
+    Examples:
+        >>> masks_digest(None) is None
+        True
+    """
+    if masks is None:
+        return None
+    digest = hashlib.sha256()
+    for name in sorted(masks):
+        mask = masks[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(mask.shape)};".encode())
+        digest.update(mask.numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class EpochEnd:
+    """Passed to callbacks after every epoch (after the checkpoint is written)."""
+
+    epoch: int
+    metrics: dict[str, float]
+    model: nn.Module
+
+
+Callback = Callable[[EpochEnd], None]
+
+
+def evaluate(
+    model: nn.Module, dataset: datasets.Dataset, split: str, device: torch.device, batch_size: int = 1024
+) -> dict[str, Any]:
+    """Loss, accuracy and the number of distinct predicted classes on a split.
+
+    Examples:
+        >>> # evaluate(model, data, "test", torch.device("cpu"))["accuracy"]  -> a fraction
+    """
+    was_training = model.training
+    model.eval()
+    total_loss, correct, count = 0.0, 0, 0
+    predicted = torch.zeros(dataset.num_classes, dtype=torch.long)
+    with torch.no_grad():
+        for x, y in dataset.batches(split, batch_size, device):
+            logits = model(x)
+            total_loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            guess = logits.argmax(1)
+            correct += int((guess == y).sum())
+            count += len(y)
+            predicted += torch.bincount(guess.cpu(), minlength=dataset.num_classes)[: dataset.num_classes]
+    model.train(was_training)
+    if count == 0:
+        return {"loss": float("nan"), "accuracy": float("nan"), "predicted_classes": 0}
+    return {
+        "loss": total_loss / count,
+        "accuracy": correct / count,
+        "predicted_classes": int((predicted > 0).sum()),
+    }
+
+
+def checkpoint_state(
+    epoch: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+    history: list[dict[str, Any]],
+    config: dict[str, Any],
+) -> dict[str, Any]:
+    """Everything a resumed run needs to continue exactly where this epoch ended (``checkpoint.pt``).
+
+    Examples:
+        >>> net = nn.Linear(2, 1)
+        >>> sgd = torch.optim.SGD(net.parameters(), lr=0.1)
+        >>> cosine = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, T_max=10)
+        >>> sorted(checkpoint_state(1, net, sgd, cosine, torch.Generator(), [], {}))[:3]
+        ['config', 'epoch', 'generator']
+    """
+    return {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "history": history,
+        "config": config,
+    }
+
+
+def check_out_dir(out: Path, resume: bool) -> None:
+    """Refuse an ``out`` folder that holds a finished run, an unfinished one (without resume) or other files."""
+    metrics = out / "metrics.json"
+    if not out.exists():
+        existing = next(parent for parent in out.absolute().parents if parent.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise UserError(f"cannot create {out}: {existing} is not a writable folder; choose another --out")
+        return
+    if not out.is_dir():
+        raise UserError(f"--out {out} is a file; choose a folder for the run")
+    finished = metrics.is_file() and read_json(metrics).get("finished", False)
+    if finished and not resume:
+        raise UserError(f"{out} already holds a finished run; choose another --out (nothing was changed)")
+    if resume:
+        return
+    if (out / CHECKPOINT).exists() or (out / "config.json").exists():
+        raise UserError(f"{out} holds an unfinished run; pass --resume to continue it, or choose another --out")
+    if any(out.iterdir()):
+        raise UserError(f"{out} is not empty; choose a new or empty folder for --out")
+
+
+def masks_to_resume(run_dir: str | os.PathLike[str]) -> Masks | None:
+    """The masks an unfinished run in ``run_dir`` was started with, or ``None`` if it has none.
+
+    A run that screened before training resumes with its saved masks instead of screening again.
+
+    Examples:
+        >>> masks_to_resume("no/such/run") is None
+        True
+    """
+    folder = Path(run_dir)
+    if (folder / "masks.safetensors").is_file() and (folder / "config.json").is_file():
+        return masklib.load(folder / "masks.safetensors")
+    return None
+
+
+def save_model(model: nn.Module, path: Path, metadata: dict[str, Any] | None = None) -> None:
+    """Save ``model``'s weights (masks made permanent) as safetensors, atomically."""
+    state = {k: v.detach().cpu().contiguous() for k, v in masklib.dense_state_dict(model).items()}
+    text = {"panning": json.dumps(metadata or {}, sort_keys=True, default=str)}
+    write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata=text))
+
+
+@dataclass
+class Run:
+    """What the training loop and its callbacks share while one run trains.
+
+    ``model`` is the network being trained (a callback's ``on_setup`` may replace it, as
+    compaction does), ``masks`` those it trains under, ``facts`` what the run's metrics report
+    about its masks (connectivity, costs, compaction, kernels), ``history`` one entry per epoch.
+    """
+
+    config: TrainConfig
+    run_dir: Path
+    model: nn.Module
+    dataset: datasets.Dataset
+    device: torch.device
+    masks: Masks | None
+    resume: bool
+    facts: dict[str, Any]
+    plan: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    generator: torch.Generator | None = None
+    workers: Workers = field(default_factory=Workers)
+    trainer: nn.Module | None = None  # what the training steps call: the DDP wrapper under torchrun
+
+
+class TrainingCallback:
+    """A part of training that plugs into :func:`train`; override the hooks it needs.
+
+    ``on_setup`` runs before the optimizer exists and may replace ``run.model`` and
+    ``run.masks``; ``on_start`` runs once the optimizer and schedule exist (a checkpoint is
+    restored there); ``on_epoch_end`` after every epoch with its history entry; ``on_end``
+    with the final metrics.
+
+    Examples:
+        >>> class CountEpochs(TrainingCallback):
+        ...     def __init__(self): self.epochs = 0
+        ...     def on_epoch_end(self, run, entry): self.epochs += 1
+        >>> CountEpochs().epochs
+        0
+    """
+
+    def on_setup(self, run: Run) -> None:
+        """Before the optimizer is built."""
+
+    def on_start(self, run: Run) -> None:
+        """Once the optimizer, schedule and generator exist."""
+
+    def on_epoch_end(self, run: Run, entry: dict[str, Any]) -> None:
+        """After every epoch; ``entry`` is already in ``run.history``."""
+
+    def on_end(self, run: Run, metrics: dict[str, Any]) -> None:
+        """After the final evaluation."""
+
+
+# Settings a resumed run may change, e.g. a smaller learning rate after a divergence.
+CHANGEABLE_ON_RESUME = ("lr",)
+
+
+def resume_changes(run_dir: Path, saved: dict[str, Any], record: dict[str, Any]) -> dict[str, list[Any]]:
+    """The changeable settings that differ from the run's saved ones; any other difference is refused.
+
+    Examples:
+        >>> saved = {"train": TrainConfig(lr=0.1).as_dict()}
+        >>> resume_changes(Path("runs/x"), saved, {"train": TrainConfig(lr=0.01).as_dict()})
+        {'lr': [0.1, 0.01]}
+    """
+    before = {**LEGACY_TRAINING, **saved.get("train", {})}
+    now = record["train"]
+    differing = changed_settings(before, now, [*now, *(name for name in before if name not in now)])
+    for name, (was, asked) in differing.items():
+        if name not in CHANGEABLE_ON_RESUME:
+            raise UserError(
+                f"{run_dir} was started with {name} = {was!r}, not {asked!r}; resume with "
+                f"the same {name} or choose another --out (only {', '.join(CHANGEABLE_ON_RESUME)} may change)"
+            )
+    return {name: list(values) for name, values in differing.items()}
+
+
+def continue_with(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler, lr: float) -> None:
+    """Carry a changed learning rate into a resumed schedule: the rest of the curve is scaled to it.
+
+    Examples:
+        >>> sgd = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1)
+        >>> cosine = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, T_max=10)
+        >>> continue_with(sgd, cosine, 0.01)
+        >>> round(sgd.param_groups[0]["lr"], 6), round(cosine.base_lrs[0], 6)
+        (0.01, 0.01)
+    """
+    ratio = lr / scheduler.base_lrs[0]
+    if ratio != 1:
+        for group in optimizer.param_groups:
+            group["lr"] *= ratio
+            group["initial_lr"] = lr
+        scheduler.base_lrs = [base * ratio for base in scheduler.base_lrs]
