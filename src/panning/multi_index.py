@@ -23,7 +23,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -38,8 +38,11 @@ from panning.errors import UserError, UserTypeError
 from panning.pruning import StepContext, register_method
 
 INDEX_ORDER = ("synflow", "snip", "grasp")
-NORMALIZATIONS = ("zscore-abs", "zscore", "rank")
-COMBINATIONS = ("additive", "multiplicative")
+IndexNormalization = Literal["zscore-abs", "zscore", "rank"]
+Combination = Literal["additive", "multiplicative"]
+GraspForm = Literal["abs", "signed"]
+NORMALIZATIONS: tuple[str, ...] = get_args(IndexNormalization)
+COMBINATIONS: tuple[str, ...] = get_args(Combination)
 
 
 @dataclass(frozen=True)
@@ -271,11 +274,11 @@ class Panning:
         'paper'
     """
 
-    normalization: str = "zscore-abs"
-    combination: str | None = None
+    normalization: IndexNormalization = "zscore-abs"
+    combination: Combination | None = None
     stages: Any = None
     temperature: float = indices.GRASP_TEMPERATURE
-    grasp: str | None = None
+    grasp: GraspForm | None = None
     default_iterations: int = field(init=False, default=100)
     # 2 examples per class: a step then costs under half an SGD step on LeNet-5, and the 20-epoch
     # grids scored it at least as high on validation as 10 (benchmarks/results/panning-tuning/).

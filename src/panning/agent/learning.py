@@ -60,7 +60,7 @@ from panning.connectivity import connectivity
 from panning.errors import UserError, UserTypeError, check_sparsity
 from panning.io import changed_settings, write_atomic
 from panning.masks import Masks
-from panning.multi_index import INDEX_ORDER, Panning, weighted_scores
+from panning.multi_index import INDEX_ORDER, Combination, IndexNormalization, Panning, weighted_scores
 from panning.pruning import BatchSource, DataLike, Screening, StepContext
 
 OBSERVATION_SIZE = 7
@@ -219,8 +219,8 @@ class PanningEnv(gym.Env):
         iterations: int = TRAINING_DEFAULTS["iterations"],
         samples_per_class: int = 10,
         schedule: str = "exponential",
-        normalization: str = "zscore-abs",
-        combination: str = "additive",
+        normalization: IndexNormalization = "zscore-abs",
+        combination: Combination = "additive",
         temperature: float = indices.GRASP_TEMPERATURE,
         parameters: Sequence[str] | None = None,
         cycle_targets: bool = False,
@@ -377,8 +377,8 @@ class AgentInfo:
     models: list[str]
     dataset: str
     samples_per_class: int
-    normalization: str
-    combination: str
+    normalization: IndexNormalization
+    combination: Combination
     temperature: float
     timesteps: int
     seed: int

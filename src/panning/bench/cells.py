@@ -38,7 +38,9 @@ from panning.bench.results import ResultRow, write_results
 
 
 @functools.lru_cache(maxsize=2)
-def _dataset(name: str, data_dir: str | None, val_size: int, normalization: str) -> datasets.Dataset:
+def _dataset(
+    name: str, data_dir: str | None, val_size: int, normalization: datasets.InputNormalization
+) -> datasets.Dataset:
     return datasets.load(name, data_dir, val_size=val_size, normalization=normalization)
 
 

@@ -116,7 +116,7 @@ def agent_train_command(
     data_dir: str | None,
     device: str,
     val_size: int,
-    normalization: str,
+    normalization: datasets.InputNormalization,
     quiet: bool,
     out: str,
 ) -> None:

@@ -24,8 +24,8 @@ from panning.multi_index import COMBINATIONS, NORMALIZATIONS
 from panning.pruning import SCREENING_DEFAULTS, method_names
 from panning.sparse import Costs
 from panning.training import (
-    RESCALES,
     TrainConfig,
+    literal_fields,
 )
 
 F = Callable[..., Any]
@@ -56,13 +56,17 @@ _NUMBER_OR_NONE = _NumberOrNone()
 
 
 def config_option(field: str, help: str | None = None, **extra: Any) -> F:
-    """A ``--field-name`` option for a :class:`TrainConfig` field, its default read from the dataclass.
+    """A ``--field-name`` option for a :class:`TrainConfig` field, its default read from the dataclass
+    and, for a ``Literal`` field, its choices from the type.
 
     Examples:
         >>> config_option("lr").__name__
         'decorator'
     """
     default = getattr(TrainConfig, field)
+    choices = literal_fields(TrainConfig).get(field)
+    if choices is not None:
+        extra.setdefault("type", click.Choice(list(choices)))
     return click.option(f"--{field.replace('_', '-')}", default=default, show_default=True, help=help, **extra)
 
 
@@ -78,14 +82,10 @@ common_options = combine_options(
     config_option(
         "normalization",
         "standard: the dataset's mean/std; half: mean 0.5, std 0.5.",
-        type=click.Choice(list(datasets.INPUT_NORMALIZATIONS)),
     ),
-    click.option(
-        "--init",
-        default=TrainConfig.init,
-        show_default=True,
-        type=click.Choice(list(models.INITS)),
-        help="Initialisation screened and trained: the modules' own (pytorch) or the authors' script's (reference).",
+    config_option(
+        "init",
+        "Initialisation screened and trained: the modules' own (pytorch) or the authors' script's (reference).",
     ),
 )
 
@@ -168,7 +168,6 @@ train_options = combine_options(
     config_option(
         "rescale",
         "fan-in: scale each unit's kept weights to its fan-in after masking; none: as initialised.",
-        type=click.Choice(list(RESCALES)),
     ),
     click.option(
         "--clip-grad-norm",

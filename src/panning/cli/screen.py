@@ -112,8 +112,8 @@ def prune_command(
     out: str,
     quiet: bool,
     val_size: int,
-    normalization: str,
-    init: str,
+    normalization: datasets.InputNormalization,
+    init: models.Init,
     **kw: Any,
 ) -> None:
     """Screen a model at initialisation and save its masks."""

@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 
@@ -29,7 +30,8 @@ Split = tuple[torch.Tensor, torch.Tensor]
 # Training examples held out for validation unless a run says otherwise (MNIST's customary 55k/5k).
 DEFAULT_VAL_SIZE = 5000
 # How inputs are scaled: by the dataset's own mean and std, or to mean 0.5, std 0.5 (the authors' MNIST script).
-INPUT_NORMALIZATIONS = ("standard", "half")
+InputNormalization = Literal["standard", "half"]
+INPUT_NORMALIZATIONS: tuple[str, ...] = get_args(InputNormalization)
 
 
 @dataclass(frozen=True)
@@ -287,7 +289,7 @@ class Dataset:
     train: Split
     val: Split
     test: Split
-    normalization: str = "standard"
+    normalization: InputNormalization = "standard"
     split_seed: int = 0
     source: str = ""
     _stats: tuple[torch.Tensor, torch.Tensor] = field(init=False, repr=False)
@@ -385,7 +387,7 @@ def load(
     data_dir: str | os.PathLike[str] | None = None,
     val_size: int = DEFAULT_VAL_SIZE,
     split_seed: int = 0,
-    normalization: str = "standard",
+    normalization: InputNormalization = "standard",
     download: bool = True,
 ) -> Dataset:
     """Load a dataset by name, with a seeded validation split of ``val_size`` training examples.

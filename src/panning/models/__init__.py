@@ -10,7 +10,7 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 from torch import nn
@@ -86,10 +86,12 @@ def create(name: str, in_channels: int = 1, num_classes: int = 10, image_size: i
     return factory(in_channels=in_channels, num_classes=num_classes, image_size=image_size)
 
 
-INITS = ("pytorch", "reference")
+# The initialisations a registered model can be drawn with (see initialize).
+Init = Literal["pytorch", "reference"]
+INITS: tuple[str, ...] = get_args(Init)
 
 
-def initialize(model: nn.Module, scheme: str = "reference") -> nn.Module:
+def initialize(model: nn.Module, scheme: Init = "reference") -> nn.Module:
     """Re-draw ``model``'s weights in place from torch's global generator; returns ``model``.
 
     ``"pytorch"`` keeps the modules' own initialisation (nothing is re-drawn). ``"reference"`` is

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import torch
 from torch import nn
@@ -15,7 +15,20 @@ from panning import models
 from panning.errors import UserError
 from panning.masks import Masks
 
-RESCALES = ("fan-in", "none")
+Rescale = Literal["fan-in", "none"]
+RESCALES: tuple[str, ...] = get_args(Rescale)
+
+
+def literal_fields(cls: type) -> dict[str, tuple[Any, ...]]:
+    """The fields of a dataclass whose type is a ``Literal``, with their allowed values; the one
+    place those values are stated, read by validation and by the command line's choices.
+
+    Examples:
+        >>> literal_fields(TrainConfig)["rescale"]
+        ('fan-in', 'none')
+    """
+    hints = get_type_hints(cls)
+    return {f.name: get_args(hints[f.name]) for f in dataclasses.fields(cls) if get_origin(hints[f.name]) is Literal}
 
 
 # What a run configured before a field existed did: the value a saved config lacking it means.
@@ -47,7 +60,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     val_size: int = datasets.DEFAULT_VAL_SIZE
-    normalization: str = "standard"
+    normalization: datasets.InputNormalization = "standard"
     augment: bool | None = None
     device: str = "auto"
     # Train on the first N training examples only (quick benchmark variants); None: all of them.
@@ -60,9 +73,9 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     # "fan-in": scale each unit's kept weights by sqrt(dense fan-in / kept fan-in) after masking, so
     # a sparse unit starts with the output scale of its dense initialisation (Evci et al. 2022).
-    rescale: str = "none"
+    rescale: Rescale = "none"
     # The initialisation of a registered model (panning.models.initialize): "pytorch" or "reference".
-    init: str = "pytorch"
+    init: models.Init = "pytorch"
     # Clip the gradient's global norm to this value before every step (None: no clipping). At
     # extreme sparsity a network that leaves its initial plateau can take one huge step that
     # silences a bottleneck unit for good; clipping bounds that step (benchmarks/sparse_training.py).
@@ -86,18 +99,15 @@ class TrainConfig:
             raise UserError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if not self.weight_decay >= 0:
             raise UserError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if self.normalization not in datasets.INPUT_NORMALIZATIONS:
-            raise UserError(f"unknown normalization {self.normalization!r}; valid: standard, half")
         if (
             isinstance(self.warmup_epochs, bool)
             or not isinstance(self.warmup_epochs, (int, float))
             or not 0 <= self.warmup_epochs < self.epochs
         ):
             raise UserError(f"warmup_epochs must be a number in [0, epochs={self.epochs}), got {self.warmup_epochs!r}")
-        if self.rescale not in RESCALES:
-            raise UserError(f"unknown rescale {self.rescale!r}; valid: {', '.join(RESCALES)}")
-        if self.init not in models.INITS:
-            raise UserError(f"unknown init {self.init!r}; valid: {', '.join(models.INITS)}")
+        for name, choices in literal_fields(TrainConfig).items():
+            if getattr(self, name) not in choices:
+                raise UserError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(choices)}")
         if self.clip_grad_norm is not None and (
             isinstance(self.clip_grad_norm, bool)
             or not isinstance(self.clip_grad_norm, (int, float))
