@@ -31,7 +31,7 @@ SHAPES = {
 }
 DEFAULT_ITERATIONS = {"lenet5": 100, "lenet300": 100, "vgg19": 10, "resnet20": 10}
 DEFAULT_OUT = Path("benchmarks/results/timing")
-METHODS = ["random", "magnitude", "snip", "grasp", "synflow", "iter-snip", "panning"]
+METHODS = ["random", "magnitude", "snip", "grasp", "synflow", "iter-snip", "panning", "prospr", "uniform", "erk"]
 
 
 def time_method(model_name: str, method: str, iterations: int, sparsity: float) -> dict[str, object]:
@@ -63,12 +63,13 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["lenet5", "vgg19"], choices=sorted(SHAPES))
     parser.add_argument("--iterations", type=int, help="T of the iterative runs (default: 100 on LeNets, 10 else)")
     parser.add_argument("--sparsity", type=float, default=0.99)
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="path stem of the .json and .md results")
     args = parser.parse_args()
     commit = source_commit()  # the code measured, before anything can change the tree
     rows = []
     for model_name in args.models:
-        for method in METHODS:
+        for method in args.methods:
             for iterations in (1, args.iterations or DEFAULT_ITERATIONS[model_name]):
                 row = time_method(model_name, method, iterations, args.sparsity)
                 rows.append(row)
@@ -81,6 +82,7 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "command": " ".join(
             ["python benchmarks/time_methods.py", "--models", *args.models, "--sparsity", str(args.sparsity)]
+            + (["--methods", *args.methods] if args.methods != METHODS else [])
             + (["--iterations", str(args.iterations)] if args.iterations else [])
             + (["--out", str(args.out)] if args.out != DEFAULT_OUT else [])
         ),
@@ -89,7 +91,7 @@ def main() -> None:
     lines = [
         f"# Screening time on CPU ({meta['threads']} threads, torch {meta['torch']}, commit {meta['commit']})",
         "",
-        f"Sparsity {args.sparsity}; data-driven methods score a batch of 10 examples per class.",
+        f"Sparsity {args.sparsity}; data-driven methods score their default examples per class (panning 2, others 10).",
         f"Command: `{meta['command']}`",
         "",
         "| model | method | T | seconds | s / step | effective sparsity | collapsed layers |",

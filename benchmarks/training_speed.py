@@ -10,7 +10,8 @@ Measures, one thing at a time (nothing else may run meanwhile):
   (screening, training, validation, testing and writing included), as a multiple of ``dense``;
   the goals are 5.5 and 2.5.
 * ``jobs``: the committed quick grid (``benchmarks/lenet5-mnist.toml --quick``, 12 cells) with
-  ``--jobs 1`` and ``--jobs 2``; the goal is a throughput ratio of at least 1.8.
+  ``--jobs 1`` and ``--jobs 2``, and ``--jobs 1`` on one thread (how much a cell gains from the
+  second thread, which bounds what ``--jobs 2`` can add); the goal is a throughput ratio of at least 1.8.
 * ``ray``: the same grid on a local Ray instance with 2 CPUs, one CPU and thread per cell
   (``--executor ray``, needs ``panning[ray]``); the goal is at least 1.7 times ``--jobs 1``.
 
@@ -138,10 +139,10 @@ def profile_compact(data: panning.data.Dataset, sparsity: float, steps: int = 40
     ]
 
 
-def grid_throughput(jobs: int, store: Path, executor: Any = None) -> dict[str, Any]:
+def grid_throughput(jobs: int, store: Path, executor: Any = None, name: str | None = None) -> dict[str, Any]:
     """Cells per hour of the committed quick grid (``panning bench benchmarks/lenet5-mnist.toml --quick``)."""
     grid = bench.load_grid(QUICK_GRID, quick=True)
-    name = "ray" if executor is not None else f"jobs{jobs}"
+    name = name or ("ray" if executor is not None else f"jobs{jobs}")
     began = time.perf_counter()
     summary = bench.run_grid(grid, store / name, jobs=jobs, executor=executor, threads_per_cell=1 if executor else None)
     seconds = time.perf_counter() - began
@@ -208,6 +209,17 @@ def markdown(result: dict[str, Any]) -> str:
             f"`--jobs 2` / `--jobs 1`: **{ratio:.2f}×** (goal ≥ 1.8: {'met' if ratio >= 1.8 else 'MISSED'}).",
             "",
         ]
+        single = result.get("one_thread")
+        if single:
+            speedup = one["cells_per_hour"] / single["cells_per_hour"]
+            lines += [
+                f"`--jobs 1` with one thread: {single['cells']} cells in {single['seconds']:.1f} s, "
+                f"{single['cells_per_hour']:.0f} cells per hour. `--jobs 2` (one thread per cell) gives "
+                f"**{two['cells_per_hour'] / single['cells_per_hour']:.2f}×** of it; one cell on "
+                f"{result['threads']} threads runs {speedup:.2f}× faster than on one, so `--jobs 2` can give at "
+                f"most {result['threads'] / speedup:.2f}× of `--jobs 1` on {result['threads']} threads.",
+                "",
+            ]
     if result.get("ray") and result.get("jobs"):
         ray, one = result["ray"], result["jobs"][0]
         ratio = ray["cells_per_hour"] / one["cells_per_hour"]
@@ -270,6 +282,12 @@ def main() -> None:
     if "jobs" in args.parts:
         with tempfile.TemporaryDirectory() as folder:
             result["jobs"] = [grid_throughput(jobs, Path(folder)) for jobs in (1, 2)]
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # one cell at a time on one thread: the unit --jobs 2 doubles
+            try:
+                result["one_thread"] = grid_throughput(1, Path(folder), name="jobs1-thread1")
+            finally:
+                torch.set_num_threads(threads)
         print(f"jobs: {result['jobs']}", flush=True)
     if "ray" in args.parts:
         with tempfile.TemporaryDirectory() as folder:
