@@ -6,6 +6,7 @@ needs no dataset. Each method is timed once after one untimed warm-up step.
 
     python benchmarks/time_methods.py                      # both models, as committed
     python benchmarks/time_methods.py --models lenet5 --iterations 10
+    python benchmarks/time_methods.py --models lenet5 --methods panning prospr   # some methods only
 
 Iterative runs use T = 100 on the LeNets and T = 10 on the CIFAR models (a step costs the same
 at any T, so seconds per step are comparable; T = 100 on vgg19 would take half an hour here).

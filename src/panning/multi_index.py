@@ -43,6 +43,7 @@ Combination = Literal["additive", "multiplicative"]
 GraspForm = Literal["abs", "signed"]
 NORMALIZATIONS: tuple[str, ...] = get_args(IndexNormalization)
 COMBINATIONS: tuple[str, ...] = get_args(Combination)
+GRASP_FORMS: tuple[str, ...] = get_args(GraspForm)
 
 
 @dataclass(frozen=True)
@@ -299,8 +300,8 @@ class Panning:
             raise UserError(f"unknown combination {self.combination!r}; valid: {', '.join(COMBINATIONS)}")
         if self.grasp is None:
             self.grasp = "abs" if self.normalization == "zscore-abs" else "signed"
-        if self.grasp not in ("abs", "signed"):
-            raise UserError(f"grasp must be 'abs' or 'signed', got {self.grasp!r}")
+        if self.grasp not in GRASP_FORMS:
+            raise UserError(f"unknown grasp form {self.grasp!r}; valid: {', '.join(GRASP_FORMS)}")
         if self.combination == "multiplicative" and self.normalization == "zscore":
             raise UserError("multiplicative combination needs non-negative indices: use zscore-abs or rank")
         self.table = resolve_stages(self.stages, self.combination)
@@ -427,4 +428,18 @@ def resolve_stages(stages: Any, combination: str = "additive") -> StageTable:
 register_method("panning")(Panning)
 
 
-__all__ = ["PRESETS", "Panning", "StageTable", "combine", "normalize", "resolve_stages", "weighted_scores"]
+__all__ = [
+    "COMBINATIONS",
+    "GRASP_FORMS",
+    "NORMALIZATIONS",
+    "PRESETS",
+    "Combination",
+    "GraspForm",
+    "IndexNormalization",
+    "Panning",
+    "StageTable",
+    "combine",
+    "normalize",
+    "resolve_stages",
+    "weighted_scores",
+]

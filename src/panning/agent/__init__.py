@@ -85,4 +85,4 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *LEARNING_NAMES])
 
 
-__all__ = ["LEARNING_NAMES", "SHIPPED_AGENT", "agent_file", "shipped_agent_path", *LEARNING_NAMES]
+__all__ = ["LEARNING_NAMES", "SHIPPED_AGENT", "TRAINING_DEFAULTS", "agent_file", "shipped_agent_path", *LEARNING_NAMES]

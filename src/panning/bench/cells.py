@@ -7,7 +7,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import sys
 import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -19,6 +18,8 @@ import torch
 
 from panning import __version__, models
 from panning import data as datasets
+from panning.bench.config import Cell, Grid
+from panning.bench.results import ResultRow, write_results
 from panning.errors import UserError
 from panning.io import read_json, source_commit, write_atomic, write_json
 from panning.masks import Masks
@@ -28,13 +29,6 @@ from panning.pruning import (
 )
 from panning.sanity import REINIT_SEED_OFFSET, inverted, shuffle_within_layers
 from panning.training import create_model, masks_to_resume, record_origin, train
-
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover
-    pass
-from panning.bench.config import Cell, Grid
-from panning.bench.results import ResultRow, write_results
 
 
 @functools.lru_cache(maxsize=2)

@@ -14,6 +14,7 @@ from typing import Any
 
 from panning import data as datasets
 from panning import models
+from panning.bench.results import RESULTS_FORMAT
 from panning.errors import UserError, check_sparsity
 from panning.pruning import (
     SCREENING_ARGUMENTS,
@@ -30,22 +31,13 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-from panning.bench.results import RESULTS_FORMAT
 
 GRID_KEYS = ("models", "datasets", "methods", "sparsities", "seeds", "screening", "training")
-
-
 CONFIG_KEYS = ("name", "description", *GRID_KEYS, "quick", "format")
-
-
 SCREENING_KEYS = SCREENING_ARGUMENTS
-
-
 # A method entry may override any [screening] key for its own cells (e.g. iterations), and the
 # grid's sparsities (a reference method at one sparsity only).
 METHOD_KEYS = ("name", "label", "options", "sparsities", "variant", *SCREENING_KEYS)
-
-
 # The cell fixes model, dataset and seed; the device is a property of the machine, not of the cell.
 TRAINING_KEYS = tuple(
     f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("model", "dataset", "seed", "device")

@@ -7,7 +7,6 @@ import dataclasses
 import io
 import json
 import os
-import sys
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -16,12 +15,6 @@ from typing import Any
 
 from panning.errors import UserError
 from panning.io import write_atomic
-
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover
-    pass
-
 
 # Version of the results layout (cell folders, cell keys and result rows). Rows without it are
 # format 1, whose keys hold a method's options and the screening as the config wrote them, so a

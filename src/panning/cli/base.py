@@ -20,7 +20,7 @@ from panning import __version__, models
 from panning import data as datasets
 from panning.errors import UserError
 from panning.io import os_fault
-from panning.multi_index import COMBINATIONS, NORMALIZATIONS
+from panning.multi_index import COMBINATIONS, GRASP_FORMS, NORMALIZATIONS
 from panning.pruning import SCREENING_DEFAULTS, method_names
 from panning.sparse import Costs
 from panning.training import (
@@ -117,7 +117,7 @@ prune_options = combine_options(
     click.option(
         "--grasp",
         "grasp_form",
-        type=click.Choice(["abs", "signed"]),
+        type=click.Choice(list(GRASP_FORMS)),
         help="GraSP score form for grasp/panning: signed θ⊙Hg or the reference's |θ⊙Hg|.",
     ),
     click.option(

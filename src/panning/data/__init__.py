@@ -448,9 +448,11 @@ def class_balanced_batch(
 
 __all__ = [
     "DEFAULT_VAL_SIZE",
+    "INPUT_NORMALIZATIONS",
     "SPECS",
     "Dataset",
     "DatasetSpec",
+    "InputNormalization",
     "cache_dir",
     "candidate_dirs",
     "class_balanced_batch",

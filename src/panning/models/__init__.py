@@ -141,6 +141,7 @@ __all__ = [
     "INITS",
     "VGG",
     "CifarResNet",
+    "Init",
     "LeNet5Caffe",
     "LeNet300",
     "ResNet18",

@@ -44,7 +44,8 @@ LEGACY_TRAINING = {
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines a training run. Defaults follow the authors' script.
+    """Everything that determines a training run. Defaults follow the authors' script except the
+    initialisation, the input scaling and gradient clipping (see the fields' comments).
 
     Examples:
         >>> TrainConfig(epochs=2).lr
