@@ -167,7 +167,7 @@ def markdown(result: dict[str, Any]) -> str:
         "# Training speed: LeNet-5 on MNIST",
         "",
         f"Commit {result['commit']}, torch {result['torch']}, {result['threads']} threads, {result['machine']}.",
-        "Regenerate: `python benchmarks/training_speed.py` (nothing else running).",
+        f"Regenerate: `{result.get('command', 'python benchmarks/training_speed.py')}` (nothing else running).",
         "",
     ]
     dense = result.get("dense_epoch_seconds")
@@ -255,6 +255,12 @@ def main() -> None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+        "command": " ".join(
+            ["python benchmarks/training_speed.py"]
+            + (["--parts", *args.parts] if args.parts != list(PARTS) else [])
+            + (["--epochs", str(args.epochs)] if args.epochs != 20 else [])
+            + (["--out", str(args.out)] if args.out != DEFAULT_OUT else [])
+        ),
     }
     if "dense" in args.parts or "runs" in args.parts:
         result["dense_epoch_seconds"] = textbook_dense_epoch(data)

@@ -22,6 +22,12 @@ from panning.training import (
 )
 
 
+def _agent_option(name: str, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """An integer option of agent training whose default is the library's (TRAINING_DEFAULTS)."""
+    flag = f"--{name.replace('_', '-')}"
+    return click.option(flag, default=AGENT_DEFAULTS[name], show_default=True, type=int, help=help)
+
+
 @cli.group("agent", cls=click.Group)
 def agent_group() -> None:
     """Train and inspect the panning agent (reinforcement learning over the index weights)."""
@@ -42,46 +48,22 @@ def agent_group() -> None:
     show_default=True,
     help="Target sparsity ranges LOW:HIGH drawn per episode; several separated by commas take equal turns.",
 )
-@click.option(
-    "--iterations",
-    default=AGENT_DEFAULTS["iterations"],
-    show_default=True,
-    type=int,
-    help="Pruning steps T per episode.",
-)
+@_agent_option("iterations", "Pruning steps T per episode.")
 @click.option(
     "--samples-per-class", default=2, show_default=True, type=int, help="Examples per class in each scoring batch."
 )
-@click.option(
-    "--seed",
-    default=AGENT_DEFAULTS["seed"],
-    show_default=True,
-    type=int,
-    help="Seed of TD3, the episodes and the data.",
-)
+@_agent_option("seed", "Seed of TD3, the episodes and the data.")
 @click.option(
     "--learning-starts", type=int, help="Random steps before learning (default: 2000, at most a quarter of the run)."
 )
-@click.option(
-    "--eval-every",
-    default=AGENT_DEFAULTS["eval_every"],
-    show_default=True,
-    type=int,
-    help="Steps between evaluations (0: none).",
-)
+@_agent_option("eval_every", "Steps between evaluations (0: none).")
 @click.option(
     "--eval-targets",
     default="0.99,0.995,0.998,0.999",
     show_default=True,
     help="Target sparsities of the deterministic evaluation episodes, one episode each.",
 )
-@click.option(
-    "--checkpoint-every",
-    default=AGENT_DEFAULTS["checkpoint_every"],
-    show_default=True,
-    type=int,
-    help="Steps between checkpoints.",
-)
+@_agent_option("checkpoint_every", "Steps between checkpoints.")
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint beside --out.")
 @click.option("--tensorboard", type=click.Path(file_okay=False), help="Write TensorBoard logs to this folder.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding <dataset>/ folders.")
