@@ -141,6 +141,8 @@ def test_user_mistakes(lenet5, batch) -> None:
         panning.prune(lenet5, 0.9, "grasp", data=(batch[0][:11], torch.arange(11)))
     with pytest.raises(ValueError, match="iterations"):
         panning.prune(lenet5, 0.9, "synflow", data=batch, iterations=0)
+    with pytest.raises(TypeError, match="inputs are torch.uint8 tensors; convert them to float"):
+        panning.prune(lenet5, 0.9, "snip", data=(batch[0].to(torch.uint8), batch[1]))
 
 
 def test_few_examples_of_a_class_warn_and_use_what_there_is(lenet5) -> None:

@@ -69,6 +69,11 @@ class BatchSource:
             self._images, self._labels = data
             if len(self._images) != len(self._labels):
                 raise UserError(f"data has {len(self._images)} inputs but {len(self._labels)} targets")
+            if not self._images.dtype.is_floating_point:
+                raise UserTypeError(
+                    f"inputs are {self._images.dtype} tensors; convert them to float and normalise them "
+                    "as for training, or pass the panning.data.Dataset itself"
+                )
         elif not isinstance(data, DataLoader):
             raise UserTypeError(
                 "data must be (inputs, targets) tensors, a panning.data.Dataset or a DataLoader, "
