@@ -4,11 +4,14 @@ import gzip
 import hashlib
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
+import panning
 from conftest import write_idx, write_mnist
 from panning import data as datasets
 from panning.data.download import DownloadError, RemoteFile, fetch
@@ -204,3 +207,78 @@ def test_a_failed_download_leaves_no_cache_folder(data_root: Path, monkeypatch: 
     with pytest.raises(ValueError, match="could not download"):
         datasets.locate("cifar10")
     assert not (datasets.cache_dir() / "cifar10").exists()
+
+
+def _own_images(count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images of 3 classes, each lighting its own row of pixels."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 60, (count, 1, 9, 9), generator=generator, dtype=torch.uint8)
+    labels = torch.arange(count) % 3
+    images[torch.arange(count), 0, labels * 3, :] = 250
+    return images, labels
+
+
+def test_own_tensors_split_like_a_named_dataset_and_normalise_by_their_own_statistics() -> None:
+    images, labels = _own_images(90)
+    data = datasets.from_tensors((images, labels), _own_images(30, seed=1), val_size=15, split_seed=4)
+    again = datasets.from_tensors((images, labels), _own_images(30, seed=1), val_size=15, split_seed=4)
+    assert (data.num_classes, data.input_shape, len(data.train[1]), len(data.val[1])) == (3, (1, 9, 9), 75, 15)
+    assert torch.equal(data.val[0], again.val[0]) and not torch.equal(data.val[0], data.train[0][:15])
+    normalised = data.tensors("train")[0]
+    assert abs(float(normalised.mean())) < 1e-4 and abs(float(normalised.std()) - 1) < 1e-2
+    as_floats = datasets.from_tensors(
+        (images.float() / 255, labels), _own_images(30, seed=1), val_size=15, split_seed=4
+    )
+    assert torch.allclose(as_floats.tensors("test")[0], data.tensors("test")[0], atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("train", "test", "options", "error", "message"),
+    [
+        ((torch.rand(10, 9, 9), torch.arange(10) % 3), None, {}, ValueError, "N x C x H x W"),
+        ((torch.rand(10, 1, 9, 9), torch.rand(10)), None, {}, TypeError, "integer class labels"),
+        ((torch.rand(10, 1, 9, 9), torch.arange(9) % 3), None, {}, ValueError, "10 images and 9 labels"),
+        ((torch.randint(0, 9, (10, 1, 9, 9)), torch.arange(10) % 3), None, {}, TypeError, "uint8 or floats"),
+        (
+            (torch.rand(10, 1, 9, 9), torch.arange(10) % 3),
+            (torch.rand(4, 1, 8, 8), torch.arange(4)),
+            {},
+            ValueError,
+            "test images",
+        ),
+        (
+            (torch.rand(10, 1, 9, 9), torch.arange(10) % 3),
+            None,
+            {"num_classes": 3, "val_size": 10},
+            ValueError,
+            "val_size must be an integer in",
+        ),
+        (
+            (torch.rand(10, 1, 9, 9), torch.arange(10) % 3),
+            None,
+            {"num_classes": 2},
+            ValueError,
+            "above the largest label 2",
+        ),
+    ],
+)
+def test_own_tensors_that_cannot_be_a_dataset_are_refused_with_the_reason(
+    train: Any, test: Any, options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        datasets.from_tensors(train, test or (torch.rand(4, 1, 9, 9), torch.arange(4) % 3), **options)
+
+
+def test_a_model_and_data_of_ones_own_are_screened_and_trained_with_pruned_weights_kept_at_zero(
+    tmp_path: Path,
+) -> None:
+    data = datasets.from_tensors(_own_images(240), _own_images(60, seed=1), val_size=30)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(81, 24), torch.nn.ReLU(), torch.nn.Linear(24, 3))
+    masks = panning.prune(net, 0.9, "synflow", data=data, iterations=5)
+    config = panning.training.TrainConfig(model="mine", dataset=data.name, epochs=4, batch_size=30, device="cpu")
+    metrics = panning.training.train(net, data, config, tmp_path / "run", masks=masks, progress=False)
+    assert metrics["test_accuracy"] > 0.9  # the classes are one bright row apart
+    exported = load_file(tmp_path / "run" / "model.safetensors")
+    for name, mask in masks.items():
+        assert exported[name].shape == mask.shape and not exported[name][~mask].any(), f"{name} kept pruned weights"

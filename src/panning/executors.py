@@ -28,8 +28,8 @@ class RayExecutor:
     ``gpus_per_cell`` GPUs); ``address`` joins a running cluster, ``None`` starts a local one.
 
     Examples:
-        >>> # executor = RayExecutor(address="auto", cpus_per_cell=2, gpus_per_cell=1)
-        >>> # run_grid(grid, "runs/x", store="/shared/cells", executor=executor, threads_per_cell=2)
+        >>> executor = RayExecutor(address="auto", cpus_per_cell=2, gpus_per_cell=1)  # doctest: +SKIP
+        >>> run_grid(grid, "runs/x", store="/shared/cells", executor=executor, threads_per_cell=2)  # doctest: +SKIP
     """
 
     def __init__(

@@ -273,7 +273,7 @@ def run_sanity(
     beside its ``results.csv`` in ``out``.
 
     Examples:
-        >>> # run_sanity(sanity_config("lenet5", "mnist", "synflow", 0.99), "runs/sanity")
+        >>> run_sanity(sanity_config("lenet5", "mnist", "synflow", 0.99), "runs/sanity")  # doctest: +SKIP
     """
     from panning import bench
 

@@ -405,7 +405,12 @@ def read_sparse_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The metadata :func:`save_sparse` wrote (``format``, ``plan``, ``shapes`` and the caller's).
 
     Examples:
-        >>> # read_sparse_metadata("model.safetensors")["plan"]
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "net.safetensors"
+        >>> save_sparse(nn.Linear(4, 2), path, metadata={"model": "mine"})
+        >>> info = read_sparse_metadata(path)
+        >>> info["model"], info["shapes"]["weight"]
+        ('mine', [2, 4])
     """
     file = Path(path)
     if not file.is_file():
@@ -427,7 +432,13 @@ def load_sparse(path: str | os.PathLike[str], model: nn.Module) -> tuple[nn.Modu
     left unchanged. The copy computes what the saved model computed.
 
     Examples:
-        >>> # small, masks = load_sparse("lenet5.safetensors", panning.models.create("lenet5"))
+        >>> import tempfile, pathlib
+        >>> net = masklib.apply(nn.Linear(4, 2), {"weight": torch.eye(2, 4).bool()})
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "net.safetensors"
+        >>> save_sparse(net, path)
+        >>> small, masks = load_sparse(path, nn.Linear(4, 2))
+        >>> masks.kept(), torch.equal(small(torch.ones(1, 4)), net(torch.ones(1, 4)))
+        (2, True)
     """
     info = read_sparse_metadata(path)
     if not isinstance(model, nn.Module):

@@ -566,8 +566,8 @@ def train_agent(
     The final agent is written atomically, with ``record`` inside.
 
     Examples:
-        >>> # env = PanningEnv(lambda: panning.models.create("lenet5"), panning.data.load("mnist"))
-        >>> # agent = train_agent(env, 2000, "agent.zip", record)
+        >>> env = PanningEnv(lambda: panning.models.create("lenet5"), panning.data.load("mnist"))  # doctest: +SKIP
+        >>> agent = train_agent(env, 2000, "agent.zip", record)  # doctest: +SKIP
     """
     from stable_baselines3 import TD3
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback

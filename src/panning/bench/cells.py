@@ -95,7 +95,8 @@ def run_cell(
     masks and last checkpoint. A failure is returned (and saved) as a row with ``status`` failed.
 
     Examples:
-        >>> # row = run_cell(load_grid("benchmarks/smoke/lenet5-mnist.toml").cells[0], "runs/bench/cells")
+        >>> grid = load_grid("benchmarks/smoke/lenet5-mnist.toml")  # doctest: +SKIP
+        >>> row = run_cell(grid.cells[0], "runs/bench/cells")  # doctest: +SKIP
     """
     folder = Path(store) / cell.key
     result_path = folder / "result.json"
@@ -186,7 +187,8 @@ def run_grid(
     executor. Its workers must see ``store``; each cell takes ``threads_per_cell`` CPU threads.
 
     Examples:
-        >>> # summary = run_grid(load_grid("benchmarks/smoke/lenet5-mnist.toml", quick=True), "runs/bench/x")
+        >>> grid = load_grid("benchmarks/smoke/lenet5-mnist.toml", quick=True)  # doctest: +SKIP
+        >>> summary = run_grid(grid, "runs/bench/x")  # doctest: +SKIP
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise UserError(f"jobs must be a positive integer, got {jobs!r}")

@@ -122,7 +122,11 @@ def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     than this version knows is refused with a message.
 
     Examples:
-        >>> # rows = read_results("benchmarks/results/smoke/lenet5-mnist/results.csv")
+        >>> import tempfile
+        >>> csv_path, _ = write_results(tempfile.mkdtemp(), [{"model": "lenet5", "seed": 2, "test_accuracy": 0.98}])
+        >>> row = read_results(csv_path)[0]
+        >>> row["seed"], row["test_accuracy"], row["status"]
+        (2, 0.98, None)
     """
     file = Path(path)
     if not file.is_file():

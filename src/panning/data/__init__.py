@@ -400,25 +400,98 @@ def load(
     info = spec(name)
     folder = locate(name, data_dir, download=download)
     arrays = info.read(folder)
-    train_images, train_labels = arrays["train"]
-    if isinstance(val_size, bool) or not isinstance(val_size, int) or not 0 <= val_size < len(train_labels):
-        raise UserError(f"val_size must be an integer in [0, {len(train_labels)}), got {val_size!r}")
-    order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(split_seed))
-    train_index, val_index = order[: len(order) - val_size].sort().values, order[len(order) - val_size :].sort().values
+    train_labels = arrays["train"][1]
     labels_max = int(max(train_labels.max(), arrays["test"][1].max()))
     if labels_max >= info.num_classes:
         raise UserError(
             f"{folder}: label {labels_max} is out of range for {info.num_classes} classes; the files are corrupt"
         )
-    return Dataset(
-        spec=info,
-        train=(train_images[train_index], train_labels[train_index]),
-        val=(train_images[val_index], train_labels[val_index]),
-        test=arrays["test"],
-        normalization=normalization,
-        split_seed=split_seed,
-        source=str(folder),
+    train, val = _split_off_validation(arrays["train"], val_size, split_seed)
+    return Dataset(info, train, val, arrays["test"], normalization, split_seed, source=str(folder))
+
+
+def _split_off_validation(train: Split, val_size: int, split_seed: int) -> tuple[Split, Split]:
+    """The training split without, and the validation split of, ``val_size`` seeded training examples."""
+    images, labels = train
+    if isinstance(val_size, bool) or not isinstance(val_size, int) or not 0 <= val_size < len(labels):
+        raise UserError(f"val_size must be an integer in [0, {len(labels)}), got {val_size!r}")
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(split_seed))
+    train_index, val_index = order[: len(order) - val_size].sort().values, order[len(order) - val_size :].sort().values
+    return (images[train_index], labels[train_index]), (images[val_index], labels[val_index])
+
+
+def _no_files(folder: Path) -> Path | None:
+    return None
+
+
+def _not_on_disk(folder: Path) -> dict[str, Split]:
+    raise UserError("a dataset made from tensors has no files to read; pass the Dataset itself")
+
+
+def _checked_split(role: str, split: Split) -> Split:
+    """``(images, labels)`` of :func:`from_tensors`: N x C x H x W images, uint8 or float in [0, 1]."""
+    if not (isinstance(split, (tuple, list)) and len(split) == 2 and all(isinstance(t, torch.Tensor) for t in split)):
+        raise UserTypeError(f"{role} must be a pair of tensors (images, labels)")
+    images, labels = split
+    if images.dim() != 4:
+        raise UserError(f"{role} images must be N x C x H x W, got shape {tuple(images.shape)}")
+    if images.dtype != torch.uint8 and not images.dtype.is_floating_point:
+        raise UserTypeError(f"{role} images must be uint8 or floats in [0, 1], got {images.dtype}")
+    if labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise UserTypeError(f"{role} labels must be a 1-D tensor of integer class labels")
+    if len(images) != len(labels) or not len(labels):
+        raise UserError(f"{role} has {len(images)} images and {len(labels)} labels; give the same, non-zero number")
+    if int(labels.min()) < 0:
+        raise UserError(f"{role} labels must be class indices from 0, got {int(labels.min())}")
+    return images.cpu(), labels.cpu().long()
+
+
+def from_tensors(
+    train: Split,
+    test: Split,
+    name: str = "custom",
+    num_classes: int | None = None,
+    val_size: int = DEFAULT_VAL_SIZE,
+    split_seed: int = 0,
+    augment: bool = False,
+) -> Dataset:
+    """A dataset of your own images, for :func:`panning.prune` and :func:`panning.training.train`.
+
+    ``train`` and ``test`` are ``(images, labels)``: N x C x H x W images, uint8 or floats in
+    [0, 1], and integer labels from 0. ``val_size`` training examples are held out for
+    validation with a seeded permutation, as for the built-in datasets; the per-channel mean and
+    standard deviation of the remaining training images give the ``"standard"`` normalisation.
+    ``augment`` turns on random crops and flips in training by default (as for CIFAR).
+
+    Examples:
+        >>> images, labels = torch.rand(60, 1, 8, 8), torch.arange(60) % 3
+        >>> data = from_tensors((images, labels), (images[:9], labels[:9]), val_size=12)
+        >>> data.num_classes, data.input_shape, len(data.train[1]), len(data.val[1])
+        (3, (1, 8, 8), 48, 12)
+    """
+    train = _checked_split("train", train)
+    test = _checked_split("test", test)
+    if train[0].shape[1:] != test[0].shape[1:]:
+        raise UserError(f"train images are {tuple(train[0].shape[1:])} but test images {tuple(test[0].shape[1:])}")
+    labels_max = int(max(train[1].max(), test[1].max()))
+    classes = labels_max + 1 if num_classes is None else num_classes
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes <= labels_max:
+        raise UserError(f"num_classes must be an integer above the largest label {labels_max}, got {num_classes!r}")
+    kept, val = _split_off_validation(train, val_size, split_seed)
+    pixels = kept[0].float() / 255.0 if kept[0].dtype == torch.uint8 else kept[0].float()
+    channels, height = int(kept[0].shape[1]), int(kept[0].shape[2])
+    info = DatasetSpec(
+        name,
+        channels,
+        height,  # the registered models take square images; a model of your own may not
+        classes,
+        tuple(float(m) for m in pixels.mean(dim=(0, 2, 3))),
+        tuple(max(float(s), 1e-6) for s in pixels.std(dim=(0, 2, 3))),
+        augment,
+        _no_files,
+        _not_on_disk,
     )
+    return Dataset(info, kept, val, test, "standard", split_seed, source="tensors")
 
 
 def class_balanced_batch(
@@ -456,6 +529,7 @@ __all__ = [
     "cache_dir",
     "candidate_dirs",
     "class_balanced_batch",
+    "from_tensors",
     "load",
     "locate",
     "names",

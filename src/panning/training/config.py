@@ -156,7 +156,11 @@ def record_origin(masks: Masks, model_name: str, dataset: datasets.Dataset, seed
     """Note in ``masks.metadata`` which model, data, preprocessing and initialisation they were screened on.
 
     Examples:
-        >>> # record_origin(masks, "lenet5", panning.data.load("mnist"), seed=0).metadata["init_seed"]  -> 0
+        >>> images, labels = torch.rand(20, 1, 8, 8), torch.arange(20) % 2
+        >>> data = datasets.from_tensors((images, labels), (images[:4], labels[:4]), val_size=0)
+        >>> info = record_origin(Masks(), "mine", data, seed=3).metadata
+        >>> info["dataset"], info["init_seed"], info["init"]
+        ('custom', 3, 'pytorch')
     """
     masks.metadata.update(
         model=model_name, dataset=dataset.name, normalization=dataset.normalization, init_seed=int(seed), init=init
@@ -168,7 +172,9 @@ def build(config: TrainConfig, data_dir: str | None = None) -> tuple[nn.Module, 
     """The seeded model and the dataset a config names.
 
     Examples:
-        >>> # model, data = build(TrainConfig(model="lenet5", dataset="mnist"))
+        >>> model, data = build(TrainConfig(model="lenet5", dataset="mnist"))  # doctest: +SKIP
+        >>> data.input_shape  # doctest: +SKIP
+        (1, 28, 28)
     """
     config.validate()
     dataset = datasets.load(config.dataset, data_dir, val_size=config.val_size, normalization=config.normalization)
@@ -179,7 +185,11 @@ def create_model(config: TrainConfig, dataset: datasets.Dataset) -> nn.Module:
     """The model a config names, at the initialisation of its seed, shaped for ``dataset``.
 
     Examples:
-        >>> # model = create_model(TrainConfig(model="lenet5", seed=1), panning.data.load("mnist"))
+        >>> images, labels = torch.rand(20, 3, 32, 32), torch.arange(20) % 5
+        >>> data = datasets.from_tensors((images, labels), (images[:5], labels[:5]), val_size=0)
+        >>> model = create_model(TrainConfig(model="resnet20", seed=1), data)
+        >>> model(data.tensors("test")[0]).shape
+        torch.Size([5, 5])
     """
     torch.manual_seed(config.seed)
     return models.initialize(models.for_dataset(config.model, dataset.spec), config.init)

@@ -69,8 +69,14 @@ def train(
     validation, checkpoints, export).
 
     Examples:
-        >>> # model = panning.models.create("lenet5"); data = panning.data.load("mnist")
-        >>> # train(model, data, TrainConfig(model="lenet5", dataset="mnist", epochs=1), "runs/x")
+        >>> import tempfile
+        >>> images, labels = torch.rand(80, 1, 8, 8), torch.arange(80) % 2
+        >>> data = datasets.from_tensors((images, labels), (images[:20], labels[:20]), val_size=20)
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 2))
+        >>> config = TrainConfig(model="mine", dataset="custom", epochs=2, batch_size=20, device="cpu")
+        >>> metrics = train(model, data, config, tempfile.mkdtemp(), progress=False)
+        >>> len(metrics["epochs"]), 0 <= metrics["test_accuracy"] <= 1
+        (2, True)
     """
     own = [as_callback(callback) for callback in callbacks]
     opened = _open_run(model, dataset, config, Path(out), masks, resume, distributed.current())

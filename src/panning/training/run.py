@@ -61,7 +61,13 @@ def evaluate(
     """Loss, accuracy and the number of distinct predicted classes on a split.
 
     Examples:
-        >>> # evaluate(model, data, "test", torch.device("cpu"))["accuracy"]  -> a fraction
+        >>> images, labels = torch.rand(20, 1, 4, 4), torch.arange(20) % 2
+        >>> data = datasets.from_tensors((images, labels), (images[:6], labels[:6]), val_size=0)
+        >>> always_one = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+        >>> _ = nn.init.zeros_(always_one[1].weight), always_one[1].bias.data.copy_(torch.tensor([0.0, 1.0]))
+        >>> result = evaluate(always_one, data, "test", torch.device("cpu"))
+        >>> result["accuracy"], result["predicted_classes"]
+        (0.5, 1)
     """
     was_training = model.training
     model.eval()
