@@ -33,9 +33,9 @@ import torch
 
 import panning
 from panning import masks as masklib
-from panning import scores
 from panning.io import recorded_command, source_commit, write_atomic, write_json
-from panning.multi_index import normalize
+from panning.screening import scores
+from panning.screening.multi_index import normalize
 
 SETTINGS = {
     # iterations: Panning steps per run (lenet5: the default T = 100, as in the reference's 4.5 s);

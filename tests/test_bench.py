@@ -20,7 +20,7 @@ from panning import bench, report
 from panning.cli import cli
 from panning.errors import UserError
 from panning.io import source_commit
-from panning.pruning import register_method, unregister_method
+from panning.screening.pruning import register_method, unregister_method
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(str(p.relative_to(REPO / "benchmarks")) for p in (REPO / "benchmarks").glob("**/*.toml"))
@@ -101,7 +101,7 @@ def test_format_2_keys_hold_resolved_values_so_a_changed_default_gets_new_cells(
     def key(method: dict[str, Any], **screening: Any) -> str:
         return bench.parse_grid({**SMALL, "methods": [method], "screening": screening}).cells[0].key
 
-    default = panning.multi_index.Panning()
+    default = panning.screening.multi_index.Panning()
     assert key({"name": "panning"}) == key(
         {"name": "panning", "options": {"combination": default.combination, "stages": default.stages}}
     )

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import panning
-from panning.layerwise import erk_densities, layer_counts
+from panning.screening.layerwise import erk_densities, layer_counts
 
 
 def test_erk_densities_follow_the_rule_computed_by_hand() -> None:

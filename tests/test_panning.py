@@ -10,7 +10,7 @@ from click.testing import CliRunner
 import panning
 import panning.cli
 from panning.masks import kept_count
-from panning.multi_index import PRESETS, Panning, StageTable, combine, normalize, weighted_scores
+from panning.screening.multi_index import PRESETS, Panning, StageTable, combine, normalize, weighted_scores
 
 LENET5_WEIGHTS = 430_500
 
@@ -57,12 +57,12 @@ def test_a_step_equals_the_public_indices_normalised_and_combined(lenet5, batch,
     # those of the public functions it stands for.
     masks = panning.prune(lenet5, 0.9, "synflow", input_shape=(1, 28, 28), iterations=2)
     generator = torch.Generator().manual_seed(0)
-    source = panning.pruning.BatchSource(batch, 2, generator)
-    context = panning.pruning.StepContext(1, 1, 0.1, masks, source, (1, 28, 28), generator, None)
+    source = panning.screening.pruning.BatchSource(batch, 2, generator)
+    context = panning.screening.pruning.StepContext(1, 1, 0.1, masks, source, (1, 28, 28), generator, None)
     weights = {"synflow": 0.3, "snip": 1.0, "grasp": 0.4}
     step = weighted_scores(lenet5, context, weights, "zscore-abs", combination)
 
-    x, y = panning.pruning.BatchSource(batch, 2, torch.Generator().manual_seed(0)).next()
+    x, y = panning.screening.pruning.BatchSource(batch, 2, torch.Generator().manual_seed(0)).next()
     loss_aware = panning.scores.loss_aware_scores(lenet5, x, y, masks, 200.0)
     raw = {
         "synflow": panning.scores.synflow(lenet5, masks=masks, input_shape=(1, 28, 28)),
@@ -149,7 +149,7 @@ def test_each_index_is_computed_once_per_step_from_one_loss(lenet5, batch, monke
 
 
 def test_panning_scores_the_masked_network(lenet5, batch) -> None:
-    records: list[panning.pruning.StepRecord] = []
+    records: list[panning.screening.pruning.StepRecord] = []
     panning.prune(lenet5, 0.99, "panning", data=batch, iterations=3, callback=lambda r, m: records.append(r))
     losses = [r.info["loss"] for r in records]
     assert len(set(losses)) == 3  # the loss moves with the mask (the reference's dense-network bug would not)
@@ -212,7 +212,13 @@ def test_panning_only_options_are_refused_for_other_methods(data_root: Path, tmp
     assert result.exit_code == 2 and "--combination only applies to --method panning" in result.output
 
 
-def test_the_old_module_path_of_panning_still_imports() -> None:
-    from panning.panning import Panning as Old  # the module was panning/panning.py until issue #18
+def test_the_old_module_paths_still_import() -> None:
+    """The screening modules moved into panning.screening (issue #18); user code importing them
+    from their old places gets the same modules, not copies with registries of their own."""
+    import importlib
 
-    assert Old is panning.multi_index.Panning
+    from panning.panning import Panning as Old  # the module was panning/panning.py before
+
+    assert Old is panning.screening.multi_index.Panning
+    for name in ("pruning", "scores", "multi_index", "prospr", "layerwise"):
+        assert importlib.import_module(f"panning.{name}") is importlib.import_module(f"panning.screening.{name}")

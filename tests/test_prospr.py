@@ -8,7 +8,7 @@ from torch import nn
 from torch.func import functional_call
 
 import panning
-from panning.prospr import meta_gradients
+from panning.screening.prospr import meta_gradients
 
 
 def _loss_after_steps(net: nn.Module, batches: list, lr: float, multipliers: dict[str, torch.Tensor]) -> float:

@@ -95,7 +95,7 @@ def test_dataloader_input_is_seeded_and_fresh_at_every_step(lenet5, batch) -> No
 
     assert run(0).equal(run(0)) and not run(0).equal(run(1))
     ordered = DataLoader(TensorDataset(x, y), batch_size=25, shuffle=False)
-    source = panning.pruning.BatchSource(ordered, 2, torch.Generator(), num_classes=10)
+    source = panning.screening.pruning.BatchSource(ordered, 2, torch.Generator(), num_classes=10)
     first, second = source.next(), source.next()
     assert first[1].bincount().tolist() == [2] * 10
     assert not torch.equal(first[0], second[0])  # the next examples, not the same batch again
@@ -178,7 +178,7 @@ def test_dataloader_batches_include_a_class_that_comes_last() -> None:
         seen.append(labels.clone())
         return original(model, inputs, labels, *args, **kwargs)
 
-    import panning.pruning as pruning_module
+    import panning.screening.pruning as pruning_module
 
     pruning_module.indices.loss_aware_scores = spy  # type: ignore[assignment]
     try:
@@ -209,8 +209,8 @@ def test_numpy_and_other_real_sparsities_are_accepted(lenet5: torch.nn.Module) -
 
 def test_a_taken_method_or_model_name_is_refused_and_the_first_entry_kept() -> None:
     with pytest.raises(panning.UserError, match="a method named 'snip' is already registered"):
-        panning.register_method("snip")(lambda **options: panning.pruning.SingleIndex("magnitude"))
-    assert panning.pruning.create_method("snip").index == "snip"
+        panning.register_method("snip")(lambda **options: panning.screening.pruning.SingleIndex("magnitude"))
+    assert panning.screening.pruning.create_method("snip").index == "snip"
     with pytest.raises(panning.UserError, match="a model named 'lenet5' is already registered"):
         panning.models.register("lenet5")(lambda in_channels, num_classes, image_size: nn.Identity())
     assert isinstance(panning.models.create("lenet5"), panning.models.LeNet5Caffe)

@@ -12,8 +12,8 @@ from torch import nn
 
 import panning
 from conftest import ConvBN, TinyConv, TwoLayerLinear
-from panning import scores
 from panning.masks import Masks
+from panning.screening import scores
 
 W1 = np.array([[0.5, -1.0, 0.25], [1.5, 0.5, -0.75]])
 W2 = np.array([[1.0, -2.0], [0.5, 1.0], [-1.0, 0.25]])

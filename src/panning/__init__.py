@@ -18,13 +18,10 @@ from panning import (
     agent,  # registers method="rl-panning" (Gymnasium and Stable-Baselines3 load on first use)
     data,
     inference,
-    layerwise,  # registers method="uniform" and method="erk"
     masks,
     models,
-    multi_index,  # registers method="panning"
-    prospr,  # registers method="prospr"
     sanity,  # registers method="mask-file"
-    scores,
+    screening,
     sparse,
     training,
 )
@@ -32,11 +29,28 @@ from panning.compaction import compact
 from panning.connectivity import connectivity, effective_masks, effective_sparsity
 from panning.errors import TrainingDiverged, UserError, UserTypeError
 from panning.masks import Masks
-from panning.pruning import method_names, prune, register_method, unregister_method
+from panning.screening import (
+    layerwise,  # registers method="uniform" and method="erk"
+    multi_index,  # registers method="panning"
+    prospr,  # registers method="prospr"
+    pruning,
+    scores,
+)
+from panning.screening.pruning import method_names, prune, register_method, unregister_method
 
-# The Panning module was panning/panning.py (named like its package) until issue #18; old imports
-# such as ``from panning.panning import Panning`` keep working.
-sys.modules.setdefault("panning.panning", multi_index)
+# The screening modules sat at the top of the package until issue #18 (and the Panning module was
+# panning/panning.py, named like its package); old imports such as ``import panning.scores`` or
+# ``from panning.panning import Panning`` keep working.
+for _old, _module in {
+    "panning.panning": multi_index,
+    "panning.pruning": pruning,
+    "panning.scores": scores,
+    "panning.multi_index": multi_index,
+    "panning.prospr": prospr,
+    "panning.layerwise": layerwise,
+}.items():
+    sys.modules.setdefault(_old, _module)
+del _old, _module
 
 __all__ = [
     "Masks",
@@ -58,9 +72,11 @@ __all__ = [
     "multi_index",
     "prospr",
     "prune",
+    "pruning",
     "register_method",
     "sanity",
     "scores",
+    "screening",
     "sparse",
     "training",
     "unregister_method",

@@ -30,7 +30,7 @@ from torch.overrides import TorchFunctionMode
 
 from panning.errors import UserError
 from panning.masks import Masks, prunable_parameters
-from panning.scores import _NORM_TYPES, _check_masks, _check_plain, preserved_modes
+from panning.screening.scores import _NORM_TYPES, _check_masks, _check_plain, preserved_modes
 
 _MAX_TO_AVG = {
     "max_pool1d": F.avg_pool1d,

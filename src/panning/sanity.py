@@ -35,7 +35,7 @@ from panning.errors import UserError
 from panning.io import write_atomic
 from panning.masks import Masks
 from panning.masks import load as load_masks
-from panning.pruning import Method, StepContext, create_method, register_method
+from panning.screening.pruning import Method, StepContext, create_method, register_method
 
 VARIANTS = ("as-found", "shuffled", "reinit", "inverted")
 # Added to a cell's seed for the fresh initialisation of the "reinit" variant.

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from panning.errors import UserError
-from panning.pruning import register_method
+from panning.screening.pruning import register_method
 
 if TYPE_CHECKING:
     from panning.agent.learning import RLPanning

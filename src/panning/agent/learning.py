@@ -54,14 +54,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from panning import scores as indices
 from panning.agent import LEARNING_NAMES, TRAINING_DEFAULTS, agent_file
 from panning.connectivity import connectivity
 from panning.errors import UserError, UserTypeError, check_sparsity
 from panning.io import changed_settings, write_atomic
 from panning.masks import Masks
-from panning.multi_index import INDEX_ORDER, Combination, IndexNormalization, Panning, weighted_scores
-from panning.pruning import BatchSource, DataLike, Screening, StepContext
+from panning.screening import scores as indices
+from panning.screening.multi_index import INDEX_ORDER, Combination, IndexNormalization, Panning, weighted_scores
+from panning.screening.pruning import BatchSource, DataLike, Screening, StepContext
 
 OBSERVATION_SIZE = 7
 REWARD_SCALE_SCHEDULE = 100.0

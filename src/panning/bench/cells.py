@@ -23,11 +23,11 @@ from panning.bench.results import ResultRow, write_results
 from panning.errors import UserError
 from panning.io import read_json, source_commit, write_atomic, write_json
 from panning.masks import Masks
-from panning.pruning import (
+from panning.sanity import REINIT_SEED_OFFSET, inverted, shuffle_within_layers
+from panning.screening.pruning import (
     Method,
     prune,
 )
-from panning.sanity import REINIT_SEED_OFFSET, inverted, shuffle_within_layers
 from panning.training import create_model, masks_to_resume, record_origin, train
 
 

@@ -16,7 +16,8 @@ from panning import data as datasets
 from panning import models
 from panning.bench.results import RESULTS_FORMAT
 from panning.errors import UserError, check_sparsity
-from panning.pruning import (
+from panning.sanity import check_variant
+from panning.screening.pruning import (
     SCREENING_ARGUMENTS,
     create_method,
     method_files,
@@ -24,7 +25,6 @@ from panning.pruning import (
     resolved_options,
     resolved_screening,
 )
-from panning.sanity import check_variant
 from panning.training import LEGACY_TRAINING, TrainConfig
 
 if sys.version_info >= (3, 11):

@@ -20,8 +20,8 @@ from panning import __version__, models
 from panning import data as datasets
 from panning.errors import UserError
 from panning.io import os_fault
-from panning.multi_index import COMBINATIONS, GRASP_FORMS, NORMALIZATIONS
-from panning.pruning import SCREENING_DEFAULTS, method_names
+from panning.screening.multi_index import COMBINATIONS, GRASP_FORMS, NORMALIZATIONS
+from panning.screening.pruning import SCREENING_DEFAULTS, method_names
 from panning.sparse import Costs
 from panning.training import (
     TrainConfig,

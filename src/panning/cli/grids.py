@@ -14,8 +14,8 @@ from panning.cli.base import cli, user_errors
 from panning.errors import UserError, check_sparsity
 from panning.executors import RayExecutor, executor_names
 from panning.io import write_atomic
-from panning.pruning import method_names
 from panning.sanity import VARIANTS, mask_file_sparsity, run_sanity, sanity_config
+from panning.screening.pruning import method_names
 from panning.training import (
     resolve_device,
 )

@@ -27,8 +27,8 @@ from panning.cli.base import (
 from panning.connectivity import Connectivity, connectivity
 from panning.errors import UserError, check_sparsity
 from panning.io import changed_settings
-from panning.pruning import StepRecord, prune, resolved_screening
 from panning.report import mask_table, write_trace
+from panning.screening.pruning import StepRecord, prune, resolved_screening
 from panning.training import (
     TrainConfig,
     build,

@@ -26,7 +26,7 @@ from torch import nn
 
 from panning.errors import UserError
 from panning.masks import prunable_parameters
-from panning.pruning import StepContext, register_method
+from panning.screening.pruning import StepContext, register_method
 
 
 def erk_densities(shapes: Mapping[str, Sequence[int]], density: float, kernel: bool = True) -> dict[str, float]:

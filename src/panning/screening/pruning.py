@@ -20,12 +20,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from panning import scores as indices
 from panning.connectivity import connectivity
 from panning.data import Dataset, class_balanced_batch
 from panning.errors import UserError, UserTypeError, check_sparsity
 from panning.masks import Masks, density_schedule, kept_schedule, model_device, prunable_parameters, select_topk
 from panning.registry import Registry
+from panning.screening import scores as indices
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 DataLike = tuple[torch.Tensor, torch.Tensor] | Dataset | DataLoader | None
@@ -204,7 +204,7 @@ class Method(Protocol):
 
 @dataclass
 class SingleIndex:
-    """One index of :mod:`panning.scores`, iterated along the schedule."""
+    """One index of :mod:`panning.screening.scores`, iterated along the schedule."""
 
     index: str
     default_iterations: int = 1
@@ -250,7 +250,7 @@ def _loss_aware_step(method: SingleIndex, model: nn.Module, context: StepContext
     return {n: s.abs() for n, s in scores.items()} if method.absolute else scores
 
 
-# How each index of panning.scores scores one step of a screening run.
+# How each index of panning.screening.scores scores one step of a screening run.
 _STEP_SCORES: dict[str, Callable[[SingleIndex, nn.Module, StepContext], dict[str, torch.Tensor]]] = {
     "random": _random_step,
     "magnitude": _magnitude_step,
@@ -344,7 +344,7 @@ def create_method(name: str, **options: Any) -> Method:
     if missing or not callable(method):
         lacks = ", ".join(missing) if missing else "__call__"
         raise UserTypeError(
-            f"method {name!r} lacks {lacks}: a registered factory must return a panning.pruning.Method "
+            f"method {name!r} lacks {lacks}: a registered factory must return a panning.screening.pruning.Method "
             "(callable, with data_driven and default_iterations)"
         )
     return method

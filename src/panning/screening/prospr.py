@@ -29,8 +29,8 @@ from torch.func import functional_call
 
 from panning.errors import UserError
 from panning.masks import prunable_parameters
-from panning.pruning import StepContext, register_method
-from panning.scores import _buffers, _check_plain
+from panning.screening.pruning import StepContext, register_method
+from panning.screening.scores import _buffers, _check_plain
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 

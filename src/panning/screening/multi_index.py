@@ -33,9 +33,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from panning import scores as indices
 from panning.errors import UserError, UserTypeError
-from panning.pruning import StepContext, register_method
+from panning.screening import scores as indices
+from panning.screening.pruning import StepContext, register_method
 
 INDEX_ORDER = ("synflow", "snip", "grasp")
 IndexNormalization = Literal["zscore-abs", "zscore", "rank"]
@@ -353,7 +353,7 @@ def weighted_scores(
 
     Examples:
         >>> from panning.masks import Masks
-        >>> from panning.pruning import BatchSource
+        >>> from panning.screening.pruning import BatchSource
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
         >>> g = torch.Generator().manual_seed(0)
         >>> source = BatchSource((torch.randn(8, 1, 2, 2), torch.arange(8) % 2), 2, g)
