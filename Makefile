@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The optional extras the tests exercise (Ray for grids on a cluster), installed for the tests only.
+# The optional extras the tests exercise (Ray for grids on a cluster, submitit for Slurm), installed for the tests only.
 EXTRAS_STAMP := $(VENV)/.extras
 
 .PHONY: setup data quickstart test test-fast lint docs
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 $(EXTRAS_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray,slurm]'
 	touch $@
 
 data:

@@ -226,6 +226,22 @@ def test_any_executor_with_submit_and_result_runs_the_cells(data_root: Path, tmp
     ]
 
 
+@pytest.mark.slow
+def test_submitits_local_executor_runs_the_cells_as_slurm_would(data_root: Path, tmp_path: Path) -> None:
+    """The Slurm path of the benchmarks guide, with submitit's local executor standing in for Slurm:
+    every cell a separate pickled job in its own process, results the same as in this process."""
+    submitit = pytest.importorskip("submitit", reason="the slurm extra is not installed (pip install 'panning[slurm]')")
+    grid = bench.parse_grid({**SMALL, "sparsities": [0.9]})
+    serial = bench.run_grid(grid, tmp_path / "serial", jobs=1)
+    executor = submitit.AutoExecutor(folder=tmp_path / "logs", cluster="local")
+    executor.update_parameters(timeout_min=10)
+    other = bench.run_grid(grid, tmp_path / "slurm", executor=executor, threads_per_cell=torch.get_num_threads())
+    assert other.ran == 2 and other.failed == 0
+    assert [(r["cell"], r["test_accuracy"]) for r in other.rows] == [
+        (r["cell"], r["test_accuracy"]) for r in serial.rows
+    ]
+
+
 @pytest.fixture
 def exploding_method() -> Any:
     class Explodes:
