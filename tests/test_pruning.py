@@ -230,3 +230,17 @@ def test_import_panning_leaves_the_agents_libraries_unloaded_until_used() -> Non
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split("\n")[:2] == ["[] True", "['gymnasium']"]
+
+
+def test_the_screening_record_is_typed_survives_a_mask_file_and_is_dropped_when_the_masks_change(
+    lenet5, batch, tmp_path
+) -> None:
+    masks = panning.prune(lenet5, 0.99, "snip", data=batch, seed=3)
+    record = masks.screening
+    assert record is not None and (record.method, record.seed, record.input_shape) == ("snip", 3, (1, 28, 28))
+    assert record.connectivity.kept == masks.kept() == 4305
+    panning.masks.save(masks, tmp_path / "m.safetensors")
+    assert panning.masks.load(tmp_path / "m.safetensors").screening == record
+    shuffled = panning.sanity.shuffle_within_layers(masks, seed=0)
+    assert shuffled.metadata["layers"] == masks.metadata["layers"]  # the copied facts are stale ...
+    assert shuffled.screening is None  # ... and not read as the shuffled masks' record

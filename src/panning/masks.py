@@ -13,13 +13,14 @@ The optimizer keeps the same parameter object, so any training loop keeps workin
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from safetensors import SafetensorError
@@ -29,6 +30,9 @@ from torch.nn.utils import prune as torch_prune
 
 from panning.errors import UserError, UserTypeError, check_sparsity
 from panning.io import write_atomic
+
+if TYPE_CHECKING:
+    from panning.screening.pruning import ScreeningRecord
 
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _METADATA_KEY = "panning"
@@ -211,6 +215,40 @@ class Masks(MutableMapping[str, torch.Tensor]):
     def clone(self) -> Masks:
         """A deep copy."""
         return Masks({n: m.clone() for n, m in self._masks.items()}, self.metadata)
+
+    def digest(self) -> str:
+        """A SHA-256 over the masks' names, shapes and bits: equal digests, equal masks.
+
+        Examples:
+            >>> a = Masks({"w": torch.tensor([True, False])})
+            >>> a.digest() == a.clone().digest(), a.digest() == Masks({"w": torch.tensor([False, True])}).digest()
+            (True, False)
+        """
+        digest = hashlib.sha256()
+        for name in sorted(self._masks):
+            mask = self._masks[name].detach().cpu().contiguous()
+            digest.update(f"{name}:{tuple(mask.shape)};".encode())
+            digest.update(mask.numpy().tobytes())
+        return digest.hexdigest()
+
+    @property
+    def screening(self) -> ScreeningRecord | None:
+        """How these masks were screened (:func:`panning.prune`'s record in ``metadata``, typed);
+        ``None`` for masks made otherwise or changed since (a shuffled copy, a mask edited by hand).
+
+        Examples:
+            >>> import panning
+            >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+            >>> masks = panning.prune(net, 0.9, "synflow", input_shape=(1, 4, 4), iterations=3)
+            >>> masks.screening.method, masks.screening.iterations, masks.screening.connectivity.kept
+            ('synflow', 3, 14)
+            >>> masks["1.weight"][0, 0] = not masks["1.weight"][0, 0]
+            >>> masks.screening is None
+            True
+        """
+        from panning.screening.pruning import ScreeningRecord
+
+        return ScreeningRecord.of(self)
 
     def equal(self, other: Mapping[str, torch.Tensor]) -> bool:
         """True when ``other`` has the same names and identical masks."""

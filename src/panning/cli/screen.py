@@ -24,7 +24,7 @@ from panning.cli.base import (
     train_options,
     user_errors,
 )
-from panning.connectivity import Connectivity, connectivity
+from panning.connectivity import connectivity
 from panning.errors import UserError, check_sparsity
 from panning.io import changed_settings
 from panning.report import mask_table, write_trace
@@ -89,12 +89,9 @@ def _screen(
 
 
 def _print_masks(model: torch.nn.Module, masks: masklib.Masks, input_shape: tuple[int, ...]) -> None:
-    layers = masks.metadata.get("layers")
-    if layers and [layer["name"] for layer in layers] == list(masks):
-        report = Connectivity.from_dict(masks.metadata)  # prune() measured it already
-    else:
-        report = connectivity(model, masks, input_shape=input_shape)
-    click.echo(mask_table(masks, report, masks.metadata.get("prune_seconds")))
+    record = masks.screening  # prune() measured these masks already, unless they changed since
+    report = record.connectivity if record is not None else connectivity(model, masks, input_shape=input_shape)
+    click.echo(mask_table(masks, report, record.prune_seconds if record is not None else None))
 
 
 @cli.command("prune")

@@ -12,7 +12,7 @@ import json
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, cast
 
 import torch
@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from panning.connectivity import connectivity
+from panning.connectivity import Connectivity, connectivity
 from panning.data import Dataset, class_balanced_batch
 from panning.errors import UserError, UserTypeError, check_sparsity
 from panning.masks import Masks, density_schedule, kept_schedule, model_device, prunable_parameters, select_topk
@@ -502,6 +502,52 @@ class StepRecord:
     info: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class ScreeningRecord:
+    """How a mask was screened and what it is, typed: :func:`prune` writes it into the masks'
+    ``metadata`` (so a mask file carries it too) and ``masks.screening`` reads it back.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> record = prune(net, 0.9, "magnitude", input_shape=(1, 4, 4)).screening
+        >>> record.sparsity, record.connectivity.collapsed, record.input_shape
+        (0.9, False, (1, 4, 4))
+    """
+
+    method: str
+    options: dict[str, Any]
+    sparsity: float
+    iterations: int
+    schedule: str
+    regrowth: bool
+    scope: str
+    samples_per_class: int
+    seed: int
+    input_shape: tuple[int, ...]
+    prune_seconds: float
+    connectivity: Connectivity
+    # The masks' digest (Masks.digest): a record copied onto other masks does not describe them.
+    digest: str
+
+    def as_metadata(self) -> dict[str, Any]:
+        """The record as the JSON-ready facts of ``masks.metadata``."""
+        facts = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "connectivity"}
+        return {**facts, "input_shape": list(self.input_shape), **self.connectivity.as_dict()}
+
+    @classmethod
+    def of(cls, masks: Masks) -> ScreeningRecord | None:
+        """The record in ``masks.metadata``, or ``None`` when there is none or it describes other masks."""
+        metadata = masks.metadata
+        names = [f.name for f in fields(cls) if f.name != "connectivity"]
+        if any(name not in metadata for name in names) or "layers" not in metadata:
+            return None
+        if metadata["digest"] != masks.digest():
+            return None
+        values = {name: metadata[name] for name in names}
+        values["input_shape"] = tuple(values["input_shape"])
+        return cls(**values, connectivity=Connectivity.from_dict(metadata))
+
+
 def _output_size(model: nn.Module, data: DataLike, device: torch.device) -> int | None:
     """The model's number of outputs, when the data come from a DataLoader (else not needed)."""
     if not isinstance(data, DataLoader):
@@ -586,7 +632,7 @@ def prune(
     gives the input shape. ``method`` is a registered name, whose ``options`` go to it (e.g.
     ``temperature=200``), or a :class:`Method` object (e.g. a wrapped one). The model is
     left unchanged. The masks' ``metadata`` records the settings, the screening time and the
-    nominal and effective sparsity.
+    nominal and effective sparsity; ``masks.screening`` reads them back typed (:class:`ScreeningRecord`).
 
     Examples:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -620,21 +666,22 @@ def prune(
         run = Screening(model, sparsity, steps, schedule, parameters, regrowth, scope, batches, shape, generator)
         masks = _step_through(run, model, chosen, f"screening ({method})", callback, progress)
         seconds = time.perf_counter() - started
-        report = connectivity(model, masks, input_shape=shape)
-        masks.metadata.update(
-            method=method,
-            options=dict(options),
-            sparsity=sparsity,
-            iterations=steps,
-            schedule=schedule,
-            regrowth=regrowth,
-            scope=scope,
-            samples_per_class=samples_per_class,
-            seed=int(seed),
-            input_shape=list(shape),
-            prune_seconds=seconds,
-            **report.as_dict(),
+        record = ScreeningRecord(
+            method,
+            dict(options),
+            sparsity,
+            steps,
+            schedule,
+            regrowth,
+            scope,
+            samples_per_class,
+            int(seed),
+            shape,
+            seconds,
+            connectivity(model, masks, input_shape=shape),
+            masks.digest(),
         )
+        masks.metadata.update(record.as_metadata())
         return masks
 
 
@@ -661,6 +708,7 @@ __all__ = [
     "BatchSource",
     "Method",
     "Screening",
+    "ScreeningRecord",
     "SingleIndex",
     "StepContext",
     "StepRecord",

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -33,14 +32,7 @@ def masks_digest(masks: Masks | None) -> str | None:
         >>> masks_digest(None) is None
         True
     """
-    if masks is None:
-        return None
-    digest = hashlib.sha256()
-    for name in sorted(masks):
-        mask = masks[name].detach().cpu().contiguous()
-        digest.update(f"{name}:{tuple(mask.shape)};".encode())
-        digest.update(mask.numpy().tobytes())
-    return digest.hexdigest()
+    return None if masks is None else masks.digest()
 
 
 @dataclass
