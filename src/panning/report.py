@@ -9,12 +9,15 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from panning.connectivity import Connectivity
+from panning.connectivity import Connectivity, connectivity
 from panning.io import write_atomic
+
+if TYPE_CHECKING:
+    from panning.screening.pruning import StepRecord
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -108,6 +111,46 @@ def write_trace(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]])
     writer.writerows(rows)
     text = buffer.getvalue()
     write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+class ScreeningTrace:
+    """A :func:`panning.prune` callback that records every step with the mask's connectivity then
+    (what ``panning prune --trace`` writes); :meth:`write` saves it, :func:`plot_trace` draws it.
+
+    Examples:
+        >>> import panning, tempfile, pathlib
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> trace = ScreeningTrace(net, input_shape=(1, 4, 4))
+        >>> masks = panning.prune(net, 0.9, "synflow", input_shape=(1, 4, 4), iterations=3, callback=trace)
+        >>> [row["kept"] for row in trace.rows]
+        [67, 31, 14]
+        >>> trace.write(pathlib.Path(tempfile.mkdtemp()) / "trace.csv")
+    """
+
+    def __init__(self, model: torch.nn.Module, input_shape: Sequence[int]) -> None:
+        self.model = model
+        self.input_shape = tuple(input_shape)
+        self.rows: list[dict[str, Any]] = []
+
+    def __call__(self, record: StepRecord, masks: Mapping[str, torch.Tensor]) -> None:
+        report = connectivity(self.model, masks, input_shape=self.input_shape)
+        self.rows.append(
+            {
+                "step": record.step,
+                "density": record.density,
+                "kept": record.kept,
+                "nominal_sparsity": report.nominal_sparsity,
+                "effective_sparsity": report.effective_sparsity,
+                "collapsed_layers": len(report.collapsed_layers),
+                "seconds": record.seconds,
+                **record.info,
+            }
+        )
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        """The steps so far as a CSV file (:func:`write_trace`)."""
+        write_trace(path, self.rows)
 
 
 def _groups(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], list[Mapping[str, Any]]]:

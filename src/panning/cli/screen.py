@@ -27,8 +27,8 @@ from panning.cli.base import (
 from panning.connectivity import connectivity
 from panning.errors import UserError, check_sparsity
 from panning.io import changed_settings
-from panning.report import mask_table, write_trace
-from panning.screening.pruning import StepRecord, prune, resolved_screening
+from panning.report import ScreeningTrace, mask_table
+from panning.screening.pruning import prune, resolved_screening
 from panning.training import (
     TrainConfig,
     build,
@@ -49,23 +49,7 @@ def _screen(
     init: str,
     progress: bool,
 ) -> masklib.Masks:
-    rows: list[dict[str, Any]] = []
-
-    def trace(record: StepRecord, masks: masklib.Masks) -> None:
-        report = connectivity(model, masks, input_shape=dataset.input_shape)
-        rows.append(
-            {
-                "step": record.step,
-                "density": record.density,
-                "kept": record.kept,
-                "nominal_sparsity": report.nominal_sparsity,
-                "effective_sparsity": report.effective_sparsity,
-                "collapsed_layers": len(report.collapsed_layers),
-                "seconds": record.seconds,
-                **record.info,
-            }
-        )
-
+    trace = ScreeningTrace(model, dataset.input_shape)
     masks = prune(
         model,
         kw["sparsity"],
@@ -83,7 +67,7 @@ def _screen(
     )
     record_origin(masks, model_name, dataset, seed, init)
     if kw.get("trace"):
-        write_trace(kw["trace"], rows)
+        trace.write(kw["trace"])
         click.echo(f"wrote the per-step trace to {kw['trace']}")
     return masks
 
