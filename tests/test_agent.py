@@ -219,7 +219,15 @@ def test_cli_trains_an_agent_that_screens(data_root: Path, tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["prune", "--method", "panning", "--agent", "a.zip"], "--agent only applies to --method rl-panning"),
+        (["prune", "--method", "panning", "--agent", "a.zip"], "--agent is not an option of --method panning (its"),
+        (
+            ["prune", "--method", "rl-panning", "--temperature", "2"],
+            "--temperature is not an option of --method rl-panning",
+        ),
+        (
+            ["prune", "--method", "erk", "--grasp", "abs"],
+            "--grasp is not an option of --method erk (its options: none)",
+        ),
         (["prune", "--method", "rl-panning", "--agent", "nowhere.zip"], "no agent at nowhere.zip"),
         (["agent", "train", "--timesteps", "10", "--targets", "1.2"], "low <= high <= 1"),
         (["agent", "train", "--timesteps", "0"], "--timesteps must be positive"),

@@ -209,7 +209,10 @@ def test_panning_only_options_are_refused_for_other_methods(data_root: Path, tmp
             str(tmp_path / "m.safetensors"),
         ],
     )
-    assert result.exit_code == 2 and "--combination only applies to --method panning" in result.output
+    assert (
+        result.exit_code == 2
+        and "--combination is not an option of --method snip (its options: temperature, absolute)" in result.output
+    )
 
 
 def test_the_old_module_paths_still_import() -> None:

@@ -21,7 +21,7 @@ from panning import data as datasets
 from panning.errors import UserError
 from panning.io import os_fault
 from panning.screening.multi_index import COMBINATIONS, GRASP_FORMS, NORMALIZATIONS
-from panning.screening.pruning import SCREENING_DEFAULTS, method_names
+from panning.screening.pruning import SCREENING_DEFAULTS, method_names, method_option_names
 from panning.sparse import Costs
 from panning.training import (
     TrainConfig,
@@ -268,36 +268,39 @@ def train_config(model_name: str, dataset: str, seed: int, device: str, **kw: An
     ).validate()
 
 
+# Flags that name a method option (any option also works as -O NAME=VALUE): each sets the option
+# of its name, for whichever method takes it.
+OPTION_FLAGS = {
+    "temperature": ("--temperature", "temperature"),
+    "grasp_form": ("--grasp", "grasp"),
+    "index_normalization": ("--index-normalization", "normalization"),
+    "combination": ("--combination", "combination"),
+    "stages": ("--stages", "stages"),
+    "agent_path": ("--agent", "agent"),
+}
+
+
 def method_options(kw: dict[str, Any]) -> dict[str, Any]:
-    """The method options a command's flags set; a flag of another method is a user error.
+    """The method options a command's flags set; a flag the method does not take is a user error.
 
     Examples:
         >>> method_options({"method": "panning", "combination": "additive"})
         {'combination': 'additive'}
     """
     method = kw["method"]
+    accepted = method_option_names(method)
     options: dict[str, Any] = {}
-    if kw.get("temperature") is not None:
-        if method == "rl-panning":
-            raise UserError("--temperature does not apply to rl-panning: the agent keeps its training temperature")
-        options["temperature"] = kw["temperature"]
-    panning_only = {"index_normalization": "normalization", "combination": "combination", "stages": "stages"}
-    for flag, option in panning_only.items():
-        if kw.get(flag) is not None:
-            if method != "panning":
-                raise UserError(f"--{flag.replace('_', '-')} only applies to --method panning")
-            options[option] = kw[flag]
-    if kw.get("agent_path") is not None:
-        if method != "rl-panning":
-            raise UserError("--agent only applies to --method rl-panning")
-        options["agent"] = kw["agent_path"]
-    if kw.get("grasp_form") is not None:
-        if method == "grasp":
-            options["absolute"] = kw["grasp_form"] == "abs"
-        elif method == "panning":
-            options["grasp"] = kw["grasp_form"]
-        else:
-            raise UserError("--grasp only applies to --method grasp or panning")
+    for key, (flag, option) in OPTION_FLAGS.items():
+        value = kw.get(key)
+        if value is None:
+            continue
+        if (method, option) == ("grasp", "grasp"):  # the single index takes the form as its sign
+            option, value = "absolute", value == "abs"
+        elif accepted is not None and option not in accepted:
+            raise UserError(
+                f"{flag} is not an option of --method {method} (its options: {', '.join(accepted) or 'none'})"
+            )
+        options[option] = value
     for text in kw.get("method_option") or ():
         name, value = parse_option(text)
         if name in options:

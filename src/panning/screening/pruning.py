@@ -328,6 +328,16 @@ def _option_names(factory: MethodFactory) -> list[str] | None:
     return [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
+def method_option_names(name: str) -> list[str] | None:
+    """The options a registered method takes, or None when it takes any.
+
+    Examples:
+        >>> method_option_names("rl-panning"), method_option_names("prospr")
+        (['agent'], ['inner_steps', 'inner_lr'])
+    """
+    return _option_names(_METHODS.get(name))
+
+
 def create_method(name: str, **options: Any) -> Method:
     """Build a registered method with its options; unknown names and options are user errors."""
     factory = _METHODS.get(name)
@@ -715,6 +725,7 @@ __all__ = [
     "create_method",
     "method_files",
     "method_names",
+    "method_option_names",
     "prune",
     "register_method",
     "resolved_options",
