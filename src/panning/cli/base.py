@@ -286,6 +286,8 @@ def method_options(kw: dict[str, Any]) -> dict[str, Any]:
     Examples:
         >>> method_options({"method": "panning", "combination": "additive"})
         {'combination': 'additive'}
+        >>> method_options({"method": "grasp", "grasp_form": "signed"})
+        {'absolute': False}
     """
     method = kw["method"]
     accepted = method_option_names(method)
