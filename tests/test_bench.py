@@ -200,6 +200,24 @@ def _write_config(folder: Path) -> Path:
     return path
 
 
+def test_only_runs_the_cells_of_the_labels_asked_for_and_leaves_the_rest_pending(
+    data_root: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "small.toml"
+    config.write_text(
+        'models = ["lenet300"]\ndatasets = ["mnist"]\nsparsities = [0.9, 0.99]\nseeds = [0]\n'
+        "training = { epochs = 1, val_size = 50, batch_size = 64 }\n"
+        '[[methods]]\nname = "random"\n[[methods]]\nname = "magnitude"\n'
+    )
+    store, out = str(tmp_path / "cells"), str(tmp_path / "out")
+    code, text = invoke("bench", str(config), "--cells", store, "--out", out, "--only", "magnitude")
+    assert code == 0 and "2 run now" in text and "2 pending" in text
+    rows = bench.read_results(Path(out) / "results.csv")
+    assert {(r["label"], r["status"]) for r in rows} == {("magnitude", "ok"), ("random", "pending")}
+    code, text = invoke("bench", str(config), "--cells", store, "--out", out, "--only", "random,snip")
+    assert code == 2 and "has no method labelled 'snip'; its labels: magnitude, random" in text
+
+
 def test_any_executor_with_submit_and_result_runs_the_cells(data_root: Path, tmp_path: Path) -> None:
     class Job:  # the shape of a submitit job: result(), not a concurrent.futures.Future
         def __init__(self, value: dict[str, Any]) -> None:

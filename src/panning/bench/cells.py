@@ -8,7 +8,7 @@ import multiprocessing
 import os
 import shutil
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +174,7 @@ def run_grid(
     run: bool = True,
     executor: Any = None,
     threads_per_cell: int | None = None,
+    only: Collection[str] | None = None,
 ) -> BenchSummary:
     """Run every cell of ``grid`` not already done in ``store``, then write ``out/results.csv``
     and ``out/results.jsonl`` with one row per cell.
@@ -185,6 +186,8 @@ def run_grid(
     ``executor`` runs the cells elsewhere: any object whose ``submit(fn, *args)`` returns a handle
     with ``result()`` — a ``concurrent.futures`` executor, a Ray-backed one, or submitit's Slurm
     executor. Its workers must see ``store``; each cell takes ``threads_per_cell`` CPU threads.
+    ``only`` runs the cells of those method labels alone (the rest of the grid stays pending, or
+    reused where finished), so a part of a long grid can go first.
 
     Examples:
         >>> grid = load_grid("benchmarks/smoke/lenet5-mnist.toml", quick=True)  # doctest: +SKIP
@@ -201,13 +204,15 @@ def run_grid(
     reused = len(unique) - len(pending)
     done = 0
 
+    chosen = _chosen_keys(grid, only)
+    to_run = [cell for cell in pending if cell.key in chosen] if run else []
+
     def report(cell: Cell, row: dict[str, Any]) -> None:
         nonlocal done
         done += 1
         if on_result is not None:
-            on_result(cell, row, done, len(pending))
+            on_result(cell, row, done, len(to_run))
 
-    to_run = pending if run else []
     if executor is not None:
         arguments = (str(store_dir), commit, data_dir, device, threads_per_cell)
         handles = [(cell, executor.submit(_run_in_worker, cell, *arguments)) for cell in to_run]
@@ -234,7 +239,20 @@ def run_grid(
     rows = [{**row, "label": cell.label} for row, cell in zip(rows, grid.cells)]
     csv_path, jsonl_path = write_results(out_dir, rows)
     failed = sum(row.get("status") == "failed" for row in rows)
-    return BenchSummary(rows, len(pending) if run else 0, reused, failed, csv_path, jsonl_path)
+    return BenchSummary(rows, len(to_run), reused, failed, csv_path, jsonl_path)
+
+
+def _chosen_keys(grid: Grid, only: Collection[str] | None) -> set[str]:
+    """The keys of the cells of the method labels ``only`` (all cells when None)."""
+    if only is None:
+        return {cell.key for cell in grid.cells}
+    labels = {cell.label for cell in grid.cells}
+    unknown = sorted(set(only) - labels)
+    if not only or unknown:
+        raise UserError(
+            f"grid {grid.name} has no method labelled {unknown[0]!r}; its labels: {', '.join(sorted(labels))}"
+        )
+    return {cell.key for cell in grid.cells if cell.label in only}
 
 
 def _saved_row(store: Path, cell: Cell, commit: str) -> dict[str, Any]:

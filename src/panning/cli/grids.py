@@ -48,6 +48,11 @@ from panning.training import (
 )
 @click.option("--address", help="ray: the cluster to join (e.g. auto); default: start a local one.")
 @click.option("--cpus-per-cell", default=1, show_default=True, type=int, help="ray: CPUs (and threads) of each cell.")
+@click.option(
+    "--only",
+    metavar="LABEL[,LABEL...]",
+    help="Run the cells of these method labels alone (the others stay pending): a part of a long grid first.",
+)
 @user_errors
 def bench_command(
     config: str,
@@ -61,6 +66,7 @@ def bench_command(
     executor: str,
     address: str | None,
     cpus_per_cell: int,
+    only: str | None,
 ) -> None:
     """Run a benchmark grid (TOML): each cell screened and trained once, results in one table."""
     from panning import bench
@@ -95,6 +101,7 @@ def bench_command(
             run=not collect,
             executor=remote,
             threads_per_cell=cpus_per_cell if remote is not None else None,
+            only=[label.strip() for label in only.split(",") if label.strip()] if only is not None else None,
         )
     finally:
         if remote is not None:
