@@ -4,6 +4,12 @@ Every cell (sparsity × seed) of every file counts once; this is how issue #5 co
 variants across grids (docs/results/smoke-panning.md).
 
     python benchmarks/mean_accuracy.py benchmarks/results/smoke/half-*/results.csv
+
+``--versus A B`` compares two labels setting by setting (model, dataset, sparsity; mean over seeds),
+on validation accuracy first, which is how a default is chosen (issue #17):
+
+    python benchmarks/mean_accuracy.py benchmarks/results/panning-tuning/synflow-floor/results.csv \
+        --versus agent-floor panning
 """
 
 from __future__ import annotations
@@ -15,22 +21,67 @@ from collections import defaultdict
 from pathlib import Path
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", nargs="+", type=Path, help="results.csv files written by panning bench")
-    args = parser.parse_args()
+def read_rows(paths: list[Path]) -> list[dict[str, str]]:
+    rows = []
+    for path in paths:
+        with path.open(newline="") as handle:
+            rows += [row for row in csv.DictReader(handle) if row.get("status", "ok") == "ok"]
+    return rows
+
+
+def overall(rows: list[dict[str, str]]) -> None:
     test: dict[str, list[float]] = defaultdict(list)
     val: dict[str, list[float]] = defaultdict(list)
-    for path in args.results:
-        with path.open(newline="") as handle:
-            for row in csv.DictReader(handle):
-                test[row["label"]].append(float(row["test_accuracy"]))
-                val[row["label"]].append(float(row["val_accuracy"]))
+    for row in rows:
+        test[row["label"]].append(float(row["test_accuracy"]))
+        val[row["label"]].append(float(row["val_accuracy"]))
     print("| method | validation % | test % | cells |")
     print("|---|---:|---:|---:|")
     for label in sorted(val, key=lambda name: -statistics.mean(val[name])):
         mean_val, mean_test = 100 * statistics.mean(val[label]), 100 * statistics.mean(test[label])
         print(f"| {label} | {mean_val:.2f} | {mean_test:.2f} | {len(val[label])} |")
+
+
+def versus(rows: list[dict[str, str]], first: str, second: str) -> None:
+    cells: dict[tuple[str, str, float], dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        if row["label"] in (first, second):
+            setting = (row["model"], row["dataset"], float(row["sparsity"]))
+            cells[setting][row["label"]].append((float(row["val_accuracy"]), float(row["test_accuracy"])))
+    print(f"| model | dataset | sparsity | {first} val | {second} val | {first} test | {second} test | seeds |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    wins = losses = 0
+    differences = []
+    for setting in sorted(cells):
+        pair = cells[setting]
+        if not (pair[first] and pair[second]):
+            continue
+        val_a, val_b = (100 * statistics.mean(v for v, _ in pair[label]) for label in (first, second))
+        test_a, test_b = (100 * statistics.mean(t for _, t in pair[label]) for label in (first, second))
+        wins, losses = wins + (val_a > val_b), losses + (val_a < val_b)
+        differences.append(val_a - val_b)
+        seeds = min(len(pair[first]), len(pair[second]))
+        model, dataset, sparsity = setting
+        print(
+            f"| {model} | {dataset} | {sparsity} | {val_a:.2f} | {val_b:.2f} | {test_a:.2f} | {test_b:.2f} | {seeds} |"
+        )
+    if differences:
+        print(
+            f"\n{first} against {second} on validation: better in {wins} settings, worse in {losses}, "
+            f"mean difference {statistics.mean(differences):+.2f} points over {len(differences)} settings"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="+", type=Path, help="results.csv files written by panning bench")
+    parser.add_argument("--versus", nargs=2, metavar=("A", "B"), help="compare two labels setting by setting")
+    args = parser.parse_args()
+    rows = read_rows(args.results)
+    if args.versus:
+        versus(rows, *args.versus)
+    else:
+        overall(rows)
 
 
 if __name__ == "__main__":
