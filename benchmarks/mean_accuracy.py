@@ -43,28 +43,34 @@ def overall(rows: list[dict[str, str]]) -> None:
 
 
 def versus(rows: list[dict[str, str]], first: str, second: str) -> None:
-    cells: dict[tuple[str, str, float], dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+    missing = [label for label in (first, second) if label not in {row["label"] for row in rows}]
+    if missing:
+        raise SystemExit(f"no finished cell labelled {missing[0]!r} in these results")
+    # Per setting and label: seed -> (validation, test); only the seeds both labels have are compared.
+    cells: dict[tuple[str, str, float], dict[str, dict[str, tuple[float, float]]]] = defaultdict(
+        lambda: defaultdict(dict)
+    )
     for row in rows:
         if row["label"] in (first, second):
             setting = (row["model"], row["dataset"], float(row["sparsity"]))
-            cells[setting][row["label"]].append((float(row["val_accuracy"]), float(row["test_accuracy"])))
+            cells[setting][row["label"]][row["seed"]] = (float(row["val_accuracy"]), float(row["test_accuracy"]))
     print(f"| model | dataset | sparsity | {first} val | {second} val | {first} test | {second} test | seeds |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     wins = losses = 0
     differences = []
     for setting in sorted(cells):
         pair = cells[setting]
-        if not (pair[first] and pair[second]):
+        seeds = sorted(set(pair[first]) & set(pair[second]))
+        if not seeds:
             continue
-        val_a, val_b = (100 * statistics.mean(v for v, _ in pair[label]) for label in (first, second))
-        test_a, test_b = (100 * statistics.mean(t for _, t in pair[label]) for label in (first, second))
-        wins, losses = wins + (val_a > val_b), losses + (val_a < val_b)
-        differences.append(val_a - val_b)
-        seeds = min(len(pair[first]), len(pair[second]))
+        means = [
+            100 * statistics.mean(pair[label][seed][i] for seed in seeds) for i in (0, 1) for label in (first, second)
+        ]
+        wins, losses = wins + (means[0] > means[1]), losses + (means[0] < means[1])
+        differences.append(means[0] - means[1])
         model, dataset, sparsity = setting
-        print(
-            f"| {model} | {dataset} | {sparsity} | {val_a:.2f} | {val_b:.2f} | {test_a:.2f} | {test_b:.2f} | {seeds} |"
-        )
+        shown = " | ".join(f"{value:.2f}" for value in means)
+        print(f"| {model} | {dataset} | {sparsity} | {shown} | {len(seeds)} |")
     if differences:
         print(
             f"\n{first} against {second} on validation: better in {wins} settings, worse in {losses}, "

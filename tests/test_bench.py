@@ -216,6 +216,8 @@ def test_only_runs_the_cells_of_the_labels_asked_for_and_leaves_the_rest_pending
     assert {(r["label"], r["status"]) for r in rows} == {("magnitude", "ok"), ("random", "pending")}
     code, text = invoke("bench", str(config), "--cells", store, "--out", out, "--only", "random,snip")
     assert code == 2 and "has no method labelled 'snip'; its labels: magnitude, random" in text
+    code, text = invoke("bench", str(config), "--cells", store, "--out", out, "--only", ",")
+    assert code == 2 and "needs at least one label to run" in text
 
 
 def test_any_executor_with_submit_and_result_runs_the_cells(data_root: Path, tmp_path: Path) -> None:
@@ -255,6 +257,7 @@ def test_submitits_local_executor_runs_the_cells_as_slurm_would(data_root: Path,
     executor.update_parameters(timeout_min=10)
     other = bench.run_grid(grid, tmp_path / "slurm", executor=executor, threads_per_cell=torch.get_num_threads())
     assert other.ran == 2 and other.failed == 0
+    assert len(list((tmp_path / "logs").glob("*_result.pkl"))) == 2  # one submitit job per cell
     assert [(r["cell"], r["test_accuracy"]) for r in other.rows] == [
         (r["cell"], r["test_accuracy"]) for r in serial.rows
     ]

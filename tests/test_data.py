@@ -260,6 +260,10 @@ def test_own_tensors_split_like_a_named_dataset_and_normalise_by_their_own_stati
             ValueError,
             "above the largest label 2",
         ),
+        ((torch.rand(10, 1, 9, 9), torch.arange(10) % 3), None, {"name": "mnist"}, ValueError, "other than a built-in"),
+        ((torch.rand(10, 1, 9, 9) * float("nan"), torch.arange(10) % 3), None, {}, ValueError, "NaN or infinite"),
+        ((torch.rand(10, 1, 9, 9), torch.arange(10) % 3), None, {"augment": "no"}, TypeError, "augment must be"),
+        ((torch.rand(10, 1, 9, 9), torch.arange(10) % 3), None, {"split_seed": "a"}, TypeError, "split_seed must"),
     ],
 )
 def test_own_tensors_that_cannot_be_a_dataset_are_refused_with_the_reason(
@@ -282,3 +286,11 @@ def test_a_model_and_data_of_ones_own_are_screened_and_trained_with_pruned_weigh
     exported = load_file(tmp_path / "run" / "model.safetensors")
     for name, mask in masks.items():
         assert exported[name].shape == mask.shape and not exported[name][~mask].any(), f"{name} kept pruned weights"
+
+
+def test_own_images_that_are_not_square_train_a_model_of_ones_own_but_no_registered_one() -> None:
+    images, labels = torch.rand(50, 1, 6, 9), torch.arange(50) % 2
+    data = datasets.from_tensors((images, labels), (images[:5], labels[:5]))
+    assert (len(data.train[1]), len(data.val[1]), data.input_shape) == (45, 5, (1, 6, 9))  # a tenth held out
+    with pytest.raises(ValueError, match="registered models take square images"):
+        panning.training.create_model(panning.training.TrainConfig(model="lenet5"), data)

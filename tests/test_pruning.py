@@ -141,8 +141,12 @@ def test_user_mistakes(lenet5, batch) -> None:
         panning.prune(lenet5, 0.9, "grasp", data=(batch[0][:11], torch.arange(11)))
     with pytest.raises(ValueError, match="iterations"):
         panning.prune(lenet5, 0.9, "synflow", data=batch, iterations=0)
+    integers = (batch[0].to(torch.uint8), batch[1])
     with pytest.raises(TypeError, match="inputs are torch.uint8 tensors; convert them to float"):
-        panning.prune(lenet5, 0.9, "snip", data=(batch[0].to(torch.uint8), batch[1]))
+        panning.prune(lenet5, 0.9, "snip", data=integers)
+    with pytest.raises(TypeError, match="inputs are torch.uint8 tensors"):
+        panning.prune(lenet5, 0.9, "grasp", data=DataLoader(TensorDataset(*integers), batch_size=50))
+    assert panning.prune(lenet5, 0.9, "synflow", data=integers, iterations=2).kept() == 43050  # shape only
 
 
 def test_few_examples_of_a_class_warn_and_use_what_there_is(lenet5) -> None:
@@ -242,5 +246,8 @@ def test_the_screening_record_is_typed_survives_a_mask_file_and_is_dropped_when_
     panning.masks.save(masks, tmp_path / "m.safetensors")
     assert panning.masks.load(tmp_path / "m.safetensors").screening == record
     shuffled = panning.sanity.shuffle_within_layers(masks, seed=0)
-    assert shuffled.metadata["layers"] == masks.metadata["layers"]  # the copied facts are stale ...
-    assert shuffled.screening is None  # ... and not read as the shuffled masks' record
+    assert shuffled.screening is None and "layers" not in shuffled.metadata  # the original's, not theirs
+    assert shuffled.metadata["method"] == "snip" and shuffled.metadata["variant"] == "shuffled"
+    edited = masks.clone()
+    edited["fc4.weight"][0, 0] = not edited["fc4.weight"][0, 0]
+    assert edited.screening is None  # a record copied with masks changed afterwards is not theirs

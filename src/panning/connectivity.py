@@ -242,6 +242,10 @@ class Connectivity:
         }
 
 
+# The keys of Connectivity.as_dict(): facts about one set of masks, stale on any other.
+SUMMARY_KEYS: tuple[str, ...] = tuple(Connectivity((LayerConnectivity("w", 1, 1, 1),)).as_dict())
+
+
 def connectivity(
     model: nn.Module,
     masks: Mapping[str, torch.Tensor],

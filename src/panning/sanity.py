@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from panning.connectivity import SUMMARY_KEYS
 from panning.errors import UserError
 from panning.io import write_atomic
 from panning.masks import Masks
@@ -68,7 +69,9 @@ def shuffle_within_layers(masks: Masks, seed: int = 0) -> Masks:
     for name, mask in masks.items():
         order = torch.randperm(mask.numel(), generator=generator)
         shuffled[name] = mask.flatten().cpu()[order].view_as(mask).to(mask.device)
-    return Masks(shuffled, metadata={**masks.metadata, "variant": "shuffled", "shuffle_seed": int(seed)})
+    # How the masks were screened still holds; what they were (connectivity, digest) does not.
+    kept = {key: value for key, value in masks.metadata.items() if key not in (*SUMMARY_KEYS, "digest")}
+    return Masks(shuffled, metadata={**kept, "variant": "shuffled", "shuffle_seed": int(seed)})
 
 
 @dataclass

@@ -20,7 +20,7 @@ from panning import __version__, models
 from panning import data as datasets
 from panning.bench.config import Cell, Grid
 from panning.bench.results import ResultRow, write_results
-from panning.errors import UserError
+from panning.errors import UserError, UserTypeError
 from panning.io import read_json, source_commit, write_atomic, write_json
 from panning.masks import Masks
 from panning.sanity import REINIT_SEED_OFFSET, inverted, shuffle_within_layers
@@ -195,6 +195,7 @@ def run_grid(
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise UserError(f"jobs must be a positive integer, got {jobs!r}")
+    chosen = _chosen_keys(grid, only)
     out_dir = Path(out)
     store_dir = Path(store) if store is not None else out_dir / "cells"
     store_dir.mkdir(parents=True, exist_ok=True)
@@ -204,7 +205,6 @@ def run_grid(
     reused = len(unique) - len(pending)
     done = 0
 
-    chosen = _chosen_keys(grid, only)
     to_run = [cell for cell in pending if cell.key in chosen] if run else []
 
     def report(cell: Cell, row: dict[str, Any]) -> None:
@@ -246,12 +246,13 @@ def _chosen_keys(grid: Grid, only: Collection[str] | None) -> set[str]:
     """The keys of the cells of the method labels ``only`` (all cells when None)."""
     if only is None:
         return {cell.key for cell in grid.cells}
+    if isinstance(only, str):
+        raise UserTypeError("only must be a list of method labels, not one string")
     labels = {cell.label for cell in grid.cells}
     unknown = sorted(set(only) - labels)
     if not only or unknown:
-        raise UserError(
-            f"grid {grid.name} has no method labelled {unknown[0]!r}; its labels: {', '.join(sorted(labels))}"
-        )
+        wrong = f"has no method labelled {unknown[0]!r}" if unknown else "needs at least one label to run"
+        raise UserError(f"grid {grid.name} {wrong}; its labels: {', '.join(sorted(labels))}")
     return {cell.key for cell in grid.cells if cell.label in only}
 
 

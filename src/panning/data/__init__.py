@@ -13,6 +13,7 @@ Examples:
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -437,13 +438,15 @@ def _checked_split(role: str, split: Split) -> Split:
         raise UserError(f"{role} images must be N x C x H x W, got shape {tuple(images.shape)}")
     if images.dtype != torch.uint8 and not images.dtype.is_floating_point:
         raise UserTypeError(f"{role} images must be uint8 or floats in [0, 1], got {images.dtype}")
+    if images.dtype.is_floating_point and not bool(torch.isfinite(images).all()):
+        raise UserError(f"{role} images hold NaN or infinite values")
     if labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise UserTypeError(f"{role} labels must be a 1-D tensor of integer class labels")
     if len(images) != len(labels) or not len(labels):
         raise UserError(f"{role} has {len(images)} images and {len(labels)} labels; give the same, non-zero number")
     if int(labels.min()) < 0:
         raise UserError(f"{role} labels must be class indices from 0, got {int(labels.min())}")
-    return images.cpu(), labels.cpu().long()
+    return images.detach().cpu(), labels.detach().cpu().long()
 
 
 def from_tensors(
@@ -451,15 +454,16 @@ def from_tensors(
     test: Split,
     name: str = "custom",
     num_classes: int | None = None,
-    val_size: int = DEFAULT_VAL_SIZE,
+    val_size: int | None = None,
     split_seed: int = 0,
     augment: bool = False,
 ) -> Dataset:
     """A dataset of your own images, for :func:`panning.prune` and :func:`panning.training.train`.
 
     ``train`` and ``test`` are ``(images, labels)``: N x C x H x W images, uint8 or floats in
-    [0, 1], and integer labels from 0. ``val_size`` training examples are held out for
-    validation with a seeded permutation, as for the built-in datasets; the per-channel mean and
+    [0, 1], and integer labels from 0. ``val_size`` training examples (by default a tenth, at
+    most 5,000) are held out for validation with a seeded permutation, as for the built-in
+    datasets; ``name`` (not one of the built-in datasets') names it in run records; the per-channel mean and
     standard deviation of the remaining training images give the ``"standard"`` normalisation.
     ``augment`` turns on random crops and flips in training by default (as for CIFAR).
 
@@ -469,21 +473,29 @@ def from_tensors(
         >>> data.num_classes, data.input_shape, len(data.train[1]), len(data.val[1])
         (3, (1, 8, 8), 48, 12)
     """
+    if not isinstance(name, str) or not name or name in SPECS:
+        raise UserError(f"name must be a non-empty str other than a built-in dataset's, got {name!r}")
+    for label, value in (("split_seed", split_seed), ("val_size", val_size), ("num_classes", num_classes)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+            raise UserTypeError(f"{label} must be an integer, got {value!r}")
+    if not isinstance(augment, bool):
+        raise UserTypeError(f"augment must be True or False, got {augment!r}")
     train = _checked_split("train", train)
     test = _checked_split("test", test)
+    val_size = min(DEFAULT_VAL_SIZE, len(train[1]) // 10) if val_size is None else int(val_size)
     if train[0].shape[1:] != test[0].shape[1:]:
         raise UserError(f"train images are {tuple(train[0].shape[1:])} but test images {tuple(test[0].shape[1:])}")
     labels_max = int(max(train[1].max(), test[1].max()))
-    classes = labels_max + 1 if num_classes is None else num_classes
-    if isinstance(classes, bool) or not isinstance(classes, int) or classes <= labels_max:
+    classes = labels_max + 1 if num_classes is None else int(num_classes)
+    if classes <= labels_max:
         raise UserError(f"num_classes must be an integer above the largest label {labels_max}, got {num_classes!r}")
-    kept, val = _split_off_validation(train, val_size, split_seed)
+    kept, val = _split_off_validation(train, val_size, int(split_seed))
     pixels = kept[0].float() / 255.0 if kept[0].dtype == torch.uint8 else kept[0].float()
-    channels, height = int(kept[0].shape[1]), int(kept[0].shape[2])
+    channels, height, width = (int(d) for d in kept[0].shape[1:])
     info = DatasetSpec(
         name,
         channels,
-        height,  # the registered models take square images; a model of your own may not
+        height if height == width else 0,  # the registered models take square images (0: refused there)
         classes,
         tuple(float(m) for m in pixels.mean(dim=(0, 2, 3))),
         tuple(max(float(s), 1e-6) for s in pixels.std(dim=(0, 2, 3))),
@@ -491,7 +503,7 @@ def from_tensors(
         _no_files,
         _not_on_disk,
     )
-    return Dataset(info, kept, val, test, "standard", split_seed, source="tensors")
+    return Dataset(info, kept, val, test, "standard", int(split_seed), source="tensors")
 
 
 def class_balanced_batch(

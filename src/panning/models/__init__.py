@@ -64,6 +64,10 @@ def for_dataset(name: str, dataset: str | DatasetSpec) -> nn.Module:
     from panning import data
 
     spec = data.spec(dataset) if isinstance(dataset, str) else dataset
+    if spec.image_size < 1:
+        raise UserError(
+            f"the registered models take square images and {spec.name}'s are not; train a model of your own on it"
+        )
     return create(name, in_channels=spec.in_channels, num_classes=spec.num_classes, image_size=spec.image_size)
 
 

@@ -69,11 +69,6 @@ class BatchSource:
             self._images, self._labels = data
             if len(self._images) != len(self._labels):
                 raise UserError(f"data has {len(self._images)} inputs but {len(self._labels)} targets")
-            if not self._images.dtype.is_floating_point:
-                raise UserTypeError(
-                    f"inputs are {self._images.dtype} tensors; convert them to float and normalise them "
-                    "as for training, or pass the panning.data.Dataset itself"
-                )
         elif not isinstance(data, DataLoader):
             raise UserTypeError(
                 "data must be (inputs, targets) tensors, a panning.data.Dataset or a DataLoader, "
@@ -104,8 +99,11 @@ class BatchSource:
         """A fresh batch of ``samples_per_class`` examples of every class, on the device."""
         if self._images is not None and self._labels is not None:
             x, y = class_balanced_batch(self._images, self._labels, self.samples_per_class, self.generator)
-            return self._normalize(x.to(self.device)), y.to(self.device).long()
-        return self._from_loader()
+            x, y = self._normalize(x.to(self.device)), y.to(self.device).long()
+        else:
+            x, y = self._from_loader()
+        # Data-free methods take only the shape of integer inputs; a method that scores them needs floats.
+        return _float_inputs(x), y
 
     def _loader_stream(self) -> Iterator[Any]:
         """Batches of the DataLoader, pass after pass, so every step reads batches it has not read."""
@@ -558,12 +556,22 @@ class ScreeningRecord:
         return cls(**values, connectivity=Connectivity.from_dict(metadata))
 
 
+def _float_inputs(inputs: torch.Tensor) -> torch.Tensor:
+    """``inputs``, refused with the fix when they are not floats (a network cannot take them)."""
+    if not inputs.dtype.is_floating_point:
+        raise UserTypeError(
+            f"inputs are {inputs.dtype} tensors; convert them to float and normalise them as for training, "
+            "or pass a panning.data.Dataset (panning.data.load or panning.data.from_tensors)"
+        )
+    return inputs
+
+
 def _output_size(model: nn.Module, data: DataLike, device: torch.device) -> int | None:
     """The model's number of outputs, when the data come from a DataLoader (else not needed)."""
     if not isinstance(data, DataLoader):
         return None
     for batch in data:
-        example = batch[0][:1].to(device)
+        example = _float_inputs(batch[0][:1].to(device))
         with torch.no_grad(), indices.preserved_modes(model, train=False):
             return int(model(example).shape[-1])
     raise UserError("the DataLoader yielded no examples")
