@@ -228,6 +228,10 @@ def test_cli_trains_an_agent_that_screens(data_root: Path, tmp_path: Path) -> No
             ["prune", "--method", "erk", "--grasp", "abs"],
             "--grasp is not an option of --method erk (its options: none)",
         ),
+        (
+            ["prune", "--method", "erk", "-O", "seed=1"],
+            "'seed' is a screening setting, not a method option: use --seed",
+        ),
         (["prune", "--method", "rl-panning", "--agent", "nowhere.zip"], "no agent at nowhere.zip"),
         (["agent", "train", "--timesteps", "10", "--targets", "1.2"], "low <= high <= 1"),
         (["agent", "train", "--timesteps", "0"], "--timesteps must be positive"),

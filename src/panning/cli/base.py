@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ from panning import data as datasets
 from panning.errors import UserError
 from panning.io import os_fault
 from panning.screening.multi_index import COMBINATIONS, GRASP_FORMS, NORMALIZATIONS
-from panning.screening.pruning import SCREENING_DEFAULTS, method_names, method_option_names
+from panning.screening.pruning import SCREENING_DEFAULTS, method_names, method_option_names, prune
 from panning.sparse import Costs
 from panning.training import (
     TrainConfig,
@@ -303,8 +304,11 @@ def method_options(kw: dict[str, Any]) -> dict[str, Any]:
                 f"{flag} is not an option of --method {method} (its options: {', '.join(accepted) or 'none'})"
             )
         options[option] = value
+    screening = inspect.signature(prune).parameters
     for text in kw.get("method_option") or ():
         name, value = parse_option(text)
+        if name in screening:
+            raise UserError(f"{name!r} is a screening setting, not a method option: use --{name.replace('_', '-')}")
         if name in options:
             raise UserError(f"option {name!r} is given twice; give it once")
         options[name] = value

@@ -101,7 +101,7 @@ class StageTable:
         """Read a table from a ``.toml`` (``[[stages]]`` entries) or ``.json`` file."""
         file = Path(path)
         if not file.is_file():
-            raise UserError(f"no stage table file at {file}; pass 'paper' or a .toml/.json file")
+            raise UserError(f"no stage table file at {file}; pass 'agent', 'paper' or a .toml/.json file")
         try:
             text = file.read_text()
             data = tomllib.loads(text) if file.suffix == ".toml" else json.loads(text)
