@@ -329,6 +329,8 @@ def test_interrupted_cell_resumes_to_the_uninterrupted_result(
         ({"methods": [{"name": "snipp"}]}, "unknown method 'snipp' in methods[0]; valid: "),
         ({"methods": [{"name": "snip", "optons": {}}]}, "unknown key 'optons' in methods[0]; valid: name, label"),
         ({"methods": [{"name": "snip", "options": {"temprature": 2}}]}, "unknown option 'temprature' for"),
+        ({"methods": [{"name": "snip", "options": {"temperature": "hot"}}]}, "temperature must be a positive number"),
+        ({"methods": [{"name": "panning", "options": {"temperature": -1}}]}, "temperature must be a finite positive"),
         ({"models": ["lenet7"]}, "unknown model 'lenet7' in models; valid: "),
         ({"seeds": []}, "the grid has no cells: seeds is empty"),
         ({"sparsities": [1.0]}, "sparsity"),

@@ -6,6 +6,7 @@ and keeps its traceback.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 
@@ -48,3 +49,17 @@ def check_sparsity(sparsity: float) -> float:
             f"sparsity {sparsity} is outside [0, 1): it is the fraction of weights removed, e.g. 0.99 keeps 1%"
         )
     return value
+
+
+def check_positive(name: str, value: object) -> float:
+    """Return ``value`` as a float after checking that it is a finite positive number.
+
+    Examples:
+        >>> check_positive("temperature", 200)
+        200.0
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise UserTypeError(f"{name} must be a positive number, got {value!r}")
+    if not (math.isfinite(float(value)) and float(value) > 0):
+        raise UserError(f"{name} must be a finite positive number, got {value!r}")
+    return float(value)

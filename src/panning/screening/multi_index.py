@@ -33,7 +33,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from panning.errors import UserError, UserTypeError
+from panning.errors import UserError, UserTypeError, check_positive
 from panning.screening import scores as indices
 from panning.screening.pruning import StepContext, register_method
 
@@ -289,6 +289,7 @@ class Panning:
     _stage: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
+        self.temperature = check_positive("temperature", self.temperature)
         if self.normalization not in NORMALIZATIONS:
             raise UserError(f"unknown index normalization {self.normalization!r}; valid: {', '.join(NORMALIZATIONS)}")
         if self.stages is None:

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from panning.connectivity import Connectivity, connectivity
 from panning.data import Dataset, class_balanced_batch
-from panning.errors import UserError, UserTypeError, check_sparsity
+from panning.errors import UserError, UserTypeError, check_positive, check_sparsity
 from panning.masks import Masks, density_schedule, kept_schedule, model_device, prunable_parameters, select_topk
 from panning.registry import Registry
 from panning.screening import scores as indices
@@ -212,6 +212,10 @@ class SingleIndex:
     def __post_init__(self) -> None:
         if self.index not in indices.INDICES:
             raise UserError(f"unknown index {self.index!r}; valid: {', '.join(indices.INDICES)}")
+        if self.temperature is not None:
+            self.temperature = check_positive("temperature", self.temperature)
+        if not isinstance(self.absolute, bool):
+            raise UserTypeError(f"absolute must be true or false, got {self.absolute!r}")
 
     @property
     def data_driven(self) -> bool:
