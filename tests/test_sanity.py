@@ -70,3 +70,17 @@ def test_sanity_of_a_mask_file_trains_it_from_its_own_initialisation(data_root: 
     assert "undecided: each variant needs at least two runs" in result.output
     other = CliRunner().invoke(cli, [*check, "--seeds", "0", "--out", str(tmp_path / "p")])
     assert other.exit_code == 2 and "was screened on the initialisation of seed 2" in other.output
+
+
+def test_the_verdict_reads_each_check_on_its_own() -> None:
+    def summaries(shuffled: float, reinit: float) -> list[sanity.VariantSummary]:
+        return [
+            sanity.VariantSummary("as-found", 3, 0.90, 0.01),
+            sanity.VariantSummary("shuffled", 3, shuffled, 0.01),
+            sanity.VariantSummary("reinit", 3, reinit, 0.01),
+        ]
+
+    both = sanity.verdict(summaries(0.50, 0.80))
+    assert "beyond its layer-wise densities (beats shuffled)" in both and "tied to its initial weights (beats" in both
+    neither = sanity.verdict(summaries(0.895, 0.905))  # inside two standard errors (0.016)
+    assert "no more than its layer-wise densities" in neither and "not tied to its initial weights" in neither
