@@ -34,12 +34,8 @@ SETTINGS = [
 
 
 def masked_copy(model: nn.Module, masks: panning.Masks) -> nn.Module:
-    work = masklib.copy_model(model)
-    with torch.no_grad():
-        for name, mask in masks.items():
-            module, _, tensor = name.rpartition(".")
-            getattr(work.get_submodule(module) if module else work, tensor).mul_(mask.float())
-    return work.eval()
+    """A copy of ``model`` with the pruned weights made permanently zero."""
+    return masklib.remove(masklib.apply(masklib.copy_model(model), masks)).eval()
 
 
 def with_torch_pruning(model: nn.Module, plan: dict, shape: tuple[int, ...]) -> tuple[nn.Module, int]:

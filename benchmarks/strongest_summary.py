@@ -23,12 +23,14 @@ BASELINES = ("prospr", "prospr-20", "erk", "uniform", "synflow", "snip")
 VARIANTS = ("", "-shuffled", "-reinit", "-inverted")
 
 
-def _cell(runs: list[dict[str, Any]], column: str = "test_accuracy") -> str:
+def _cell(runs: list[dict[str, Any]], count_seeds: bool = True) -> str:
+    """Mean test accuracy, the dead runs in brackets, and the seeds when not all three have run."""
     if not runs:
         return "–"
-    mean = 100 * statistics.mean(float(r[column]) for r in runs)
+    mean = 100 * statistics.mean(float(r["test_accuracy"]) for r in runs)
     dead = sum(bool(r["dead"]) for r in runs)
-    return f"{mean:.2f}" + (f" ({dead})" if dead else "") + ("" if len(runs) == 3 else f" [{len(runs)} seeds]")
+    seeds = f" [{len(runs)} seeds]" if count_seeds and len(runs) != 3 else ""
+    return f"{mean:.2f}" + (f" ({dead})" if dead else "") + seeds
 
 
 def _mean(runs: list[dict[str, Any]], column: str) -> float | None:
@@ -67,7 +69,10 @@ def summarise(path: Path) -> str:
         lines += ["", "Sanity checks (test accuracy: as found / shuffled / re-initialised / inverted):", ""]
         lines += [header, "|---|" + "---:|" * len(sparsities)]
         for method in ("snip", "synflow", "panning"):
-            cells = [" / ".join(_cell(groups[(method + v, s)]).split(" [")[0] for v in VARIANTS) for s in sparsities]
+            cells = [
+                " / ".join(_cell(groups[(method + variant, s)], count_seeds=False) for variant in VARIANTS)
+                for s in sparsities
+            ]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
     pending = sum(r["status"] == "pending" for r in rows)
     lines += ["", f"{len(done)} cells finished, {pending} not run yet.", ""]
