@@ -32,9 +32,9 @@ from torch import nn
 import panning
 from panning import masks as masklib
 from panning.compaction import compact_with_plan
-from panning.inference import fastest_inference
+from panning.compaction.inference import fastest_inference
+from panning.compaction.sparse import model_costs, save_sparse, use_sparse_kernels
 from panning.io import recorded_command, write_atomic, write_json
-from panning.sparse import model_costs, save_sparse, use_sparse_kernels
 from panning.training import TrainConfig, build, create_model, save_model, train
 
 VARIANTS = {"masked": {}, "compact": {"compact": True}, "sparse": {"compact": True, "sparse_kernels": True}}

@@ -15,7 +15,7 @@ import panning
 from panning import masks as masklib
 from panning.cli import cli
 from panning.compaction import apply_plan, compact, compact_with_plan
-from panning.sparse import (
+from panning.compaction.sparse import (
     SparseLinear,
     load_sparse,
     model_costs,

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from panning import masks as masklib
-from panning.inference import InferenceModel, fastest_inference
+from panning.compaction.inference import InferenceModel, fastest_inference
 from panning.models import create
 
 

@@ -216,8 +216,9 @@ def test_panning_only_options_are_refused_for_other_methods(data_root: Path, tmp
 
 
 def test_the_old_module_paths_still_import() -> None:
-    """The screening modules moved into panning.screening (issue #18); user code importing them
-    from their old places gets the same modules, not copies with registries of their own."""
+    """The screening modules moved into panning.screening, the sparse-kernel and inference modules
+    into panning.compaction (issue #18); user code importing them from their old places gets the
+    same modules, not copies with registries of their own."""
     import importlib
 
     from panning.panning import Panning as Old  # the module was panning/panning.py before
@@ -225,3 +226,8 @@ def test_the_old_module_paths_still_import() -> None:
     assert Old is panning.screening.multi_index.Panning
     for name in ("pruning", "scores", "multi_index", "prospr", "layerwise"):
         assert importlib.import_module(f"panning.{name}") is importlib.import_module(f"panning.screening.{name}")
+    for name in ("sparse", "inference"):
+        assert importlib.import_module(f"panning.{name}") is importlib.import_module(f"panning.compaction.{name}")
+    from panning.sparse import save_sparse
+
+    assert save_sparse is panning.compaction.save_sparse

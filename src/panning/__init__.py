@@ -16,16 +16,15 @@ __version__ = "0.1.0"
 
 from panning import (
     agent,  # registers method="rl-panning" (Gymnasium and Stable-Baselines3 load on first use)
+    compaction,
     data,
-    inference,
     masks,
     models,
     sanity,  # registers method="mask-file"
     screening,
-    sparse,
     training,
 )
-from panning.compaction import compact
+from panning.compaction import compact, inference, sparse
 from panning.connectivity import connectivity, effective_masks, effective_sparsity
 from panning.errors import TrainingDiverged, UserError, UserTypeError
 from panning.masks import Masks
@@ -38,8 +37,9 @@ from panning.screening import (
 )
 from panning.screening.pruning import method_names, prune, register_method, unregister_method
 
-# The screening modules sat at the top of the package until issue #18 (and the Panning module was
-# panning/panning.py, named like its package); old imports such as ``import panning.scores`` or
+# The screening, sparse-kernel and inference modules sat at the top of the package until issue #18
+# (and the Panning module was panning/panning.py, named like its package); old imports such as
+# ``import panning.scores``, ``from panning.sparse import save_sparse`` or
 # ``from panning.panning import Panning`` keep working.
 for _old, _module in {
     "panning.panning": multi_index,
@@ -48,6 +48,8 @@ for _old, _module in {
     "panning.multi_index": multi_index,
     "panning.prospr": prospr,
     "panning.layerwise": layerwise,
+    "panning.sparse": sparse,
+    "panning.inference": inference,
 }.items():
     sys.modules.setdefault(_old, _module)
 del _old, _module
@@ -60,6 +62,7 @@ __all__ = [
     "__version__",
     "agent",
     "compact",
+    "compaction",
     "connectivity",
     "data",
     "effective_masks",

@@ -19,11 +19,11 @@ import torch
 
 from panning import __version__, models
 from panning import data as datasets
+from panning.compaction.sparse import Costs
 from panning.errors import UserError
 from panning.io import os_fault
 from panning.screening.multi_index import COMBINATIONS, GRASP_FORMS, NORMALIZATIONS
 from panning.screening.pruning import SCREENING_DEFAULTS, method_names, method_option_names, prune
-from panning.sparse import Costs
 from panning.training import (
     TrainConfig,
     literal_fields,

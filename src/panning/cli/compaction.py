@@ -14,9 +14,9 @@ from panning import masks as masklib
 from panning import models
 from panning.cli.base import architecture, cli, cost_lines, user_errors
 from panning.compaction import compact_with_plan
+from panning.compaction.inference import fastest_inference
+from panning.compaction.sparse import load_sparse, model_costs, read_sparse_metadata, save_sparse
 from panning.errors import UserError
-from panning.inference import fastest_inference
-from panning.sparse import load_sparse, model_costs, read_sparse_metadata, save_sparse
 
 
 @cli.command("compact")
@@ -44,7 +44,7 @@ def compact_command(
     save_sparse(small, out, plan, {"model": model_name, "dataset": dataset, "init_seed": seed})
     click.echo(compaction.describe())
     click.echo(cost_lines(model_costs(model, shape, masks), model_costs(small, shape, carried)))
-    click.echo(f"wrote {out} (load it with panning.sparse.load_sparse(path, model))")
+    click.echo(f"wrote {out} (load it with panning.compaction.load_sparse(path, model))")
     if time_batch is not None:
         _, masked = fastest_inference(masklib.apply(model, masks), shape, time_batch)
         _, compacted = fastest_inference(small, shape, time_batch)
@@ -100,5 +100,5 @@ def export_command(run: str, out: str) -> None:
     size = Path(out).stat().st_size
     click.echo(
         f"wrote {out}: {size} bytes, {dense_bytes / size:.1f}x smaller than the dense float32 weights "
-        f"({dense_bytes} bytes); load it with panning.sparse.load_sparse(path, model)"
+        f"({dense_bytes} bytes); load it with panning.compaction.load_sparse(path, model)"
     )

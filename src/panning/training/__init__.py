@@ -4,7 +4,7 @@ A run folder holds ``config.json``, ``metrics.json`` (per epoch; at the end the 
 ``test_accuracy``, never the best; with masks also parameters and multiply-accumulates per
 example, dense, masked and compacted), ``masks.safetensors``, ``model.safetensors`` (final
 weights with masks made permanent; for a compacted or sparse-kernel run the small format of
-:func:`panning.sparse.save_sparse`) and, while the run is going, ``checkpoint.pt``, rewritten
+:func:`panning.compaction.save_sparse`) and, while the run is going, ``checkpoint.pt``, rewritten
 atomically after every epoch. Same seed, same weights on CPU; a resumed run ends where an uninterrupted
 one would.
 

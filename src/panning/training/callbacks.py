@@ -13,10 +13,10 @@ from tqdm.auto import tqdm
 
 from panning import masks as masklib
 from panning.compaction import compact_with_plan
+from panning.compaction.sparse import model_costs, save_sparse, use_sparse_kernels
 from panning.errors import UserTypeError
 from panning.io import read_json, write_atomic, write_json
 from panning.masks import Masks
-from panning.sparse import model_costs, save_sparse, use_sparse_kernels
 from panning.training.config import TrainConfig
 from panning.training.run import (
     CHECKPOINT,

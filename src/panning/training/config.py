@@ -68,7 +68,7 @@ class TrainConfig:
     train_examples: int | None = None
     # Train the compacted model (panning.compact) instead of the masked full-size one.
     compact: bool = False
-    # Swap linear layers for sparse kernels where timing says they are faster (panning.sparse).
+    # Swap linear layers for sparse kernels where timing says they are faster (panning.compaction.sparse).
     sparse_kernels: bool = False
     # Epochs of linear learning-rate warm-up before the cosine schedule (0: cosine from the first step).
     warmup_epochs: float = 0.0

@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 from panning import masks as masklib
+from panning.compaction.sparse import _time_ms
 from panning.errors import UserError, UserTypeError
-from panning.sparse import _time_ms
 
 MODES = ("eager", "channels-last", "compiled")
 

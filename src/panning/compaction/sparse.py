@@ -37,7 +37,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from panning import masks as masklib
-from panning.compaction import apply_plan
+from panning.compaction.dead_units import apply_plan
 from panning.errors import UserError, UserTypeError
 from panning.io import write_atomic
 from panning.masks import Masks
