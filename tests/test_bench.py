@@ -54,6 +54,8 @@ def test_quick_grid_runs_end_to_end_and_a_rerun_does_no_new_work(big_enough_mnis
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert len(rows) == 12 and {r["status"] for r in rows} == {"ok"}
     assert set(bench.RESULT_COLUMNS) <= set(rows[0])
+    # Every column is filled, by the cell or by the run's metrics of the same name (RunResult).
+    assert {column for r in rows for column in bench.RESULT_COLUMNS if r[column] == ""} == {"error", "variant"}
     assert {r["method"] for r in rows} == {"random", "magnitude", "snip", "grasp", "synflow", "iter-snip"}
     for row in rows:
         assert 0 <= float(row["test_accuracy"]) <= 1 and 0 <= float(row["val_accuracy"]) <= 1

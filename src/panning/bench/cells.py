@@ -19,7 +19,7 @@ import torch
 from panning import __version__, models
 from panning import data as datasets
 from panning.bench.config import Cell, Grid
-from panning.bench.results import ResultRow, write_results
+from panning.bench.results import RUN_COLUMNS, ResultRow, write_results
 from panning.errors import UserError, UserTypeError
 from panning.io import read_json, source_commit, write_atomic, write_json
 from panning.masks import Masks
@@ -61,19 +61,10 @@ def _row(
         "format": cell.format,
     }
     if metrics is not None:
+        # The other columns are the run's metrics of the same name (RunResult's fields).
+        row.update({column: metrics.get(column) for column in RUN_COLUMNS if column not in row})
         layers = metrics.get("layers") or []
-        row.update(
-            nominal_sparsity=metrics.get("nominal_sparsity"),
-            effective_sparsity=metrics.get("effective_sparsity"),
-            collapsed=metrics.get("collapsed"),
-            iterations=metrics.get("iterations"),
-            prune_seconds=metrics.get("prune_seconds"),
-            train_seconds=metrics.get("train_seconds"),
-            test_accuracy=metrics.get("test_accuracy"),
-            val_accuracy=metrics.get("val_accuracy"),
-            dead=metrics.get("dead"),
-            layer_density=json.dumps({layer["name"]: layer["kept"] / layer["total"] for layer in layers}),
-        )
+        row["layer_density"] = json.dumps({layer["name"]: layer["kept"] / layer["total"] for layer in layers})
     return ResultRow(**row).as_dict()
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from panning.errors import UserError
 from panning.io import write_atomic
+from panning.training import RunResult
 
 # Version of the results layout (cell folders, cell keys and result rows). Rows without it are
 # format 1, whose keys hold a method's options and the screening as the config wrote them, so a
@@ -73,6 +74,10 @@ class ResultRow:
 
 
 RESULT_COLUMNS = tuple(f.name for f in dataclasses.fields(ResultRow))
+
+# The columns a run's metrics fill (the fields of RunResult of the same name), where the cell
+# itself does not say: model, method, options, epochs... come from the cell.
+RUN_COLUMNS = tuple(column for column in RESULT_COLUMNS if column in RunResult.__annotations__)
 
 
 # Each column's value type (the non-None member of its annotation).

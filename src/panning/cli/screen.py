@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -268,7 +269,7 @@ def _check_same_screening(run_dir: Path, masks: masklib.Masks, kw: dict[str, Any
         )
 
 
-def _print_result(metrics: dict[str, Any], out: str) -> None:
+def _print_result(metrics: Mapping[str, Any], out: str) -> None:
     dead = " (DEAD: constant prediction)" if metrics.get("dead") else ""
     click.echo(f"final test accuracy: {metrics['test_accuracy']:.4f}{dead}  (run folder: {out})")
 

@@ -22,7 +22,9 @@ from panning.training.run import (
     CHECKPOINT,
     Callback,
     EpochEnd,
+    EpochRecord,
     Run,
+    RunResult,
     TrainingCallback,
     checkpoint_state,
     continue_with,
@@ -119,16 +121,16 @@ class SparseKernels(TrainingCallback):
 class Validation(TrainingCallback):
     """Loss and accuracy on the validation split after every epoch (when the split is not empty)."""
 
-    def on_epoch_end(self, run: Run, entry: dict[str, Any]) -> None:
+    def on_epoch_end(self, run: Run, entry: EpochRecord) -> None:
         if len(run.dataset.val[1]):
             val = evaluate(run.model, run.dataset, "val", run.device)
-            entry.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+            entry["val_loss"], entry["val_accuracy"] = val["loss"], val["accuracy"]
 
 
 class EpochLog(TrainingCallback):
     """One line per epoch on the terminal."""
 
-    def on_epoch_end(self, run: Run, entry: dict[str, Any]) -> None:
+    def on_epoch_end(self, run: Run, entry: EpochRecord) -> None:
         shown = f"val {entry['val_accuracy']:.4f}" if "val_accuracy" in entry else ""
         tqdm.write(f"epoch {entry['epoch']}/{run.config.epochs}: train loss {entry['train_loss']:.4f} {shown}")
 
@@ -163,7 +165,7 @@ class Checkpoints(TrainingCallback):
                 config_path, {**saved, "train": json.loads(json.dumps(run.config.as_dict())), "changes": changes}
             )
 
-    def on_epoch_end(self, run: Run, entry: dict[str, Any]) -> None:
+    def on_epoch_end(self, run: Run, entry: EpochRecord) -> None:
         assert run.optimizer is not None and run.scheduler is not None and run.generator is not None
         if not self.write:
             return
@@ -173,7 +175,7 @@ class Checkpoints(TrainingCallback):
         write_atomic(run.run_dir / CHECKPOINT, functools.partial(torch.save, state))
         write_json(run.run_dir / "metrics.json", {"finished": False, "epochs": run.history, **run.facts})
 
-    def on_end(self, run: Run, metrics: dict[str, Any]) -> None:
+    def on_end(self, run: Run, metrics: RunResult) -> None:
         if self.write:
             write_json(run.run_dir / "metrics.json", metrics)
             (run.run_dir / CHECKPOINT).unlink(missing_ok=True)
@@ -183,7 +185,7 @@ class Export(TrainingCallback):
     """The trained weights as ``model.safetensors``: dense with masks made permanent, or the
     compact/sparse model with the plan that rebuilds it."""
 
-    def on_end(self, run: Run, metrics: dict[str, Any]) -> None:
+    def on_end(self, run: Run, metrics: RunResult) -> None:
         origin = {"model": run.config.model, "dataset": run.config.dataset}
         if run.config.compact or run.config.sparse_kernels:
             save_sparse(run.model, run.run_dir / "model.safetensors", run.plan, origin)
@@ -221,7 +223,7 @@ class _EpochFunction(TrainingCallback):
     def __init__(self, function: Callback) -> None:
         self.function = function
 
-    def on_epoch_end(self, run: Run, entry: dict[str, Any]) -> None:
+    def on_epoch_end(self, run: Run, entry: EpochRecord) -> None:
         self.function(EpochEnd(entry["epoch"], entry, run.model))
 
 

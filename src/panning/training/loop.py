@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -27,7 +27,9 @@ from panning.training.callbacks import as_callback, standard_callbacks
 from panning.training.config import TrainConfig, lr_factor, resolve_device
 from panning.training.run import (
     Callback,
+    EpochRecord,
     Run,
+    RunResult,
     TrainingCallback,
     check_out_dir,
     evaluate,
@@ -57,10 +59,10 @@ def train(
     resume: bool = False,
     callbacks: Sequence[Callback | TrainingCallback] = (),
     progress: bool = True,
-) -> dict[str, Any]:
+) -> RunResult:
     """Train ``model`` (with ``masks`` applied, if given) on ``dataset`` into the run folder ``out``.
 
-    Returns the final metrics, also written to ``out/metrics.json``. ``resume=True`` continues
+    Returns the final metrics (:class:`RunResult`), also written to ``out/metrics.json``. ``resume=True`` continues
     from ``out/checkpoint.pt`` (the config must match). In an initialised process group (``torchrun``) it
     trains with DistributedDataParallel: each global batch is split between the ranks, and only
     rank 0 writes ``out``. ``callbacks`` are
@@ -113,7 +115,7 @@ def train(
     return metrics
 
 
-def _train_epoch(run: Run, epoch: int, steps_per_epoch: int, progress: bool) -> dict[str, Any]:
+def _train_epoch(run: Run, epoch: int, steps_per_epoch: int, progress: bool) -> EpochRecord:
     """One epoch of SGD over the training split; its history entry. A non-finite loss stops the run."""
     config, workers = run.config, run.workers
     assert run.optimizer is not None and run.scheduler is not None
@@ -156,7 +158,7 @@ def _train_epoch(run: Run, epoch: int, steps_per_epoch: int, progress: bool) -> 
         count += len(y)
     total_loss, correct_sum, count_sum = distributed.sum_across([total_loss, correct, count], workers, run.device)
     correct, count = round(correct_sum), round(count_sum)
-    entry: dict[str, Any] = {
+    entry: EpochRecord = {
         "epoch": epoch,
         "train_loss": total_loss / count,
         "train_accuracy": correct / count,
@@ -174,7 +176,7 @@ def _open_run(
     masks: Masks | None,
     resume: bool,
     workers: Workers,
-) -> tuple[Run, dict[str, list[Any]]] | dict[str, Any]:
+) -> tuple[Run, dict[str, list[Any]]] | RunResult:
     """Check everything that can be refused, then create or reopen the run folder (rank 0 only).
 
     Returns the run and the settings changed on resume, or the metrics of a finished run.
@@ -224,7 +226,7 @@ def _open_run(
         if (run_dir / "metrics.json").is_file():
             finished = read_json(run_dir / "metrics.json")
             if finished.get("finished"):
-                return dict(finished)
+                return cast(RunResult, finished)
     elif workers.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(config_path, record)
@@ -251,10 +253,10 @@ def _optimizer(
     return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
 
 
-def _final_metrics(run: Run) -> dict[str, Any]:
+def _final_metrics(run: Run) -> RunResult:
     test = evaluate(run.model, run.dataset, "test", run.device)
     train_seconds = sum(entry["seconds"] for entry in run.history)
-    return {
+    metrics: dict[str, Any] = {
         "finished": True,
         "epochs": run.history,
         "test_accuracy": test["accuracy"],
@@ -266,6 +268,7 @@ def _final_metrics(run: Run) -> dict[str, Any]:
         "seconds_per_epoch": train_seconds / len(run.history) if run.history else None,
         **run.facts,
     }
+    return cast(RunResult, metrics)
 
 
 def _diverged(

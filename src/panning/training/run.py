@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from safetensors.torch import save_file
@@ -40,11 +40,71 @@ class EpochEnd:
     """Passed to callbacks after every epoch (after the checkpoint is written)."""
 
     epoch: int
-    metrics: dict[str, float]
+    metrics: EpochRecord
     model: nn.Module
 
 
 Callback = Callable[[EpochEnd], None]
+
+
+class EpochRecord(TypedDict, total=False):
+    """One epoch of a run's history (``metrics.json``'s ``epochs``); ``val_*`` when there is a
+    validation split."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    lr: float
+    seconds: float
+    val_loss: float
+    val_accuracy: float
+
+
+class RunResult(TypedDict, total=False):
+    """What :func:`~panning.training.train` returns and ``metrics.json`` holds at the end of a run.
+
+    The accuracies are the FINAL epoch's. With masks, the run also reports their connectivity
+    (:meth:`panning.connectivity.Connectivity.as_dict`'s keys), the screening that made them
+    (``method`` to ``target_sparsity``) and the costs of the dense, masked and compacted
+    network; ``compaction`` and ``kernels`` appear when those options are on. A grid's results
+    columns of the same names (:class:`panning.bench.ResultRow`) are copied from here.
+
+    Examples:
+        >>> sorted(RunResult.__annotations__)[:3]
+        ['collapsed', 'collapsed_layers', 'compaction']
+    """
+
+    finished: bool
+    epochs: list[EpochRecord]
+    test_accuracy: float
+    test_loss: float
+    test_predicted_classes: int
+    dead: bool
+    val_accuracy: float | None
+    train_seconds: float
+    seconds_per_epoch: float | None
+    # connectivity of the masks
+    nominal_sparsity: float
+    effective_sparsity: float | None
+    kept: int | None
+    effective_kept: int
+    total: int | None
+    collapsed: bool
+    collapsed_layers: list[str]
+    layers: list[dict[str, Any]]
+    # the screening that made them
+    method: str
+    options: dict[str, Any]
+    prune_seconds: float
+    iterations: int
+    schedule: str
+    regrowth: bool
+    prune_seed: int
+    target_sparsity: float
+    # costs, compaction, kernels
+    costs: dict[str, dict[str, int]]
+    compaction: dict[str, Any]
+    kernels: list[dict[str, Any]]
 
 
 def evaluate(
@@ -89,7 +149,7 @@ def checkpoint_state(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     generator: torch.Generator,
-    history: list[dict[str, Any]],
+    history: list[EpochRecord],
     config: dict[str, Any],
 ) -> dict[str, Any]:
     """Everything a resumed run needs to continue exactly where this epoch ended (``checkpoint.pt``).
@@ -174,7 +234,7 @@ class Run:
     resume: bool
     facts: dict[str, Any]
     plan: dict[str, Any] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: list[EpochRecord] = field(default_factory=list)
     start_epoch: int = 0
     optimizer: torch.optim.Optimizer | None = None
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
@@ -205,10 +265,10 @@ class TrainingCallback:
     def on_start(self, run: Run) -> None:
         """Once the optimizer, schedule and generator exist."""
 
-    def on_epoch_end(self, run: Run, entry: dict[str, Any]) -> None:
+    def on_epoch_end(self, run: Run, entry: EpochRecord) -> None:
         """After every epoch; ``entry`` is already in ``run.history``."""
 
-    def on_end(self, run: Run, metrics: dict[str, Any]) -> None:
+    def on_end(self, run: Run, metrics: RunResult) -> None:
         """After the final evaluation."""
 
 
