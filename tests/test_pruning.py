@@ -86,6 +86,32 @@ def test_regrowth_lets_weights_come_back(lenet5, batch) -> None:
     assert any(torch.any(b[n] & ~a[n]) for a, b in pairwise(history) for n in a)
 
 
+def test_every_step_callback_of_a_list_sees_every_step_and_the_masks_stay_the_same() -> None:
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+    steps: list[int] = []
+    kept: list[int] = []
+    progress = panning.pruning.ScreeningProgress(4)
+    masks = panning.prune(
+        net,
+        0.9,
+        "synflow",
+        input_shape=(1, 4, 4),
+        iterations=4,
+        callback=[lambda record, _: steps.append(record.step), lambda _, m: kept.append(m.kept()), progress],
+        progress=True,
+    )
+    alone = panning.prune(net, 0.9, "synflow", input_shape=(1, 4, 4), iterations=4)
+    assert steps == [1, 2, 3, 4] and progress.steps == 4
+    assert kept[-1] == masks.kept() and kept == sorted(kept, reverse=True)
+    assert masks.digest() == alone.digest()
+
+
+def test_a_callback_that_cannot_be_called_is_refused_before_screening() -> None:
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    with pytest.raises(panning.UserTypeError, match="callback must be a function"):
+        panning.prune(net, 0.5, "magnitude", input_shape=(1, 4, 4), callback="trace.jsonl")
+
+
 def test_dataloader_input_is_seeded_and_fresh_at_every_step(lenet5, batch) -> None:
     x, y = batch
     shuffled = DataLoader(TensorDataset(x, y), batch_size=25, shuffle=True)

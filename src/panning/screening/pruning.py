@@ -604,25 +604,59 @@ def _batches_and_shape(
     raise UserError(f"{method} needs the input shape: pass data=... or input_shape=(C, H, W)")
 
 
-def _step_through(
-    run: Screening,
-    model: nn.Module,
-    method: Method,
-    description: str,
-    callback: Callable[[StepRecord, Masks], None] | None,
-    progress: bool,
-) -> Masks:
+StepCallback = Callable[[StepRecord, Masks], None]
+
+
+class ScreeningProgress:
+    """A step callback showing a progress bar of a screening's steps on a terminal (none when the
+    output is not one); the bar closes after the last step. ``prune(progress=True)`` adds one.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> bar = ScreeningProgress(3, "screening (synflow)")
+        >>> prune(net, 0.9, "synflow", input_shape=(1, 4, 4), iterations=3, callback=bar).kept()
+        14
+        >>> bar.steps
+        3
+    """
+
+    def __init__(self, iterations: int, description: str = "screening") -> None:
+        self.iterations = iterations
+        self.description = description
+        self.steps = 0
+        self._bar: Any = None
+
+    def __call__(self, record: StepRecord, masks: Masks) -> None:
+        if self._bar is None:
+            self._bar = tqdm(total=self.iterations, desc=self.description, unit="step", disable=None, leave=False)
+        self._bar.update()
+        self.steps = record.step
+        if record.step >= self.iterations:
+            self._bar.close()
+
+
+def _step_callbacks(callback: StepCallback | Sequence[StepCallback] | None) -> list[StepCallback]:
+    if callback is None:
+        return []
+    if callable(callback):
+        return [callback]
+    if isinstance(callback, Sequence) and all(callable(each) for each in callback):
+        return list(callback)
+    raise UserTypeError(f"callback must be a function of (StepRecord, Masks) or a list of them, got {callback!r}")
+
+
+def _step_through(run: Screening, model: nn.Module, method: Method, callbacks: Sequence[StepCallback]) -> Masks:
     """Step a screening run to its end with a method's scores; the final masks."""
-    bar = tqdm(total=run.iterations, desc=description, unit="step", disable=None if progress else True, leave=False)
-    with bar, indices.preserved_modes(model, train=True):
+    with indices.preserved_modes(model, train=True):
         while not run.done:
             step_started = time.perf_counter()
             context = run.next_context()
             masks = run.select(method(model, context))
-            if callback is not None:
+            if callbacks:
                 seconds = time.perf_counter() - step_started
-                callback(StepRecord(run.step, context.density, run.keeps[run.step - 1], seconds, context.info), masks)
-            bar.update()
+                record = StepRecord(run.step, context.density, run.keeps[run.step - 1], seconds, context.info)
+                for callback in callbacks:
+                    callback(record, masks)
     return run.masks
 
 
@@ -639,7 +673,7 @@ def prune(
     scope: str = "global",
     parameters: Sequence[str] | None = None,
     input_shape: Sequence[int] | None = None,
-    callback: Callable[[StepRecord, Masks], None] | None = None,
+    callback: StepCallback | Sequence[StepCallback] | None = None,
     progress: bool = False,
     **options: Any,
 ) -> Masks:
@@ -649,8 +683,10 @@ def prune(
     and ``iter-snip``, 1 otherwise) along the ``schedule``, scoring ``samples_per_class``
     examples of each class per step (the method's default if None: 2 for ``panning``, 10
     otherwise); every step re-scores the current masked
-    network. ``regrowth=False`` makes masks monotone. ``progress=True`` shows a progress bar
-    of the steps on a terminal (none when the output is not one). ``data`` feeds the data-driven methods and
+    network. ``regrowth=False`` makes masks monotone. ``callback`` (one function or a list) is
+    called after every step with its :class:`StepRecord` and the masks (e.g.
+    :class:`panning.report.ScreeningTrace`); ``progress=True`` adds a :class:`ScreeningProgress`
+    bar on a terminal (none when the output is not one). ``data`` feeds the data-driven methods and
     gives the input shape. ``method`` is a registered name, whose ``options`` go to it (e.g.
     ``temperature=200``), or a :class:`Method` object (e.g. a wrapped one). The model is
     left unchanged. The masks' ``metadata`` records the settings, the screening time and the
@@ -686,7 +722,10 @@ def prune(
         generator = torch.Generator().manual_seed(int(seed))
         batches, shape = _batches_and_shape(model, method, chosen, data, samples_per_class, generator, input_shape)
         run = Screening(model, sparsity, steps, schedule, parameters, regrowth, scope, batches, shape, generator)
-        masks = _step_through(run, model, chosen, f"screening ({method})", callback, progress)
+        callbacks = _step_callbacks(callback)
+        if progress:
+            callbacks.append(ScreeningProgress(steps, f"screening ({method})"))
+        masks = _step_through(run, model, chosen, callbacks)
         seconds = time.perf_counter() - started
         record = ScreeningRecord(
             method,
