@@ -6,8 +6,10 @@ and keeps its traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 
 class UserError(ValueError):
@@ -63,3 +65,31 @@ def check_positive(name: str, value: object) -> float:
     if not (math.isfinite(float(value)) and float(value) > 0):
         raise UserError(f"{name} must be a finite positive number, got {value!r}")
     return float(value)
+
+
+def literal_fields(cls: type) -> dict[str, tuple[Any, ...]]:
+    """The fields of a dataclass whose type is a ``Literal``, with their allowed values; the one
+    place those values are stated, read by validation and by the command line's choices.
+
+    Examples:
+        >>> from panning.training import TrainConfig
+        >>> literal_fields(TrainConfig)["rescale"]
+        ('fan-in', 'none')
+    """
+    hints = get_type_hints(cls)
+    return {f.name: get_args(hints[f.name]) for f in dataclasses.fields(cls) if get_origin(hints[f.name]) is Literal}
+
+
+def check_literal_fields(config: object) -> None:
+    """Refuse a dataclass whose ``Literal`` fields hold a value outside their choices.
+
+    Examples:
+        >>> from panning.training import TrainConfig
+        >>> check_literal_fields(TrainConfig(rescale="sqrt"))
+        Traceback (most recent call last):
+        ...
+        panning.errors.UserError: unknown rescale 'sqrt'; valid: fan-in, none
+    """
+    for name, choices in literal_fields(type(config)).items():
+        if getattr(config, name) not in choices:
+            raise UserError(f"unknown {name} {getattr(config, name)!r}; valid: {', '.join(map(str, choices))}")

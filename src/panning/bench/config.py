@@ -19,6 +19,7 @@ from panning.errors import UserError, check_sparsity
 from panning.sanity import check_variant
 from panning.screening.pruning import (
     SCREENING_ARGUMENTS,
+    ScreeningConfig,
     create_method,
     method_files,
     method_names,
@@ -157,7 +158,7 @@ def _methods(entries: Any) -> list[tuple[str, str, dict[str, Any], dict[str, Any
         if not isinstance(options, Mapping):
             raise UserError(f"{where}.options must be a table, e.g. options = {{ temperature = 200 }}")
         create_method(name, **options)  # unknown or bad options are refused now, not in the middle of the grid
-        screening = {key: entry[key] for key in SCREENING_KEYS if key in entry}
+        screening = _checked_screening({key: entry[key] for key in SCREENING_KEYS if key in entry}, where)
         variant = check_variant(str(entry["variant"])) if "variant" in entry else "as-found"
         if variant != "as-found":
             screening["variant"] = variant
@@ -173,6 +174,15 @@ def _methods(entries: Any) -> list[tuple[str, str, dict[str, Any], dict[str, Any
     if duplicates:
         raise UserError(f"two methods share the label {duplicates[0]!r}; give each a distinct label")
     return out
+
+
+def _checked_screening(screening: dict[str, Any], where: str) -> dict[str, Any]:
+    """``screening`` once its values are valid (refused now, not in the middle of the grid)."""
+    try:
+        ScreeningConfig(**screening).validate()
+    except UserError as error:
+        raise type(error)(f"{where}: {error}") from None
+    return screening
 
 
 def _training(table: Any, layout: int) -> dict[str, Any]:
@@ -241,7 +251,9 @@ def parse_grid(config: Mapping[str, Any], quick: bool = False, name: str = "grid
     sparsities = [check_sparsity(s) for s in sparsities]
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise UserError(f"seeds must be integers, got {seeds!r}")
-    screening = dict(_check_keys(merged.get("screening", {}), SCREENING_KEYS, "[screening]"))
+    screening = _checked_screening(
+        dict(_check_keys(merged.get("screening", {}), SCREENING_KEYS, "[screening]")), "[screening]"
+    )
     layout = config.get("format", RESULTS_FORMAT)
     if layout not in range(1, RESULTS_FORMAT + 1):
         raise UserError(

@@ -23,7 +23,13 @@ from panning.compaction.sparse import Costs
 from panning.errors import UserError
 from panning.io import os_fault
 from panning.screening.multi_index import COMBINATIONS, GRASP_FORMS, NORMALIZATIONS
-from panning.screening.pruning import SCREENING_DEFAULTS, method_names, method_option_names, prune
+from panning.screening.pruning import (
+    SCREENING_DEFAULTS,
+    ScreeningConfig,
+    method_names,
+    method_option_names,
+    prune,
+)
 from panning.training import (
     TrainConfig,
     literal_fields,
@@ -98,7 +104,7 @@ prune_options = combine_options(
         "--schedule",
         default=SCREENING_DEFAULTS["schedule"],
         show_default=True,
-        type=click.Choice(["exponential", "linear"]),
+        type=click.Choice(literal_fields(ScreeningConfig)["schedule"]),
     ),
     click.option(
         "--regrowth/--no-regrowth",
@@ -113,7 +119,10 @@ prune_options = combine_options(
     ),
     click.option("--temperature", type=float, help="Logit temperature of snip/grasp (defaults 1 and 200)."),
     click.option(
-        "--scope", default=SCREENING_DEFAULTS["scope"], show_default=True, type=click.Choice(["global", "layer"])
+        "--scope",
+        default=SCREENING_DEFAULTS["scope"],
+        show_default=True,
+        type=click.Choice(literal_fields(ScreeningConfig)["scope"]),
     ),
     click.option(
         "--grasp",

@@ -1,4 +1,4 @@
-"""The multi-process screening loop and the registry of screening methods.
+"""The screening loop, its configuration and the registry of screening methods.
 
 A *method* turns the current masked network into scores; this module alone turns scores
 into masks, step by step along the sparsity schedule, keeping exactly ``round(k_t * N)``
@@ -12,8 +12,8 @@ import json
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
-from dataclasses import dataclass, field, fields
-from typing import Any, Protocol, cast
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal, Protocol, cast
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from panning.connectivity import Connectivity, connectivity
 from panning.data import Dataset, class_balanced_batch
-from panning.errors import UserError, UserTypeError, check_positive, check_sparsity
+from panning.errors import UserError, UserTypeError, check_literal_fields, check_positive, check_sparsity
 from panning.masks import Masks, density_schedule, kept_schedule, model_device, prunable_parameters, select_topk
 from panning.registry import Registry
 from panning.screening import scores as indices
@@ -263,8 +263,61 @@ _STEP_SCORES: dict[str, Callable[[SingleIndex, nn.Module, StepContext], dict[str
 
 
 MethodFactory = Callable[..., Method]
+
+Schedule = Literal["exponential", "linear"]
+Scope = Literal["global", "layer"]
+
+
+@dataclass(frozen=True)
+class ScreeningConfig:
+    """How a screening steps, besides the method, its options, the sparsity and the seed: the
+    one statement of these arguments of :func:`prune`, their types and defaults. The command
+    line's flags and choices, a grid's ``[screening]`` keys and a cell's identity are read from
+    it; ``None`` means the method's default (:meth:`resolved`).
+
+    Examples:
+        >>> ScreeningConfig().schedule, ScreeningConfig().resolved("panning").samples_per_class
+        ('exponential', 2)
+        >>> ScreeningConfig(scope="per-layer").validate()
+        Traceback (most recent call last):
+        ...
+        panning.errors.UserError: unknown scope 'per-layer'; valid: global, layer
+    """
+
+    iterations: int | None = None
+    schedule: Schedule = "exponential"
+    regrowth: bool = True
+    samples_per_class: int | None = None
+    scope: Scope = "global"
+
+    def validate(self) -> ScreeningConfig:
+        """``self``, once every value has been checked; else a one-line error naming the fix."""
+        for name in ("iterations", "samples_per_class"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise UserError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.regrowth, bool):
+            raise UserTypeError("regrowth must be True or False")
+        check_literal_fields(self)
+        return self
+
+    def resolved(self, method: str | Method, **options: Any) -> ScreeningConfig:
+        """The config with the method's defaults in place of ``None`` (``options`` go to a method
+        given by name)."""
+        if self.iterations is not None and self.samples_per_class is not None:
+            return self
+        chosen = create_method(method, **options) if isinstance(method, str) else method
+        return ScreeningConfig(
+            int(chosen.default_iterations) if self.iterations is None else self.iterations,
+            self.schedule,
+            self.regrowth,
+            default_samples_per_class(chosen) if self.samples_per_class is None else self.samples_per_class,
+            self.scope,
+        )
+
+
 # The arguments of prune() besides the method's options that decide which mask it finds.
-SCREENING_ARGUMENTS = ("iterations", "schedule", "regrowth", "samples_per_class", "scope")
+SCREENING_ARGUMENTS: tuple[str, ...] = tuple(f.name for f in fields(ScreeningConfig))
 _METHODS: Registry[MethodFactory] = Registry("method")
 
 
@@ -410,15 +463,8 @@ def resolved_screening(name: str, options: Mapping[str, Any], screening: Mapping
         >>> resolved_screening("synflow", {}, {"samples_per_class": 2})["iterations"]
         100
     """
-    defaults = inspect.signature(prune).parameters
-    values = {key: screening.get(key, defaults[key].default) for key in SCREENING_ARGUMENTS}
-    if values["iterations"] is None or values["samples_per_class"] is None:
-        method = create_method(name, **options)
-        if values["iterations"] is None:
-            values["iterations"] = int(method.default_iterations)
-        if values["samples_per_class"] is None:
-            values["samples_per_class"] = default_samples_per_class(method)
-    return values
+    given = {key: screening[key] for key in SCREENING_ARGUMENTS if key in screening}
+    return asdict(ScreeningConfig(**given).resolved(name, **options))
 
 
 class Screening:
@@ -665,12 +711,12 @@ def prune(
     sparsity: float,
     method: str | Method = "synflow",
     data: DataLike = None,
-    iterations: int | None = None,
-    schedule: str = "exponential",
-    regrowth: bool = True,
-    samples_per_class: int | None = None,
+    iterations: int | None = ScreeningConfig.iterations,
+    schedule: Schedule = ScreeningConfig.schedule,
+    regrowth: bool = ScreeningConfig.regrowth,
+    samples_per_class: int | None = ScreeningConfig.samples_per_class,
     seed: int = 0,
-    scope: str = "global",
+    scope: Scope = ScreeningConfig.scope,
     parameters: Sequence[str] | None = None,
     input_shape: Sequence[int] | None = None,
     callback: StepCallback | Sequence[StepCallback] | None = None,
@@ -709,12 +755,10 @@ def prune(
         started = time.perf_counter()
         sparsity = check_sparsity(sparsity)
         indices._check_plain(model)
-        if not isinstance(regrowth, bool):
-            raise UserTypeError("regrowth must be True or False")
+        given = ScreeningConfig(iterations, schedule, regrowth, samples_per_class, scope).validate()
         chosen, method = _chosen_method(method, options)
-        steps = chosen.default_iterations if iterations is None else iterations
-        if samples_per_class is None:
-            samples_per_class = default_samples_per_class(chosen)
+        config = given.resolved(chosen)
+        steps, samples_per_class = cast(int, config.iterations), cast(int, config.samples_per_class)
         weights = prunable_parameters(model, parameters)
         total = sum(w.numel() for w in weights.values())
         if round((1.0 - sparsity) * total) < 1:
@@ -755,12 +799,8 @@ def _chosen_method(method: str | Method, options: Mapping[str, Any]) -> tuple[Me
     return method, str(getattr(method, "name", type(method).__name__))
 
 
-# The screening arguments' defaults, read from prune() so that the CLI and grids never restate them.
-SCREENING_DEFAULTS: dict[str, Any] = {
-    name: parameter.default
-    for name, parameter in inspect.signature(prune).parameters.items()
-    if name in SCREENING_ARGUMENTS
-}
+# The screening arguments' defaults, for the CLI and grids (None: the method's).
+SCREENING_DEFAULTS: dict[str, Any] = asdict(ScreeningConfig())
 
 __all__ = [
     "DEFAULT_SAMPLES_PER_CLASS",
@@ -768,7 +808,10 @@ __all__ = [
     "SCREENING_DEFAULTS",
     "BatchSource",
     "Method",
+    "Schedule",
+    "Scope",
     "Screening",
+    "ScreeningConfig",
     "ScreeningRecord",
     "SingleIndex",
     "StepContext",

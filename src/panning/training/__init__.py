@@ -15,6 +15,7 @@ own parts of training) and :mod:`~panning.training.loop` (the loop that runs the
 
 from __future__ import annotations
 
+from panning.errors import literal_fields
 from panning.training.callbacks import (
     Checkpoints,
     Compaction,
@@ -33,7 +34,6 @@ from panning.training.config import (
     TrainConfig,
     build,
     create_model,
-    literal_fields,
     lr_factor,
     record_origin,
     resolve_device,

@@ -5,30 +5,18 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
 from panning import data as datasets
 from panning import models
-from panning.errors import UserError
+from panning.errors import UserError, check_literal_fields
 from panning.masks import Masks
 
 Rescale = Literal["fan-in", "none"]
 RESCALES: tuple[str, ...] = get_args(Rescale)
-
-
-def literal_fields(cls: type) -> dict[str, tuple[Any, ...]]:
-    """The fields of a dataclass whose type is a ``Literal``, with their allowed values; the one
-    place those values are stated, read by validation and by the command line's choices.
-
-    Examples:
-        >>> literal_fields(TrainConfig)["rescale"]
-        ('fan-in', 'none')
-    """
-    hints = get_type_hints(cls)
-    return {f.name: get_args(hints[f.name]) for f in dataclasses.fields(cls) if get_origin(hints[f.name]) is Literal}
 
 
 # What a run configured before a field existed did: the value a saved config lacking it means.
@@ -106,9 +94,7 @@ class TrainConfig:
             or not 0 <= self.warmup_epochs < self.epochs
         ):
             raise UserError(f"warmup_epochs must be a number in [0, epochs={self.epochs}), got {self.warmup_epochs!r}")
-        for name, choices in literal_fields(TrainConfig).items():
-            if getattr(self, name) not in choices:
-                raise UserError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(choices)}")
+        check_literal_fields(self)
         if self.clip_grad_norm is not None and (
             isinstance(self.clip_grad_norm, bool)
             or not isinstance(self.clip_grad_norm, (int, float))
