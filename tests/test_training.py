@@ -164,6 +164,18 @@ def test_metrics_carry_the_screening_facts(data_root: Path, tmp_path: Path) -> N
     assert [layer["name"] for layer in metrics["layers"]] == ["fc1.weight", "fc2.weight", "fc3.weight"]
 
 
+def test_connectivity_comes_from_the_screening_unless_the_masks_changed_since(data_root: Path, tmp_path: Path) -> None:
+    config = _config(epochs=1)
+    model, data = build(config)
+    masks = _masks(model)
+    screened = train(model, data, config, tmp_path / "screened", masks=masks, progress=False)
+    assert screened["kept"] == masks.screening.connectivity.kept
+    # An edited copy still carries the screening's metadata, which no longer describes it.
+    edited = panning.Masks({**masks, "fc3.weight": torch.zeros_like(masks["fc3.weight"])}, metadata=masks.metadata)
+    changed = train(build(config)[0], data, config, tmp_path / "edited", masks=edited, progress=False)
+    assert changed["kept"] == edited.kept() < screened["kept"] and changed["collapsed"]
+
+
 def test_fan_in_rescale_gives_each_unit_its_dense_scale() -> None:
     linear = torch.nn.Linear(8, 3)
     conv = torch.nn.Conv2d(2, 2, 3)

@@ -755,9 +755,8 @@ def prune(
         started = time.perf_counter()
         sparsity = check_sparsity(sparsity)
         indices._check_plain(model)
-        given = ScreeningConfig(iterations, schedule, regrowth, samples_per_class, scope).validate()
         chosen, method = _chosen_method(method, options)
-        config = given.resolved(chosen)
+        config = ScreeningConfig(iterations, schedule, regrowth, samples_per_class, scope).validate().resolved(chosen)
         steps, samples_per_class = cast(int, config.iterations), cast(int, config.samples_per_class)
         weights = prunable_parameters(model, parameters)
         total = sum(w.numel() for w in weights.values())
@@ -766,9 +765,8 @@ def prune(
         generator = torch.Generator().manual_seed(int(seed))
         batches, shape = _batches_and_shape(model, method, chosen, data, samples_per_class, generator, input_shape)
         run = Screening(model, sparsity, steps, schedule, parameters, regrowth, scope, batches, shape, generator)
-        callbacks = _step_callbacks(callback)
-        if progress:
-            callbacks.append(ScreeningProgress(steps, f"screening ({method})"))
+        bar = [ScreeningProgress(steps, f"screening ({method})")] if progress else []
+        callbacks = _step_callbacks(callback) + bar
         masks = _step_through(run, model, chosen, callbacks)
         seconds = time.perf_counter() - started
         record = ScreeningRecord(

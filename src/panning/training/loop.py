@@ -197,7 +197,12 @@ def _open_run(
     facts: dict[str, Any] = {"kept": None, "total": None, "nominal_sparsity": 0.0, "effective_sparsity": None}
     if masks is not None:
         masks.check_fits(model)
-        report = connectivity(model.to(device), masks, input_shape=dataset.input_shape)
+        # prune() already analysed its masks; masks from elsewhere (or changed since) are analysed here.
+        screened = masks.screening
+        if screened is not None and screened.input_shape == tuple(dataset.input_shape):
+            report = screened.connectivity
+        else:
+            report = connectivity(model.to(device), masks, input_shape=dataset.input_shape)
         facts = {
             **report.as_dict(),
             **{name: masks.metadata[key] for key, name in SCREENING_FACTS.items() if key in masks.metadata},
