@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from conftest import SMALL_GRID
 from panning import bench
 from panning.cli import cli
+from panning.errors import UserError
 from panning.executors import RayExecutor
 
 
@@ -28,8 +29,19 @@ def test_a_grid_on_a_local_ray_cluster_gives_the_cells_of_jobs_1(
     pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'panning[ray]')")
     grid = bench.parse_grid(SMALL_GRID)
     serial = bench.run_grid(grid, tmp_path / "serial", jobs=1, data_dir=str(data_root))
-    with RayExecutor(cpus_per_cell=1, num_cpus=2) as executor:
+    with RayExecutor(cpus_per_cell=1, num_cpus=2, num_gpus=0) as executor:
         remote = bench.run_grid(grid, tmp_path / "ray", data_dir=str(data_root), executor=executor, threads_per_cell=1)
+        # On the same (GPU-less) cluster: "auto" asks for no GPU; cells that need one are refused at
+        # once instead of waiting for ever, and the driver itself needs no GPU to say so.
+        assert RayExecutor(gpus_per_cell=None).resources["num_gpus"] == 0
+        with pytest.raises(UserError, match="the Ray cluster has 0 GPUs and each cell asks for 1"):
+            RayExecutor(gpus_per_cell=1)
+        config = tmp_path / "g.toml"
+        grid_text = 'models = ["lenet300"]\ndatasets = ["mnist"]\nsparsities = [0.9]\nseeds = [0]\n'
+        config.write_text(grid_text + '[[methods]]\nname = "random"\n')
+        args = ["bench", str(config), "--executor", "ray", "--device", "cuda", "--out", str(tmp_path / "o")]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2 and "the Ray cluster has 0 GPUs" in result.output, result.output
     assert remote.ran == 4 and remote.failed == 0
     fields = ("cell", "nominal_sparsity", "effective_sparsity", "layer_density", "test_accuracy", "val_accuracy")
     assert [[r[f] for f in fields] for r in remote.rows] == [[r[f] for f in fields] for r in serial.rows]

@@ -25,7 +25,9 @@ def executor_names() -> list[str]:
 
 class RayExecutor:
     """Each submitted call becomes a Ray task asking for ``cpus_per_cell`` CPUs (and
-    ``gpus_per_cell`` GPUs); ``address`` joins a running cluster, ``None`` starts a local one.
+    ``gpus_per_cell`` GPUs; ``None``: one where the cluster has GPUs, else none); ``address``
+    joins a running cluster, ``None`` starts a local one. A cluster with fewer GPUs than a cell
+    asks for is refused at once (its tasks would wait for ever).
 
     Examples:
         >>> executor = RayExecutor(address="auto", cpus_per_cell=2, gpus_per_cell=1)  # doctest: +SKIP
@@ -36,7 +38,7 @@ class RayExecutor:
         self,
         address: str | None = None,
         cpus_per_cell: int = 1,
-        gpus_per_cell: float = 0,
+        gpus_per_cell: float | None = 0,
         **init: Any,
     ) -> None:
         try:
@@ -49,6 +51,15 @@ class RayExecutor:
         self._started = not ray.is_initialized()
         if self._started:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, **init)
+        gpus = float(ray.cluster_resources().get("GPU", 0))
+        if gpus_per_cell is None:
+            gpus_per_cell = 1 if gpus >= 1 else 0
+        if gpus_per_cell > gpus:
+            self.shutdown()
+            raise UserError(
+                f"the Ray cluster has {gpus:g} GPUs and each cell asks for {gpus_per_cell:g}: its cells would wait "
+                "for ever; join a cluster with GPUs (--address) or use --device cpu"
+            )
         self.resources = {"num_cpus": cpus_per_cell, "num_gpus": gpus_per_cell}
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:

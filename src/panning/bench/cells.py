@@ -28,7 +28,7 @@ from panning.screening.pruning import (
     Method,
     prune,
 )
-from panning.training import create_model, masks_to_resume, record_origin, train
+from panning.training import create_model, masks_to_resume, record_origin, resolve_device, train
 
 
 @functools.lru_cache(maxsize=2)
@@ -114,7 +114,7 @@ def run_cell(
             torch.manual_seed(cell.seed + REINIT_SEED_OFFSET)
             model = models.initialize(models.for_dataset(cell.model, dataset.spec), config.init)
         metrics = train(model, dataset, config, run_dir, masks=masks, resume=resume, progress=False)
-        row = _row(cell, commit, metrics, None, device)
+        row = _row(cell, commit, metrics, None, resolve_device(config.device).type)  # where it ran
     except KeyboardInterrupt:
         raise
     except Exception as error:  # a failing cell is recorded and the grid goes on

@@ -16,9 +16,7 @@ from panning.executors import RayExecutor, executor_names
 from panning.io import write_atomic
 from panning.sanity import VARIANTS, mask_file_sparsity, run_sanity, sanity_config
 from panning.screening.pruning import method_names
-from panning.training import (
-    resolve_device,
-)
+from panning.training import device_kind, resolve_device
 
 
 @cli.command("bench")
@@ -72,7 +70,9 @@ def bench_command(
     from panning import bench
 
     grid = bench.load_grid(config, quick=quick)
-    resolve_device(device)
+    # Cells on a cluster run on its workers: the driver (a login node, a GPU-less head) need not
+    # have their device; a local grid does.
+    kind = device_kind(device) if executor == "ray" else resolve_device(device).type
     out_dir = Path(out) if out else Path("runs/bench") / grid.name
     store = Path(cells_dir) if cells_dir else Path("runs/bench/cells")
     unique = len({cell.key for cell in grid.cells})
@@ -87,7 +87,7 @@ def bench_command(
 
     remote = None
     if executor == "ray" and not collect:
-        gpus = 1 if resolve_device(device).type == "cuda" else 0
+        gpus = {"cpu": 0, "auto": None}.get(kind, 1)
         remote = RayExecutor(address, cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus)
     try:
         summary = bench.run_grid(

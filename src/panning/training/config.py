@@ -120,6 +120,22 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps)))
 
 
+def device_kind(device: str) -> str:
+    """``"auto"``, or the type of the device ``device`` names (``"cpu"``, ``"cuda"``, ...), without
+    asking whether this machine has it: a grid's driver checks the devices of its workers so.
+
+    Examples:
+        >>> device_kind("cuda:1"), device_kind("auto")
+        ('cuda', 'auto')
+    """
+    if device == "auto":
+        return device
+    try:
+        return torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise UserError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` picks CUDA when available, else the CPU.
 
@@ -127,12 +143,9 @@ def resolve_device(device: str) -> torch.device:
         >>> resolve_device("cpu")
         device(type='cpu')
     """
-    if device == "auto":
+    if device_kind(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+    resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise UserError("device cuda was asked for but no CUDA GPU is available; use --device cpu")
     return resolved
