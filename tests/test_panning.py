@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from torch import nn
 
 import panning
 import panning.cli
@@ -83,12 +84,29 @@ def test_stages_follow_the_reference_boundaries_one_step_at_a_time() -> None:
         assert 1 - schedule[first_in[stage] - 1] > boundary >= 1 - schedule[first_in[stage] - 2]
     # One step straight to 0.999 moves only one stage, as the reference does.
     assert Panning(combination="additive").weights_for(1, 0.001) == (2, {"synflow": 0.2, "snip": 0.4, "grasp": 0.4})
-    # The default is the agent's additive table; a combination named alone picks the paper's table.
-    assert (Panning().combination, Panning().table) == ("additive", PRESETS[("agent", "additive")])
+    # The default is the automatic additive table; a combination named alone picks the paper's table.
+    assert (Panning().combination, Panning().stages) == ("additive", "auto")
     assert Panning(combination="multiplicative").table == PRESETS[("paper", "multiplicative")]
     assert Panning(combination="additive").table == PRESETS[("paper", "additive")]
     assert Panning(stages="paper").combination == "multiplicative"  # the paper table's former default
     assert Panning(normalization="zscore", stages="paper").combination == "additive"  # a product needs z >= 0
+
+
+def test_the_automatic_table_keeps_synflow_on_convolutional_networks_only() -> None:
+    conv = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    x, y = torch.randn(40, 1, 8, 8), torch.arange(40) % 10
+    for net, chosen in ((conv, "agent-floor"), (mlp, "agent")):
+        automatic = panning.prune(net, 0.98, "panning", data=(x, y), iterations=6, seed=1)
+        named = panning.prune(net, 0.98, "panning", data=(x, y), iterations=6, seed=1, stages=chosen)
+        other = "agent" if chosen == "agent-floor" else "agent-floor"
+        unchosen = panning.prune(net, 0.98, "panning", data=(x, y), iterations=6, seed=1, stages=other)
+        assert automatic.digest() == named.digest() != unchosen.digest(), chosen
+    # The floor: SynFlow keeps a weight of 0.4 or more at every stage, past 0.98 too.
+    assert min(weights[0] for weights in PRESETS[("agent-floor", "additive")].weights) == 0.4
+    assert Panning().identity()["stages"] == "auto"
+    with pytest.raises(ValueError, match="stages='auto' chooses between additive tables"):
+        Panning(stages="auto", combination="multiplicative")
 
 
 def test_the_agent_table_is_an_additive_preset_named_in_the_identity() -> None:

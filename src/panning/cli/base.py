@@ -142,7 +142,10 @@ prune_options = combine_options(
     ),
     click.option(
         "--stages",
-        help="panning: 'agent' (default: the shipped agent's policy as a table), 'paper', or a TOML/JSON table file.",
+        help=(
+            "panning: 'auto' (default: 'agent-floor' for networks with convolutions, else 'agent'), "
+            "'agent', 'agent-floor', 'paper', or a TOML/JSON table file."
+        ),
     ),
     click.option(
         "--agent",

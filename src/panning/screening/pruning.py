@@ -424,7 +424,7 @@ def resolved_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
 
     Examples:
         >>> resolved_options("panning", {})["stages"]
-        'agent'
+        'auto'
         >>> resolved_options("panning", {"combination": "additive"})["stages"]
         'paper'
     """
