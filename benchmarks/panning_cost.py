@@ -57,6 +57,9 @@ VARIANTS = {
     "panning-fast": ({"combination": "multiplicative"}, 2),
     "panning-agent-table": ({"combination": "additive", "stages": "agent"}, 10),
     "panning-agent-table-fast": ({"combination": "additive", "stages": "agent"}, 2),
+    # The default (stages="auto"): on a convolutional network the agent-floor table, which
+    # scores SynFlow at every step where the agent's table drops it past 0.99.
+    "panning-default": ({}, 2),
 }
 DEFAULT_OUT = Path("benchmarks/results/panning-cost")
 
