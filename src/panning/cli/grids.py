@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,12 +79,14 @@ def bench_command(
     unique = len({cell.key for cell in grid.cells})
     click.echo(f"grid {grid.name}: {unique} cells; finished cells in {store} are reused")
 
+    started = time.monotonic()
+
     def show(cell: bench.Cell, row: dict[str, Any], done: int, pending: int) -> None:
         if row["status"] == "ok":
             outcome = f"test {row['test_accuracy']:.4f}, screening {row['prune_seconds']:.2f} s"
         else:
             outcome = f"FAILED: {row['error']}"
-        click.echo(f"[{done}/{pending}] {cell.describe()}: {outcome}")
+        click.echo(f"[{done}/{pending}] {cell.describe()}: {outcome}{remaining_time(started, done, pending)}")
 
     remote = None
     if executor == "ray" and not collect:
@@ -232,3 +235,20 @@ def sanity_command(
     click.echo(result.text)
     for path in result.files:
         click.echo(f"wrote {path}")
+
+
+def remaining_time(started: float, done: int, total: int, now: float | None = None) -> str:
+    """``"; about N min left"`` at the pace of the cells finished since ``started`` (``""`` when
+    none is left).
+
+    Examples:
+        >>> remaining_time(0.0, 3, 12, now=180.0)
+        '; about 9 min left'
+        >>> remaining_time(0.0, 12, 12, now=720.0)
+        ''
+    """
+    if done >= total or done < 1:
+        return ""
+    elapsed = (time.monotonic() if now is None else now) - started
+    minutes = elapsed / done * (total - done) / 60
+    return f"; about {minutes:.0f} min left" if minutes >= 1 else "; under a minute left"
