@@ -102,6 +102,26 @@ def test_synflow_with_mask_scores_pruned_weights_by_the_masked_paths() -> None:
     np.testing.assert_allclose(out["fc2.weight"].numpy(), expected2, rtol=1e-12)
 
 
+def test_synflow_without_biases_counts_only_the_flow_from_the_input() -> None:
+    # A hidden unit with no kept input: with biases its bias feeds it, so its outgoing weight
+    # scores as if it were useful; without biases only paths from the input count.
+    net = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1))
+    with torch.no_grad():
+        net[0].bias.fill_(0.5)
+    masks = {"0.weight": torch.tensor([[True, True], [False, False]])}
+    with_biases = scores.synflow(net, input_shape=(2,), masks=masks)["2.weight"]
+    without = scores.synflow(net, input_shape=(2,), masks=masks, biases=False)["2.weight"]
+    assert with_biases[0, 1] > 0 and without[0, 1] == 0 and without[0, 0] > 0
+    assert not net[0].bias.eq(0).any()  # the model keeps its biases
+
+
+def test_the_biases_option_is_synflows_and_keeps_the_default_identity() -> None:
+    assert panning.pruning.resolved_options("synflow", {}) == {"absolute": False, "temperature": None}
+    assert panning.pruning.resolved_options("synflow", {"biases": False})["biases"] is False
+    with pytest.raises(ValueError, match="the 'biases' option only applies to synflow, not snip"):
+        panning.pruning.create_method("snip", biases=False)
+
+
 def test_grasp_on_a_masked_network_uses_the_original_weights() -> None:
     m1 = np.array([[1, 0, 1], [0, 1, 1]], dtype=bool)
     w1m = W1 * m1

@@ -208,14 +208,22 @@ class SingleIndex:
     default_iterations: int = 1
     temperature: float | None = None
     absolute: bool = False
+    biases: bool = True
 
     def __post_init__(self) -> None:
         if self.index not in indices.INDICES:
             raise UserError(f"unknown index {self.index!r}; valid: {', '.join(indices.INDICES)}")
         if self.temperature is not None:
             self.temperature = check_positive("temperature", self.temperature)
-        if not isinstance(self.absolute, bool):
-            raise UserTypeError(f"absolute must be true or false, got {self.absolute!r}")
+        for name in ("absolute", "biases"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserTypeError(f"{name} must be true or false, got {getattr(self, name)!r}")
+
+    def identity(self) -> dict[str, Any]:
+        """The options that decide the masks; ``biases`` only when off (it came later, and runs
+        with the default keep the identity they had)."""
+        later = {} if self.biases else {"biases": False}
+        return {"absolute": self.absolute, "temperature": self.temperature, **later}
 
     @property
     def data_driven(self) -> bool:
@@ -235,7 +243,12 @@ def _magnitude_step(method: SingleIndex, model: nn.Module, context: StepContext)
 
 def _synflow_step(method: SingleIndex, model: nn.Module, context: StepContext) -> dict[str, torch.Tensor]:
     return indices.synflow(
-        model, masks=context.masks, input_shape=context.input_shape, parameters=context.parameters, cache=context.cache
+        model,
+        masks=context.masks,
+        input_shape=context.input_shape,
+        parameters=context.parameters,
+        cache=context.cache,
+        biases=method.biases,
     )
 
 
@@ -354,14 +367,16 @@ def method_names() -> list[str]:
 
 
 def _single(index: str, iterations: int = 1) -> MethodFactory:
-    def factory(temperature: float | None = None, absolute: bool = False) -> Method:
+    def factory(temperature: float | None = None, absolute: bool = False, biases: bool = True) -> Method:
         if absolute and index != "grasp":
             raise UserError(f"the 'absolute' option only applies to grasp, not {index}")
+        if biases is not True and index != "synflow":
+            raise UserError(f"the 'biases' option only applies to synflow, not {index}")
         if temperature is not None and index not in ("snip", "grasp"):
             raise UserError(f"the 'temperature' option only applies to snip and grasp, not {index}")
         if temperature is None and index in ("snip", "grasp"):
             temperature = 1.0 if index == "snip" else indices.GRASP_TEMPERATURE
-        return SingleIndex(index, iterations, temperature, absolute)
+        return SingleIndex(index, iterations, temperature, absolute, biases)
 
     return factory
 

@@ -350,13 +350,17 @@ def grasp(
     return {n: s.abs() for n, s in result.grasp.items()} if absolute else result.grasp
 
 
-def _synflow_parameters(model: nn.Module, weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Every non-prunable parameter as ``|p|`` in float64 (biases and norm parameters included)."""
+def _synflow_parameters(
+    model: nn.Module, weights: Mapping[str, torch.Tensor], biases: bool = True
+) -> dict[str, torch.Tensor]:
+    """Every non-prunable parameter as ``|p|`` in float64 (norm parameters included; biases too,
+    or as zeros when ``biases`` is False)."""
     out = {}
     for name, param in model.named_parameters():
         if name in weights or name.endswith("_orig"):
             continue
-        out[name] = param.detach().abs().double()
+        magnitude = param.detach().abs().double()
+        out[name] = magnitude if biases or not name.endswith("bias") else torch.zeros_like(magnitude)
     return out
 
 
@@ -382,11 +386,15 @@ def synflow(
     input_shape: Sequence[int] | None = None,
     parameters: Sequence[str] | None = None,
     cache: MutableMapping[Any, Any] | None = None,
+    biases: bool = True,
 ) -> Scores:
     """SynFlow (Tanaka et al. 2020): ``|θ ⊙ ∂R/∂θm|``, ``R = Σ f(1; |θm|)``, data-free.
 
     Every parameter (and floating buffer) is replaced by its absolute value, the input is a
-    single all-ones example, normalisation layers run in eval mode, all in float64.
+    single all-ones example, normalisation layers run in eval mode, all in float64. ``biases=False``
+    sets the biases to zero instead: then only flow from the input counts, where a bias can make a
+    unit with no kept input look useful (at extreme sparsity SynFlow with biases can keep a whole
+    last layer fed by biases alone and no path from the input).
     ``inputs`` only give the shape; pass ``input_shape`` (without batch) instead if you like.
     ``cache``, a dict kept across the calls of one screening run, keeps the float64 ``|θ|``
     between them; an entry is used only while the weights are unchanged.
@@ -406,7 +414,11 @@ def synflow(
     device = next(iter(weights.values())).device
     magnitudes = _float64_magnitudes(weights, cache)
     masked = {n: _masked(magnitude, masks.get(n) if masks else None) for n, magnitude in magnitudes.items()}
-    substitutes = {**_buffers(model, torch.float64, absolute=True), **_synflow_parameters(model, weights), **masked}
+    substitutes = {
+        **_buffers(model, torch.float64, absolute=True),
+        **_synflow_parameters(model, weights, biases),
+        **masked,
+    }
     ones = torch.ones((1, *input_shape), dtype=torch.float64, device=device)
     with preserved_modes(model, train=False):
         output = functional_call(model, substitutes, (ones,))
