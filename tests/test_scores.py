@@ -120,6 +120,11 @@ def test_the_biases_option_is_synflows_and_keeps_the_default_identity() -> None:
     assert panning.pruning.resolved_options("synflow", {"biases": False})["biases"] is False
     with pytest.raises(ValueError, match="the 'biases' option only applies to synflow, not snip"):
         panning.pruning.create_method("snip", biases=False)
+    # Panning's SynFlow term takes the same choice, named in its identity only when off.
+    assert "synflow_biases" not in panning.pruning.resolved_options("panning", {})
+    assert panning.pruning.resolved_options("panning", {"synflow_biases": False})["synflow_biases"] is False
+    with pytest.raises(ValueError, match="synflow_biases must be true or false"):
+        panning.pruning.create_method("panning", synflow_biases="no")
 
 
 def test_grasp_on_a_masked_network_uses_the_original_weights() -> None:

@@ -313,6 +313,8 @@ class Panning:
     stages: Any = None
     temperature: float = indices.GRASP_TEMPERATURE
     grasp: GraspForm | None = None
+    # False: SynFlow scores only the flow from the input (scores.synflow's biases=False).
+    synflow_biases: bool = True
     default_iterations: int = field(init=False, default=100)
     # 2 examples per class: a step then costs under half an SGD step on LeNet-5, and the 20-epoch
     # grids scored it at least as high on validation as 10 (benchmarks/results/panning-tuning/).
@@ -336,6 +338,8 @@ class Panning:
             self.grasp = "abs" if self.normalization == "zscore-abs" else "signed"
         if self.grasp not in GRASP_FORMS:
             raise UserError(f"unknown grasp form {self.grasp!r}; valid: {', '.join(GRASP_FORMS)}")
+        if not isinstance(self.synflow_biases, bool):
+            raise UserTypeError(f"synflow_biases must be true or false, got {self.synflow_biases!r}")
         if self.combination == "multiplicative" and self.normalization == "zscore":
             raise UserError("multiplicative combination needs non-negative indices: use zscore-abs or rank")
         if self.stages == "auto" and self.combination != "additive":
@@ -351,6 +355,8 @@ class Panning:
             "grasp": self.grasp,
             "temperature": float(self.temperature),
             "stages": self.stages if preset else self.table.as_dict(),
+            # Came later: only when off, so runs with the default keep their identity.
+            **({} if self.synflow_biases else {"synflow_biases": False}),
         }
 
     def weights_for(self, step: int, density: float) -> tuple[int, dict[str, float]]:
@@ -372,7 +378,7 @@ class Panning:
             self.table = PRESETS[(auto_stages(model), "additive")]
         stage, weights = self.weights_for(context.step, context.density)
         context.info["stage"] = stage
-        return weighted_scores(model, context, weights, *self.scoring())
+        return weighted_scores(model, context, weights, *self.scoring(), synflow_biases=self.synflow_biases)
 
 
 def weighted_scores(
@@ -383,6 +389,7 @@ def weighted_scores(
     combination: str = "additive",
     temperature: float = indices.GRASP_TEMPERATURE,
     grasp: str | None = "abs",
+    synflow_biases: bool = True,
 ) -> dict[str, torch.Tensor]:
     """One Panning step's scores: the indices with a non-zero weight on the masked network, combined.
 
@@ -419,6 +426,7 @@ def weighted_scores(
             input_shape=context.input_shape,
             parameters=context.parameters,
             cache=context.cache,
+            biases=synflow_biases,
         )
     if loss_aware.snip is not None:
         raw["snip"] = loss_aware.snip
