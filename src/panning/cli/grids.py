@@ -227,9 +227,11 @@ def sanity_command(
     folder = Path(out) if out else Path("runs/sanity") / config["name"]
     store = Path(cells_dir) if cells_dir else Path("runs/bench/cells")
 
+    started = time.monotonic()
+
     def show(cell: Any, row: dict[str, Any], done: int, pending: int) -> None:
         outcome = f"test {row['test_accuracy']:.4f}" if row["status"] == "ok" else f"FAILED: {row['error']}"
-        click.echo(f"[{done}/{pending}] {cell.describe()}: {outcome}")
+        click.echo(f"[{done}/{pending}] {cell.describe()}: {outcome}{remaining_time(started, done, pending)}")
 
     result = run_sanity(config, folder, store=store, jobs=jobs, data_dir=data_dir, device=device, on_result=show)
     click.echo(result.text)
