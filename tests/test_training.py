@@ -162,6 +162,9 @@ def test_metrics_carry_the_screening_facts(data_root: Path, tmp_path: Path) -> N
     metrics = train(model, data, config, tmp_path / "run", masks=_masks(model), progress=False)
     assert metrics["method"] == "random" and metrics["prune_seconds"] > 0 and metrics["target_sparsity"] == 0.3
     assert [layer["name"] for layer in metrics["layers"]] == ["fc1.weight", "fc2.weight", "fc3.weight"]
+    # RunResult states every key a run reports (the results columns are read from its fields).
+    assert set(metrics) <= set(panning.training.RunResult.__annotations__)
+    assert set(metrics["epochs"][0]) <= set(panning.training.EpochRecord.__annotations__)
 
 
 def test_connectivity_comes_from_the_screening_unless_the_masks_changed_since(data_root: Path, tmp_path: Path) -> None:
