@@ -116,3 +116,41 @@ def test_models_with_applied_masks_are_refused_clearly() -> None:
     panning.masks.apply(net, Masks.ones_like(net))
     with pytest.raises(ValueError, match="masks are applied"):
         panning.effective_sparsity(net, Masks.ones_like(_chain()), input_shape=(3,))
+
+
+def _gated_net(bias: float) -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    with torch.no_grad():
+        net[0].weight.abs_()
+        net[0].bias.fill_(bias)
+    return net
+
+
+def test_a_connected_mask_whose_units_are_all_off_does_not_respond_and_sgd_cannot_revive_it() -> None:
+    inputs = torch.rand(64, 4)
+    labels = (inputs[:, 0] > 0.5).long()
+    masks = Masks.ones_like(_gated_net(0.0))
+    masks["0.weight"][:, 1:] = False
+    assert panning.responds_to_input(_gated_net(0.0), masks, inputs)
+    net = _gated_net(-100.0)
+    assert panning.connectivity(net, masks, input_shape=(4,)).effective_sparsity < 1  # structurally connected
+    assert not panning.responds_to_input(net, masks, inputs)
+    panning.masks.apply(net, masks)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-3)
+    for _ in range(50):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(net(inputs), labels).backward()
+        optimizer.step()
+    outputs = net(inputs).detach()
+    assert torch.equal(outputs, outputs[:1].expand_as(outputs))  # still one constant prediction
+
+
+def test_responds_to_input_looks_at_every_batch_and_refuses_bad_inputs() -> None:
+    net = _gated_net(-1.0)
+    masks = Masks.ones_like(net)
+    quiet, loud = torch.zeros(600, 4), torch.full((1, 4), 10.0)  # only the last input turns a unit on
+    assert not panning.responds_to_input(net, masks, quiet)
+    assert panning.responds_to_input(net, masks, torch.cat([quiet, loud]), batch_size=512)
+    with pytest.raises(ValueError, match="at least two inputs"):
+        panning.responds_to_input(net, masks, torch.zeros(1, 4))

@@ -6,8 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
 import panning
+from panning.masks import Masks
 from panning.training import TrainConfig, build, train
 
 
@@ -162,9 +164,23 @@ def test_metrics_carry_the_screening_facts(data_root: Path, tmp_path: Path) -> N
     metrics = train(model, data, config, tmp_path / "run", masks=_masks(model), progress=False)
     assert metrics["method"] == "random" and metrics["prune_seconds"] > 0 and metrics["target_sparsity"] == 0.3
     assert [layer["name"] for layer in metrics["layers"]] == ["fc1.weight", "fc2.weight", "fc3.weight"]
+    assert metrics["input_dependent"] is True
     # RunResult states every key a run reports (the results columns are read from its fields).
     assert set(metrics) <= set(panning.training.RunResult.__annotations__)
     assert set(metrics["epochs"][0]) <= set(panning.training.EpochRecord.__annotations__)
+
+
+def test_a_mask_that_no_input_reaches_is_flagged_before_training(tmp_path: Path) -> None:
+    images, labels = torch.rand(80, 1, 4, 4), torch.arange(80) % 2
+    data = panning.data.from_tensors((images, labels), (images[:20], labels[:20]), val_size=20)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 4), nn.ReLU(), nn.Linear(4, 2))
+    with torch.no_grad():
+        model[1].bias.fill_(-100.0)  # every hidden unit is off for every input
+    config = TrainConfig(model="mine", dataset="custom", epochs=1, batch_size=20, device="cpu")
+    with pytest.warns(UserWarning, match="same output for every input"):
+        metrics = train(model, data, config, tmp_path / "run", masks=Masks.ones_like(model), progress=False)
+    assert metrics["input_dependent"] is False and metrics["dead"]
 
 
 def test_connectivity_comes_from_the_screening_unless_the_masks_changed_since(data_root: Path, tmp_path: Path) -> None:
@@ -175,8 +191,10 @@ def test_connectivity_comes_from_the_screening_unless_the_masks_changed_since(da
     assert screened["kept"] == masks.screening.connectivity.kept
     # An edited copy still carries the screening's metadata, which no longer describes it.
     edited = panning.Masks({**masks, "fc3.weight": torch.zeros_like(masks["fc3.weight"])}, metadata=masks.metadata)
-    changed = train(build(config)[0], data, config, tmp_path / "edited", masks=edited, progress=False)
+    with pytest.warns(UserWarning, match="same output for every input"):  # nothing reaches the output
+        changed = train(build(config)[0], data, config, tmp_path / "edited", masks=edited, progress=False)
     assert changed["kept"] == edited.kept() < screened["kept"] and changed["collapsed"]
+    assert screened["input_dependent"] and not changed["input_dependent"]
 
 
 def test_fan_in_rescale_gives_each_unit_its_dense_scale() -> None:

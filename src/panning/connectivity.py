@@ -290,4 +290,57 @@ def effective_sparsity(
     return connectivity(model, masks, input_shape, inputs).effective_sparsity
 
 
-__all__ = ["Connectivity", "LayerConnectivity", "connectivity", "effective_masks", "effective_sparsity"]
+def responds_to_input(
+    model: nn.Module, masks: Mapping[str, torch.Tensor], inputs: torch.Tensor, batch_size: int = 512
+) -> bool:
+    """Whether the masked network's output differs between any two of ``inputs`` (in eval mode).
+
+    A mask can be connected (:func:`connectivity`) and still carry no signal: when every
+    input-to-output path crosses a pruned weight or a ReLU-like unit that is off for every
+    input, the output is one constant. No gradient then reaches a weight that sees the input,
+    nor the bias of a unit that is off, and weight decay keeps each such unit's sign, so plain
+    SGD cannot leave that constant prediction (without normalisation layers, whose batch
+    statistics in training mode could move). Check it on the weights that will be trained, before
+    training: :func:`panning.training.train` does, and records the answer as ``input_dependent``.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Linear(2, 1), nn.ReLU(), nn.Linear(1, 2))
+        >>> with torch.no_grad():
+        ...     _ = net[0].weight.fill_(1.0), net[0].bias.fill_(-10.0)  # the hidden unit never fires
+        >>> responds_to_input(net, Masks.ones_like(net), torch.rand(8, 2))
+        False
+        >>> with torch.no_grad():
+        ...     _ = net[0].bias.fill_(0.0)
+        >>> responds_to_input(net, Masks.ones_like(net), torch.rand(8, 2))
+        True
+    """
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() < 1 or len(inputs) < 2:
+        raise UserError("responds_to_input needs a tensor of at least two inputs along its first dimension")
+    _check_plain(model)
+    weights = prunable_parameters(model, list(masks))
+    _check_masks(weights, masks)
+    device = next(iter(weights.values())).device
+    masked = {
+        name: weights[name].detach() * mask.to(device=device, dtype=weights[name].dtype) for name, mask in masks.items()
+    }
+    first: torch.Tensor | None = None
+    with torch.no_grad(), preserved_modes(model, train=False):
+        for start in range(0, len(inputs), batch_size):
+            output = functional_call(model, masked, (inputs[start : start + batch_size].to(device),))
+            if not isinstance(output, torch.Tensor):
+                raise UserError(f"responds_to_input needs a model that returns one tensor, got {type(output).__name__}")
+            if first is None:
+                first = output[:1]
+            if not torch.equal(output, first.expand_as(output)):
+                return True
+    return False
+
+
+__all__ = [
+    "Connectivity",
+    "LayerConnectivity",
+    "connectivity",
+    "effective_masks",
+    "effective_sparsity",
+    "responds_to_input",
+]

@@ -92,6 +92,8 @@ class RunResult(TypedDict, total=False):
     collapsed: bool
     collapsed_layers: list[str]
     layers: list[dict[str, Any]]
+    # the masked network's output varies with its input at initialisation (responds_to_input)
+    input_dependent: bool
     # the screening that made them
     method: str
     options: dict[str, Any]
