@@ -132,10 +132,10 @@ def test_a_connected_mask_whose_units_are_all_off_does_not_respond_and_sgd_canno
     labels = (inputs[:, 0] > 0.5).long()
     masks = Masks.ones_like(_gated_net(0.0))
     masks["0.weight"][:, 1:] = False
-    assert panning.responds_to_input(_gated_net(0.0), masks, inputs)
+    assert panning.input_signal(_gated_net(0.0), masks, inputs) > 0
     net = _gated_net(-100.0)
     assert panning.connectivity(net, masks, input_shape=(4,)).effective_sparsity < 1  # structurally connected
-    assert not panning.responds_to_input(net, masks, inputs)
+    assert panning.input_signal(net, masks, inputs) == 0
     panning.masks.apply(net, masks)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-3)
     for _ in range(50):
@@ -146,11 +146,18 @@ def test_a_connected_mask_whose_units_are_all_off_does_not_respond_and_sgd_canno
     assert torch.equal(outputs, outputs[:1].expand_as(outputs))  # still one constant prediction
 
 
-def test_responds_to_input_looks_at_every_batch_and_refuses_bad_inputs() -> None:
+def test_input_signal_looks_at_every_batch_compares_with_the_unmasked_network_and_refuses_bad_inputs() -> None:
     net = _gated_net(-1.0)
     masks = Masks.ones_like(net)
     quiet, loud = torch.zeros(600, 4), torch.full((1, 4), 10.0)  # only the last input turns a unit on
-    assert not panning.responds_to_input(net, masks, quiet)
-    assert panning.responds_to_input(net, masks, torch.cat([quiet, loud]), batch_size=512)
+    assert panning.input_signal(net, masks, quiet) == 0
+    assert panning.input_signal(net, masks, torch.cat([quiet, loud]), batch_size=512) == 1.0  # unmasked: all of it
+    torch.manual_seed(0)
+    wide = nn.Sequential(nn.Linear(50, 50), nn.ReLU(), nn.Linear(50, 3))
+    inputs = torch.randn(256, 50)
+    sparse = Masks.ones_like(wide)
+    sparse["0.weight"] = torch.rand(50, 50) < 0.1
+    sparser = Masks({**sparse, "2.weight": sparse["2.weight"] & (torch.rand(3, 50) < 0.1)})
+    assert 0 < panning.input_signal(wide, sparser, inputs) < panning.input_signal(wide, sparse, inputs) < 1
     with pytest.raises(ValueError, match="at least two inputs"):
-        panning.responds_to_input(net, masks, torch.zeros(1, 4))
+        panning.input_signal(net, masks, torch.zeros(1, 4))

@@ -25,7 +25,7 @@ from panning import (
     training,
 )
 from panning.compaction import compact, inference, sparse
-from panning.connectivity import connectivity, effective_masks, effective_sparsity, responds_to_input
+from panning.connectivity import connectivity, effective_masks, effective_sparsity, input_signal
 from panning.errors import TrainingDiverged, UserError, UserTypeError
 from panning.masks import Masks
 from panning.screening import (
@@ -68,6 +68,7 @@ __all__ = [
     "effective_masks",
     "effective_sparsity",
     "inference",
+    "input_signal",
     "layerwise",
     "masks",
     "method_names",
@@ -77,7 +78,6 @@ __all__ = [
     "prune",
     "pruning",
     "register_method",
-    "responds_to_input",
     "sanity",
     "scores",
     "screening",

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from panning import data as datasets
 from panning import distributed
 from panning import masks as masklib
-from panning.connectivity import connectivity, responds_to_input
+from panning.connectivity import connectivity, input_signal
 from panning.distributed import Workers
 from panning.errors import TrainingDiverged, UserError, UserTypeError
 from panning.io import read_json, write_json
@@ -208,7 +208,7 @@ def _open_run(
         facts = {
             **report.as_dict(),
             **{name: masks.metadata[key] for key, name in SCREENING_FACTS.items() if key in masks.metadata},
-            "input_dependent": _input_dependent(model.to(device), masks, dataset, workers.main),
+            "input_signal": _input_signal(model.to(device), masks, dataset, workers.main),
         }
     record = {
         "train": config.as_dict(),
@@ -244,21 +244,21 @@ def _open_run(
     return Run(config, run_dir, model, dataset, device, masks, resume, facts, workers=workers), changed
 
 
-def _input_dependent(model: nn.Module, masks: Masks, dataset: datasets.Dataset, warn: bool) -> bool:
-    """:func:`responds_to_input` on up to 1,024 held-out examples; a warning when the answer is no."""
+def _input_signal(model: nn.Module, masks: Masks, dataset: datasets.Dataset, warn: bool) -> float:
+    """:func:`input_signal` on up to 1,024 held-out examples; a warning when no signal passes."""
     images = dataset.val[0] if len(dataset.val[1]) >= 2 else dataset.train[0]
     probe = dataset.normalize(images[:1024]).to(next(model.parameters()).device)
     if any(name.endswith("_mask") for name, _ in model.named_buffers()):
         model = masklib.remove(copy.deepcopy(model))  # masks applied by the caller: check a plain copy
-    answer = responds_to_input(model, masks, probe)
-    if not answer and warn:
+    signal = input_signal(model, masks, probe)
+    if signal == 0 and warn:
         warnings.warn(
             "the masked network gives the same output for every input at initialisation (each path from "
             "the input crosses a pruned weight or a unit that is off for every input), so training cannot "
             "leave a constant prediction; screen with another seed or method, or at a lower sparsity",
             stacklevel=3,
         )
-    return answer
+    return signal
 
 
 def _optimizer(

@@ -92,8 +92,9 @@ class RunResult(TypedDict, total=False):
     collapsed: bool
     collapsed_layers: list[str]
     layers: list[dict[str, Any]]
-    # the masked network's output varies with its input at initialisation (responds_to_input)
-    input_dependent: bool
+    # how much the masked network's output varies with its input at initialisation, over the
+    # unmasked network's (panning.connectivity.input_signal; 0: it cannot train)
+    input_signal: float
     # the screening that made them
     method: str
     options: dict[str, Any]
