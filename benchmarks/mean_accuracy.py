@@ -10,6 +10,12 @@ on validation accuracy first, which is how a default is chosen (issue #17):
 
     python benchmarks/mean_accuracy.py benchmarks/results/panning-tuning/synflow-floor/results.csv \
         --versus agent-floor panning
+
+``--against OTHER...`` compares each label of the results with the same label's cells in other
+results files (the same cells trained another way), setting by setting:
+
+    python benchmarks/mean_accuracy.py benchmarks/results/sparse-training/rescale-lenet5-mnist/results.csv \
+        --against benchmarks/results/lenet5-mnist/results.csv benchmarks/results/strongest-lenet5-mnist/results.csv
 """
 
 from __future__ import annotations
@@ -82,9 +88,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", type=Path, help="results.csv files written by panning bench")
     parser.add_argument("--versus", nargs=2, metavar=("A", "B"), help="compare two labels setting by setting")
+    parser.add_argument("--against", nargs="+", type=Path, help="compare each label with its cells in these files")
     args = parser.parse_args()
     rows = read_rows(args.results)
-    if args.versus:
+    if args.against:
+        labels = sorted({row["label"] for row in rows})
+        other = [{**row, "label": row["label"] + " (against)"} for row in read_rows(args.against)]
+        for label in labels:
+            print(f"\n### {label}\n")
+            versus(rows + other, label, label + " (against)")
+    elif args.versus:
         versus(rows, *args.versus)
     else:
         overall(rows)
