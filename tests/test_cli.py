@@ -19,6 +19,12 @@ def invoke(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def test_a_bare_command_prints_its_help() -> None:
+    for args in ([], ["agent"]):
+        code, out = invoke(*args)
+        assert code == 0 and out.startswith("Usage: panning") and "Commands:" in out and "error" not in out
+
+
 def test_prune_then_train_keeps_masked_weights_zero(data_root: Path, tmp_path: Path) -> None:
     mask_file = tmp_path / "m.safetensors"
     code, out = invoke(

@@ -167,6 +167,15 @@ def test_user_mistakes(lenet5, batch) -> None:
         panning.prune(lenet5, 0.9, "grasp", data=(batch[0][:11], torch.arange(11)))
     with pytest.raises(ValueError, match="iterations"):
         panning.prune(lenet5, 0.9, "synflow", data=batch, iterations=0)
+    for method in (None, 3, panning.multi_index.Panning):  # not a name, not a method object
+        with pytest.raises(TypeError, match="method must be a registered name"):
+            panning.prune(lenet5, 0.9, method, data=batch)  # type: ignore[arg-type]
+    for seed in ("abc", None, 1.7, -1, 2**64):
+        with pytest.raises(ValueError, match="seed must be an integer from 0"):
+            panning.prune(lenet5, 0.9, "random", data=batch, seed=seed)  # type: ignore[arg-type]
+    for shape in (784, "1,28,28", (1, 0, 28)):
+        with pytest.raises(ValueError, match="input_shape must"):
+            panning.prune(lenet5, 0.9, "synflow", input_shape=shape)  # type: ignore[arg-type]
     integers = (batch[0].to(torch.uint8), batch[1])
     with pytest.raises(TypeError, match="inputs are torch.uint8 tensors; convert them to float"):
         panning.prune(lenet5, 0.9, "snip", data=integers)

@@ -70,6 +70,35 @@ def test_sanity_of_a_mask_file_trains_it_from_its_own_initialisation(data_root: 
     assert "undecided: each variant needs at least two runs" in result.output
     other = CliRunner().invoke(cli, [*check, "--seeds", "0", "--out", str(tmp_path / "p")])
     assert other.exit_code == 2 and "was screened on the initialisation of seed 2" in other.output
+    # Refused before any cell runs: another sparsity than the file's, or another model.
+    denser = CliRunner().invoke(cli, [*check, "--sparsity", "0.8", "--out", str(tmp_path / "q")])
+    assert denser.exit_code == 2 and "keeps 26620 of 266200 weights (sparsity 0.9)" in denser.output
+    check[2] = "lenet5"
+    other_model = CliRunner().invoke(cli, [*check, "--out", str(tmp_path / "r")])
+    assert other_model.exit_code == 2 and "made for another model" in other_model.output
+    assert not (tmp_path / "q").exists() and not (tmp_path / "r").exists()
+    with pytest.raises(ValueError, match="screen it at that sparsity"):
+        panning.prune(
+            panning.models.create("lenet300"), 0.95, "mask-file", path=str(mask_file), input_shape=(1, 28, 28)
+        )
+
+
+def test_a_grid_with_a_failed_cell_exits_with_status_1_after_writing_its_results(
+    data_root: Path, tmp_path: Path
+) -> None:
+    write_mnist(data_root / "mnist", train=5200, test=200)
+    mask_file = tmp_path / "m.safetensors"
+    prune = ["prune", "--model", "lenet300", "--dataset", "mnist", "--method", "magnitude", "--sparsity", "0.9"]
+    assert CliRunner().invoke(cli, [*prune, "--out", str(mask_file)]).exit_code == 0
+    grid = tmp_path / "g.toml"
+    grid.write_text(
+        'name = "g"\nmodels = ["lenet300"]\ndatasets = ["mnist"]\nsparsities = [0.5]\nseeds = [0]\n'
+        f'[[methods]]\nname = "mask-file"\noptions = {{ path = "{mask_file.as_posix()}" }}\n'
+        "[training]\nepochs = 1\n"
+    )
+    result = CliRunner().invoke(cli, ["bench", str(grid), "--cells", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "1 cell(s) failed" in result.output
+    assert bench.read_results(tmp_path / "o" / "results.csv")[0]["status"] == "failed"
 
 
 def test_the_verdict_reads_each_check_on_its_own() -> None:

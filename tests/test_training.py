@@ -119,6 +119,18 @@ def test_resume_with_other_options_is_refused(data_root: Path, tmp_path: Path) -
         ("init", "xavier"),
         ("clip_grad_norm", 0.0),
         ("clip_grad_norm", float("inf")),
+        ("momentum", "0.9"),  # a grid file's string must not reach a comparison
+        ("weight_decay", "1e-4"),
+        ("lr", True),
+        ("val_size", True),
+        ("seed", -1),
+        ("seed", "x"),
+        ("seed", 2**64),
+        ("compact", "no"),  # a truthy string would turn it on
+        ("sparse_kernels", "no"),
+        ("compact", 1),
+        ("augment", "yes"),
+        ("model", 5),
     ],
 )
 def test_bad_training_options(field: str, value: object) -> None:
@@ -181,6 +193,29 @@ def test_a_mask_that_no_input_reaches_is_flagged_before_training(tmp_path: Path)
     with pytest.warns(UserWarning, match="same output for every input"):
         metrics = train(model, data, config, tmp_path / "run", masks=Masks.ones_like(model), progress=False)
     assert metrics["input_signal"] == 0 and metrics["dead"]
+
+
+def test_a_model_data_or_config_that_cannot_train_is_refused_before_the_run_folder_exists(tmp_path: Path) -> None:
+    images, labels = torch.rand(80, 1, 8, 8), torch.arange(80) % 10
+    data = panning.data.from_tensors((images, labels), (images[:20], labels[:20]), val_size=20)
+    config = TrainConfig(model="mine", dataset="custom", epochs=1, batch_size=20, device="cpu")
+    fits = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    cases = [
+        (
+            nn.Sequential(nn.Flatten(), nn.Linear(64, 5)),
+            data,
+            config,
+            ValueError,
+            r"\(batch, 10\) logits .* got \(2, 5\)",
+        ),
+        (nn.Sequential(nn.Flatten(), nn.Linear(32, 10)), data, config, ValueError, r"cannot take custom's inputs"),
+        (fits, (images, labels), config, TypeError, "dataset must be a panning.data.Dataset"),
+        (fits, data, {"epochs": 1}, TypeError, "config must be a panning.training.TrainConfig"),
+    ]
+    for model, dataset, settings, error, message in cases:
+        with pytest.raises(error, match=message):
+            train(model, dataset, settings, tmp_path / "run", progress=False)  # type: ignore[arg-type]
+        assert not (tmp_path / "run").exists()
 
 
 def test_connectivity_comes_from_the_screening_unless_the_masks_changed_since(data_root: Path, tmp_path: Path) -> None:

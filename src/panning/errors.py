@@ -67,6 +67,24 @@ def check_positive(name: str, value: object) -> float:
     return float(value)
 
 
+def check_seed(value: object, name: str = "seed") -> int:
+    """Return ``value`` after checking that it is an integer a torch generator accepts (0 to 2**63 - 1).
+
+    Examples:
+        >>> check_seed(3)
+        3
+        >>> check_seed(-1)
+        Traceback (most recent call last):
+        ...
+        panning.errors.UserError: seed must be an integer from 0 to 2**63 - 1, got -1
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise UserTypeError(f"{name} must be an integer from 0 to 2**63 - 1, got {value!r}")
+    if not 0 <= int(value) < 2**63:
+        raise UserError(f"{name} must be an integer from 0 to 2**63 - 1, got {value!r}")
+    return int(value)
+
+
 def literal_fields(cls: type) -> dict[str, tuple[Any, ...]]:
     """The fields of a dataclass whose type is a ``Literal``, with their allowed values; the one
     place those values are stated, read by validation and by the command line's choices.

@@ -120,6 +120,12 @@ class MaskFile:
     def __call__(self, model: nn.Module, context: StepContext) -> dict[str, torch.Tensor]:
         masks = load_masks(self.path)
         masks.check_fits(model)
+        if context.step == context.iterations and context.keep is not None and context.keep != masks.kept():
+            # Any other count would add arbitrary weights to the file's or drop some of them.
+            raise UserError(
+                f"{self.path} keeps {masks.kept()} of {masks.total()} weights (sparsity "
+                f"{mask_file_sparsity(self.path):.10g}); screen it at that sparsity, not at one keeping {context.keep}"
+            )
         return {name: masks[name].to(torch.float32) for name in masks}
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from panning import data as datasets
 from panning import models
 from panning.bench.results import RESULTS_FORMAT
-from panning.errors import UserError, check_sparsity
+from panning.errors import UserError, check_seed, check_sparsity
 from panning.sanity import check_variant
 from panning.screening.pruning import (
     SCREENING_ARGUMENTS,
@@ -249,8 +249,8 @@ def parse_grid(config: Mapping[str, Any], quick: bool = False, name: str = "grid
     if not isinstance(sparsities, list) or not isinstance(seeds, list):
         raise UserError("sparsities and seeds must be lists, e.g. sparsities = [0.9, 0.99] and seeds = [0, 1, 2]")
     sparsities = [check_sparsity(s) for s in sparsities]
-    if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise UserError(f"seeds must be integers, got {seeds!r}")
+    for seed in seeds:
+        check_seed(seed, "every entry of seeds")
     screening = _checked_screening(
         dict(_check_keys(merged.get("screening", {}), SCREENING_KEYS, "[screening]")), "[screening]"
     )

@@ -99,7 +99,12 @@ common_options = combine_options(
 prune_options = combine_options(
     click.option("--method", required=True, type=click.Choice(method_names()), help="Screening method."),
     click.option("--sparsity", required=True, type=float, help="Fraction of weights removed, in [0, 1)."),
-    click.option("--iterations", type=int, help="Pruning steps T (default: 100 for synflow/iter-snip, else 1)."),
+    click.option(
+        "--iterations",
+        type=int,
+        help="Pruning steps T (default: 100 for synflow, iter-snip and panning, the agent's own for "
+        "rl-panning (20 shipped), else 1).",
+    ),
     click.option(
         "--schedule",
         default=SCREENING_DEFAULTS["schedule"],
@@ -236,6 +241,9 @@ class _OneLineErrors(click.Group):
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
             result = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as error:
+            click.echo(error.ctx.get_help() if error.ctx is not None else error.format_message())
+            sys.exit(0)  # a bare `panning` or `panning agent` asks for the commands, which is no mistake
         except click.UsageError as error:
             where = error.ctx.command_path if error.ctx is not None else "panning"
             message = " ".join(error.format_message().split())

@@ -116,6 +116,14 @@ def bench_command(
         + (f", {pending} pending" if pending else "")
         + f"; wrote {summary.results_csv} and {summary.results_jsonl}"
     )
+    _fail_if_cells_failed(summary.failed, summary.results_csv)
+
+
+def _fail_if_cells_failed(failed: int, results: Path | str) -> None:
+    """Exit with status 1 when some cell failed (its error is in the results), after all is written."""
+    if failed:
+        click.echo(f"error: {failed} cell(s) failed; their errors are in the error column of {results}", err=True)
+        raise SystemExit(1)
 
 
 @cli.command("report")
@@ -199,6 +207,7 @@ def sanity_command(
         method, options = "mask-file", {"path": str(Path(masks_path).resolve())}
         if not Path(masks_path).is_file():
             raise UserError(f"no mask file at {masks_path}")
+        _check_mask_file(masks_path, model_name, dataset, sparsity)
         sparsity = mask_file_sparsity(masks_path) if sparsity is None else sparsity
         init_seed = masklib.load(masks_path).metadata.get("init_seed")
         if init_seed is not None:
@@ -237,6 +246,20 @@ def sanity_command(
     click.echo(result.text)
     for path in result.files:
         click.echo(f"wrote {path}")
+    _fail_if_cells_failed(sum(row.get("status") == "failed" for row in result.rows), folder / "results.csv")
+
+
+def _check_mask_file(path: str, model_name: str, dataset: str, sparsity: float | None) -> None:
+    """Refuse, before any cell runs, a mask file that does not fit the model or the asked sparsity."""
+    masks = masklib.load(path)
+    info = datasets.spec(dataset)
+    masks.check_fits(models.create(model_name, info.in_channels, info.num_classes, info.image_size))
+    if sparsity is not None and masklib.kept_count(masks.total(), check_sparsity(sparsity)) != masks.kept():
+        raise UserError(
+            f"{path} keeps {masks.kept()} of {masks.total()} weights (sparsity {mask_file_sparsity(path):.10g}), "
+            f"not the {masklib.kept_count(masks.total(), sparsity)} that --sparsity {sparsity} keeps: "
+            "leave --sparsity out"
+        )
 
 
 def remaining_time(started: float, done: int, total: int, now: float | None = None) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import numbers
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 
 from panning.connectivity import Connectivity, connectivity
 from panning.data import Dataset, class_balanced_batch
-from panning.errors import UserError, UserTypeError, check_literal_fields, check_positive, check_sparsity
+from panning.errors import UserError, UserTypeError, check_literal_fields, check_positive, check_seed, check_sparsity
 from panning.masks import Masks, density_schedule, kept_schedule, model_device, prunable_parameters, select_topk
 from panning.registry import Registry
 from panning.screening import scores as indices
@@ -741,9 +742,9 @@ def prune(
     """Screen ``model`` before training: masks keeping exactly ``max(1, round((1 - s) * N))`` weights.
 
     Runs ``iterations`` steps (the method's default if None: 100 for ``synflow``, ``panning``
-    and ``iter-snip``, 1 otherwise) along the ``schedule``, scoring ``samples_per_class``
-    examples of each class per step (the method's default if None: 2 for ``panning``, 10
-    otherwise); every step re-scores the current masked
+    and ``iter-snip``, the agent's for ``rl-panning`` (20 for the shipped one), 1 otherwise)
+    along the ``schedule``, scoring ``samples_per_class`` examples of each class per step (the
+    method's default if None: 2 for ``panning``, 10 otherwise); every step re-scores the current masked
     network. ``regrowth=False`` makes masks monotone. ``callback`` (one function or a list) is
     called after every step with its :class:`StepRecord` and the masks (e.g.
     :class:`panning.report.ScreeningTrace`); ``progress=True`` adds a :class:`ScreeningProgress`
@@ -760,13 +761,12 @@ def prune(
         >>> masks.kept()
         14
     """
-    if not isinstance(model, nn.Module):
-        raise UserTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    seed, input_shape = _checked_arguments(model, seed, input_shape)
     device = model_device(model)
     # Dropout in train mode and shuffling DataLoaders draw from torch's global generator: seed it,
     # and give the caller's generator state back afterwards.
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        torch.manual_seed(int(seed))
+        torch.manual_seed(seed)
         started = time.perf_counter()
         sparsity = check_sparsity(sparsity)
         indices._check_plain(model)
@@ -777,7 +777,7 @@ def prune(
         total = sum(w.numel() for w in weights.values())
         if round((1.0 - sparsity) * total) < 1:
             warnings.warn(f"sparsity {sparsity} would keep no weight of {total}; keeping 1", stacklevel=2)
-        generator = torch.Generator().manual_seed(int(seed))
+        generator = torch.Generator().manual_seed(seed)
         batches, shape = _batches_and_shape(model, method, chosen, data, samples_per_class, generator, input_shape)
         run = Screening(model, sparsity, steps, schedule, parameters, regrowth, scope, batches, shape, generator)
         bar = [ScreeningProgress(steps, f"screening ({method})")] if progress else []
@@ -803,10 +803,28 @@ def prune(
         return masks
 
 
+def _checked_arguments(model: object, seed: object, input_shape: object) -> tuple[int, tuple[int, ...] | None]:
+    """prune()'s seed and ``input_shape`` (a tuple of positive integers: one example, without the
+    batch), after checking them and the model's type."""
+    if not isinstance(model, nn.Module):
+        raise UserTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if input_shape is None:
+        return check_seed(seed), None
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
+        raise UserTypeError(f"input_shape must be a tuple of sizes such as (1, 28, 28), got {input_shape!r}")
+    if not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and int(d) > 0 for d in input_shape):
+        raise UserError(f"input_shape must hold positive integers, e.g. (1, 28, 28), got {tuple(input_shape)!r}")
+    return check_seed(seed), tuple(int(d) for d in input_shape)
+
+
 def _chosen_method(method: str | Method, options: Mapping[str, Any]) -> tuple[Method, str]:
     """The method object prune() runs and the name its masks record."""
     if isinstance(method, str):
         return create_method(method, **options), method
+    if not callable(method) or isinstance(method, type):
+        raise UserTypeError(
+            f"method must be a registered name (see panning.method_names()) or a Method object, got {method!r}"
+        )
     if options:
         raise UserError("options go to a method given by name; a Method object carries its own")
     return method, str(getattr(method, "name", type(method).__name__))

@@ -12,7 +12,7 @@ from torch import nn
 
 from panning import data as datasets
 from panning import models
-from panning.errors import UserError, check_literal_fields
+from panning.errors import UserError, check_literal_fields, check_seed
 from panning.masks import Masks
 
 Rescale = Literal["fan-in", "none"]
@@ -71,41 +71,67 @@ class TrainConfig:
     clip_grad_norm: float | None = 1.0
 
     def validate(self) -> TrainConfig:
-        """Return self after checking every field; a bad value raises ``UserError``."""
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"{name} must be a positive integer, got {value!r}")
-        if self.train_examples is not None and (
-            isinstance(self.train_examples, bool) or not isinstance(self.train_examples, int) or self.train_examples < 1
-        ):
-            raise UserError(f"train_examples must be a positive integer or None, got {self.train_examples!r}")
-        if not isinstance(self.val_size, int) or self.val_size < 0:
-            raise UserError(f"val_size must be a non-negative integer, got {self.val_size!r}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
-            raise UserError(f"lr must be a positive number, got {self.lr!r}")
-        if not 0 <= self.momentum < 1:
-            raise UserError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if not self.weight_decay >= 0:
-            raise UserError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if (
-            isinstance(self.warmup_epochs, bool)
-            or not isinstance(self.warmup_epochs, (int, float))
-            or not 0 <= self.warmup_epochs < self.epochs
-        ):
-            raise UserError(f"warmup_epochs must be a number in [0, epochs={self.epochs}), got {self.warmup_epochs!r}")
+        """Return self after checking every field's type and range; a bad value raises ``UserError``.
+
+        Examples:
+            >>> TrainConfig(compact="no").validate()
+            Traceback (most recent call last):
+            ...
+            panning.errors.UserError: compact must be true or false, got 'no'
+        """
+        for name in ("model", "dataset", "device"):
+            if not isinstance(getattr(self, name), str):
+                raise UserError(f"{name} must be a string, got {getattr(self, name)!r}")
+        _check_integer("epochs", self.epochs, 1)
+        _check_integer("batch_size", self.batch_size, 1)
+        _check_integer("val_size", self.val_size, 0)
+        check_seed(self.seed)
+        if self.train_examples is not None:
+            _check_integer("train_examples", self.train_examples, 1, "a positive integer or None")
+        _check_number("lr", self.lr, self.lr > 0 if _is_number(self.lr) else False, "a positive number")
+        _check_number(
+            "momentum", self.momentum, 0 <= self.momentum < 1 if _is_number(self.momentum) else False, "in [0, 1)"
+        )
+        _check_number(
+            "weight_decay",
+            self.weight_decay,
+            self.weight_decay >= 0 if _is_number(self.weight_decay) else False,
+            ">= 0",
+        )
+        warmup_ok = 0 <= self.warmup_epochs < self.epochs if _is_number(self.warmup_epochs) else False
+        _check_number("warmup_epochs", self.warmup_epochs, warmup_ok, f"a number in [0, epochs={self.epochs})")
+        if self.clip_grad_norm is not None:
+            clip_ok = self.clip_grad_norm > 0 if _is_number(self.clip_grad_norm) else False
+            _check_number(
+                "clip_grad_norm", self.clip_grad_norm, clip_ok, 'a positive number or None ("none" in a grid file)'
+            )
+        for name in ("compact", "sparse_kernels"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.augment is not None and not isinstance(self.augment, bool):
+            raise UserError(f"augment must be true, false or None (the dataset's default), got {self.augment!r}")
         check_literal_fields(self)
-        if self.clip_grad_norm is not None and (
-            isinstance(self.clip_grad_norm, bool)
-            or not isinstance(self.clip_grad_norm, (int, float))
-            or not (self.clip_grad_norm > 0 and math.isfinite(self.clip_grad_norm))
-        ):
-            raise UserError(f"clip_grad_norm must be a positive number or None, got {self.clip_grad_norm!r}")
         resolve_device(self.device)
         return self
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_number(name: str, value: object, in_range: bool, what: str) -> None:
+    if not (_is_number(value) and in_range):
+        raise UserError(f"{name} must be {what}, got {value!r}")
+
+
+def _check_integer(name: str, value: object, low: int, what: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise UserError(
+            f"{name} must be {what or ('a positive integer' if low else 'a non-negative integer')}, got {value!r}"
+        )
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:

@@ -25,6 +25,7 @@ from panning.distributed import Workers
 from panning.errors import TrainingDiverged, UserError, UserTypeError
 from panning.io import read_json, write_json
 from panning.masks import Masks
+from panning.screening.scores import preserved_modes
 from panning.training.callbacks import as_callback, standard_callbacks
 from panning.training.config import TrainConfig, lr_factor, resolve_device
 from panning.training.run import (
@@ -183,9 +184,17 @@ def _open_run(
 
     Returns the run and the settings changed on resume, or the metrics of a finished run.
     """
+    if not isinstance(config, TrainConfig):
+        raise UserTypeError(f"config must be a panning.training.TrainConfig, got {type(config).__name__}")
     config.validate()
     if not isinstance(model, nn.Module):
         raise UserTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(dataset, datasets.Dataset):
+        raise UserTypeError(
+            f"dataset must be a panning.data.Dataset (panning.data.load or panning.data.from_tensors), "
+            f"got {type(dataset).__name__}"
+        )
+    _check_output(model, dataset)
     if (config.compact or config.sparse_kernels) and masks is None:
         raise UserError("compact and sparse kernels need masks: pass the masks of a screening, or train dense")
     if workers.distributed and (config.compact or config.sparse_kernels):
@@ -242,6 +251,26 @@ def _open_run(
             masklib.save(masks, run_dir / "masks.safetensors")
     model.to(device)
     return Run(config, run_dir, model, dataset, device, masks, resume, facts, workers=workers), changed
+
+
+def _check_output(model: nn.Module, dataset: datasets.Dataset) -> None:
+    """Refuse, before the run folder exists, a model whose output is not one logit per class."""
+    device = next(model.parameters(), torch.empty(0)).device
+    images = dataset.train[0][:2]
+    try:
+        with torch.no_grad(), preserved_modes(model, train=False):
+            output = model(dataset.normalize(images).to(device))
+    except RuntimeError as error:
+        raise UserError(
+            f"the model cannot take {dataset.name}'s inputs of shape {tuple(dataset.input_shape)}: "
+            f"{str(error).splitlines()[0]}"
+        ) from None
+    if not isinstance(output, torch.Tensor) or tuple(output.shape) != (len(images), dataset.num_classes):
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise UserError(
+            f"the model must return (batch, {dataset.num_classes}) logits for {dataset.name}'s "
+            f"{dataset.num_classes} classes, got {shape} for a batch of {len(images)}"
+        )
 
 
 def _input_signal(model: nn.Module, masks: Masks, dataset: datasets.Dataset, warn: bool) -> float:
