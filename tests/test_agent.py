@@ -170,6 +170,10 @@ def test_training_resumes_from_its_last_checkpoint(trained: Path, tiny_data) -> 
     fresh = trained.with_name("other.zip")
     with pytest.raises(panning.UserError, match="nothing to resume"):
         train_agent(env, 60, fresh, record(4), resume=True, progress=False)
+    fresh.write_bytes(b"an agent trained without checkpoints")
+    with pytest.raises(panning.UserError, match="other.zip already exists"):
+        train_agent(env, 60, fresh, record(4), progress=False)
+    assert fresh.read_bytes() == b"an agent trained without checkpoints"
 
 
 def test_loading_something_else_is_a_user_error(tmp_path: Path) -> None:

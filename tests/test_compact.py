@@ -311,6 +311,20 @@ def test_compact_training_run_records_costs_and_saves_the_small_file(data_root: 
     assert reloaded == pytest.approx(metrics["test_accuracy"], abs=1e-3), "the saved small file is the trained model"
 
 
+def test_cli_compact_uses_the_initialisation_the_masks_were_screened_on(data_root: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    prune = ["prune", "--model", "lenet5", "--dataset", "mnist", "--method", "random", "--sparsity", "0.9"]
+    pruned = runner.invoke(cli, [*prune, "--val-size", "50", "--seed", "3", "--out", str(tmp_path / "m.safetensors")])
+    assert pruned.exit_code == 0, pruned.output
+    compact = ["compact", "--model", "lenet5", "--dataset", "mnist", "--masks", str(tmp_path / "m.safetensors")]
+    assert runner.invoke(cli, [*compact, "--out", str(tmp_path / "own")]).exit_code == 0
+    screened = masklib.apply(_model("lenet5", seed=3), masklib.load(tmp_path / "m.safetensors"))
+    loaded, _ = load_sparse(tmp_path / "own", _model("lenet5"))
+    _outputs_agree(screened, loaded, (1, 28, 28))
+    other = runner.invoke(cli, [*compact, "--seed", "4", "--out", str(tmp_path / "other")])
+    assert other.exit_code == 0 and "screened on the initialisation of seed 3" in other.output
+
+
 def test_cli_compact_and_export(data_root: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     mask_file = tmp_path / "m.safetensors"
@@ -347,6 +361,11 @@ def test_cli_compact_and_export(data_root: Path, tmp_path: Path) -> None:
     )
     result = runner.invoke(cli, ["export", str(tmp_path / "r"), "--out", str(tmp_path / "r.safetensors")])
     assert result.exit_code == 0 and "smaller" in result.output, result.output
+    for again in (["export", str(tmp_path / "r")], ["compact", *common, "--masks", str(mask_file)]):
+        before = (tmp_path / "r.safetensors").read_bytes()
+        refused = runner.invoke(cli, [*again, "--out", str(tmp_path / "r.safetensors")])
+        assert refused.exit_code == 2 and "already exists" in refused.output, refused.output
+        assert (tmp_path / "r.safetensors").read_bytes() == before
     trained = masklib.apply(_model("lenet5"), masklib.load(mask_file))
     state = load_file(tmp_path / "r" / "model.safetensors")
     masklib.remove(trained).load_state_dict(state)

@@ -498,6 +498,8 @@ def _agent_folder(
         raise UserError(f"nothing to resume: no checkpoint with its replay buffer in {folder}")
     if not resume and latest is not None:
         raise UserError(f"{folder} holds checkpoints of an earlier run; pass --resume or remove the folder")
+    if not resume and out_path.exists():
+        raise UserError(f"{out_path} already exists; choose another --out or delete it first (nothing was changed)")
     return folder, latest
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -350,6 +352,27 @@ def parse_option(text: str) -> tuple[str, Any]:
     except tomllib.TOMLDecodeError:
         value = raw.strip()
     return name.strip(), value
+
+
+def check_new_file(path: Path) -> None:
+    """Refuse, before any work, an output file that exists or cannot be written.
+
+    Examples:
+        >>> import tempfile
+        >>> existing = Path(tempfile.mkdtemp()) / "m.safetensors"
+        >>> _ = existing.write_bytes(b"")
+        >>> check_new_file(existing)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        panning.errors.UserError: .../m.safetensors already exists; choose another --out or delete it first (...)
+    """
+    if path.exists():
+        raise UserError(f"{path} already exists; choose another --out or delete it first (nothing was changed)")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise UserError(f"the folder of --out {path} does not exist; create {folder} first")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"cannot write into {folder}; choose an --out in a writable folder")
 
 
 def architecture(model_name: str, dataset: str) -> tuple[torch.nn.Module, tuple[int, ...]]:

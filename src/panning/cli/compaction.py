@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,18 +13,20 @@ from safetensors.torch import load_file
 from panning import data as datasets
 from panning import masks as masklib
 from panning import models
-from panning.cli.base import architecture, cli, cost_lines, user_errors
+from panning.cli.base import architecture, check_new_file, cli, cost_lines, user_errors
 from panning.compaction import compact_with_plan
 from panning.compaction.inference import fastest_inference
 from panning.compaction.sparse import load_sparse, model_costs, read_sparse_metadata, save_sparse
-from panning.errors import UserError
+from panning.errors import UserError, check_seed
 
 
 @cli.command("compact")
 @click.option("--model", "model_name", required=True, type=click.Choice(models.names()), help="Model name.")
 @click.option("--dataset", required=True, type=click.Choice(datasets.names()), help="Dataset (for input shape).")
 @click.option("--masks", "masks_path", required=True, type=click.Path(dir_okay=False), help="Mask file.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the initialisation.")
+@click.option(
+    "--seed", type=int, help="Seed of the initialisation (default: the one the masks were screened on, else 0)."
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Compact model file to write.")
 @click.option(
     "--time-batch",
@@ -33,12 +36,23 @@ from panning.errors import UserError
 )
 @user_errors
 def compact_command(
-    model_name: str, dataset: str, masks_path: str, seed: int, out: str, time_batch: int | None
+    model_name: str, dataset: str, masks_path: str, seed: int | None, out: str, time_batch: int | None
 ) -> None:
     """Remove the dead units a mask leaves: a smaller model computing the same function."""
+    check_new_file(Path(out))
     masks = masklib.load(masks_path)
-    torch.manual_seed(seed)
+    screened_seed = masks.metadata.get("init_seed")
+    if seed is None:
+        seed = 0 if screened_seed is None else int(screened_seed)
+    elif screened_seed is not None and seed != int(screened_seed):
+        warnings.warn(
+            f"the masks were screened on the initialisation of seed {screened_seed}, compacted here onto seed "
+            f"{seed}'s; leave --seed out to use theirs",
+            stacklevel=1,
+        )
+    torch.manual_seed(check_seed(seed))
     model, shape = architecture(model_name, dataset)
+    models.initialize(model, masks.metadata.get("init", "pytorch"))  # the weights the masks were screened on
     small, carried, plan, compaction = compact_with_plan(model, masks, shape)
     masklib.apply(small, carried)
     save_sparse(small, out, plan, {"model": model_name, "dataset": dataset, "init_seed": seed})
@@ -67,6 +81,7 @@ def export_command(run: str, out: str) -> None:
     from panning.io import read_json
 
     run_dir = Path(run)
+    check_new_file(Path(out))
     weights = run_dir / "model.safetensors"
     if not (run_dir / "config.json").is_file():
         raise UserError(f"{run_dir} holds no run (no config.json); pass the folder of a finished run")

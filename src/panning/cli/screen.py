@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +16,7 @@ from panning import distributed, models
 from panning import masks as masklib
 from panning.cli.base import (
     architecture,
+    check_new_file,
     cli,
     common_options,
     method_options,
@@ -100,7 +100,7 @@ def prune_command(
 ) -> None:
     """Screen a model at initialisation and save its masks."""
     check_sparsity(kw["sparsity"])
-    _check_writable_file(Path(out))
+    check_new_file(Path(out))
     config = TrainConfig(
         model=model_name,
         dataset=dataset,
@@ -230,17 +230,6 @@ def _warn_about_mask_origin(masks: masklib.Masks, model: torch.nn.Module, datase
             f"the masks leave {', '.join(uncovered)} out: {'it trains' if len(uncovered) == 1 else 'they train'} dense",
             stacklevel=1,
         )
-
-
-def _check_writable_file(path: Path) -> None:
-    """Refuse, before any work, an output file that exists or cannot be written."""
-    if path.exists():
-        raise UserError(f"{path} already exists; choose another --out or delete it first (nothing was changed)")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise UserError(f"the folder of --out {path} does not exist; create {folder} first")
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"cannot write into {folder}; choose an --out in a writable folder")
 
 
 def _check_same_screening(run_dir: Path, masks: masklib.Masks, kw: dict[str, Any], seed: int, init: str) -> None:
