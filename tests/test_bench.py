@@ -427,6 +427,25 @@ def test_results_of_an_older_layout_read_and_a_newer_one_is_refused(tmp_path: Pa
         bench.read_results(other)
 
 
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ("lenet5,mnist,snip,,0,0.9,ok,{}", "row 2: no sparsity"),
+        ("lenet5,mnist,snip,0.99,0,high,ok,{}", "row 2: column test_accuracy holds 'high', which is not a float"),
+        ("lenet5,mnist,snip,0.99,0,0.9,ok,{oops", "row 2: column layer_density is not JSON"),
+    ],
+)
+def test_a_damaged_results_file_is_one_line_naming_row_and_column(tmp_path: Path, line: str, message: str) -> None:
+    damaged = tmp_path / "results.csv"
+    good = "lenet5,mnist,snip,0.99,1,0.9,ok,{}"
+    damaged.write_text(f"model,dataset,method,sparsity,seed,test_accuracy,status,layer_density\n{good}\n{line}\n")
+    code, text = invoke("report", str(damaged), "--no-plots")
+    assert code == 2 and message in text and "Traceback" not in text, text
+    damaged.write_bytes(b"model,method,sparsity,test_accuracy\n\xff\xfe\n")
+    code, text = invoke("report", str(damaged), "--no-plots")
+    assert code == 2 and "is not a text file" in text
+
+
 def test_report_plots_a_screening_trace(data_root: Path, tmp_path: Path) -> None:
     trace = tmp_path / "trace.csv"
     code, text = invoke(

@@ -67,7 +67,14 @@ class ResultRow:
     @classmethod
     def parse(cls, values: Mapping[str, Any]) -> ResultRow:
         """A row from text or JSON values (a CSV row, a JSONL entry); a missing column is None."""
-        return cls(**{column: _parse_value(_COLUMN_TYPES[column], values.get(column)) for column in RESULT_COLUMNS})
+        parsed = {}
+        for column in RESULT_COLUMNS:
+            try:
+                parsed[column] = _parse_value(_COLUMN_TYPES[column], values.get(column))
+            except (TypeError, ValueError):
+                kind = _COLUMN_TYPES[column].__name__
+                raise UserError(f"column {column} holds {values.get(column)!r}, which is not a {kind}") from None
+        return cls(**parsed)
 
     def as_dict(self) -> dict[str, Any]:
         return {column: getattr(self, column) for column in RESULT_COLUMNS}
@@ -136,7 +143,12 @@ def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     file = Path(path)
     if not file.is_file():
         raise UserError(f"no results file at {file}; run `panning bench CONFIG` first")
-    text = file.read_text()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(
+            f"{file} is not a text file; pass the results.csv or results.jsonl of `panning bench`"
+        ) from None
     if file.suffix == ".jsonl":
         try:
             raw = [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -149,8 +161,25 @@ def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if raw and not {"model", "method", "sparsity", "test_accuracy"} <= set(raw[0]):
         raise UserError(f"{file} is not a results table of `panning bench` (no model/method/sparsity columns)")
     rows = []
-    for entry in raw:
-        row = ResultRow.parse(entry).as_dict()
+    for number, entry in enumerate(raw, start=1):
+        if not isinstance(entry, Mapping):
+            raise UserError(f"{file}, row {number}: not a table row")
+        try:
+            row = ResultRow.parse(entry).as_dict()
+        except UserError as error:
+            raise UserError(
+                f"{file}, row {number}: {error}; rerun `panning bench ... --collect` to rewrite it"
+            ) from None
+        for column in ("layer_density", "options"):
+            try:
+                json.loads(row[column]) if isinstance(row[column], str) else None
+            except json.JSONDecodeError:
+                raise UserError(
+                    f"{file}, row {number}: column {column} is not JSON; rerun `panning bench ... --collect`"
+                ) from None
+        missing = [column for column in ("model", "dataset", "method", "sparsity") if row[column] is None]
+        if missing:
+            raise UserError(f"{file}, row {number}: no {', '.join(missing)}; rerun `panning bench ... --collect`")
         row["format"] = row["format"] or 1
         if row["format"] > RESULTS_FORMAT:
             raise UserError(

@@ -140,7 +140,8 @@ def report_command(results: str, out: str | None, no_plots: bool) -> None:
     path = Path(results)
     folder = Path(out) if out else path.parent
     if path.suffix == ".csv" and path.is_file():
-        header = path.read_text().split("\n", 1)[0].split(",")
+        with path.open("rb") as handle:
+            header = handle.readline().decode("utf-8", "replace").strip().split(",")
         if "step" in header and "density" in header:
             target = folder / f"{path.stem}.png"
             report.plot_trace(report.read_trace(path), target)
