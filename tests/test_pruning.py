@@ -173,6 +173,12 @@ def test_user_mistakes(lenet5, batch) -> None:
     for seed in ("abc", None, 1.7, -1, 2**64):
         with pytest.raises(ValueError, match="seed must be an integer from 0"):
             panning.prune(lenet5, 0.9, "random", data=batch, seed=seed)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="method 'mask-file' needs the option path: -O path="):
+        panning.prune(lenet5, 0.9, "mask-file", data=batch)
+    with pytest.raises(ValueError, match="mask-file's path must be the path of a mask file, got 5"):
+        panning.prune(lenet5, 0.9, "mask-file", data=batch, path=5)
+    with pytest.raises(ValueError, match="stages must be one of 'auto', 'agent', 'agent-floor', 'paper'"):
+        panning.prune(lenet5, 0.9, "panning", data=batch, stages=5)
     for shape in (784, "1,28,28", (1, 0, 28)):
         with pytest.raises(ValueError, match="input_shape must"):
             panning.prune(lenet5, 0.9, "synflow", input_shape=shape)  # type: ignore[arg-type]

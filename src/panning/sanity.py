@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from panning.connectivity import SUMMARY_KEYS
-from panning.errors import UserError
+from panning.errors import UserError, UserTypeError
 from panning.io import write_atomic
 from panning.masks import Masks
 from panning.masks import load as load_masks
@@ -146,6 +146,8 @@ def mask_file_sparsity(path: str | os.PathLike[str]) -> float:
 
 @register_method("mask-file")
 def _mask_file(path: str) -> MaskFile:
+    if not isinstance(path, (str, os.PathLike)):
+        raise UserTypeError(f"mask-file's path must be the path of a mask file, got {path!r}")
     if not Path(path).is_file():
         raise UserError(f"no mask file at {path}; write one with `panning prune ... --out {path}`")
     return MaskFile(str(path))

@@ -466,9 +466,10 @@ def resolve_stages(stages: Any, combination: str = "additive") -> StageTable:
         return StageTable.from_mapping(stages)
     if isinstance(stages, (str, os.PathLike)):
         return StageTable.from_file(stages)
+    names = ", ".join(repr(name) for name in ("auto", *sorted({name for name, _ in PRESETS})))
     if isinstance(stages, Sequence):
-        raise UserTypeError("pass stages as {'stages': [...]}, a StageTable, 'paper', or a file path")
-    raise UserTypeError(f"stages must be 'paper', a StageTable, a mapping or a path, got {type(stages).__name__}")
+        raise UserTypeError(f"pass stages as {{'stages': [...]}}, a StageTable, one of {names}, or a file path")
+    raise UserTypeError(f"stages must be one of {names}, a StageTable, a mapping or a path, got {stages!r}")
 
 
 register_method("panning")(Panning)

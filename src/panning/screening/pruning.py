@@ -399,6 +399,16 @@ def _option_names(factory: MethodFactory) -> list[str] | None:
     return [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
+def _required_options(factory: MethodFactory) -> list[str]:
+    """The keyword options a factory cannot do without (no default)."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in parameters if p.kind in keyword and p.default is inspect.Parameter.empty]
+
+
 def method_option_names(name: str) -> list[str] | None:
     """The options a registered method takes, or None when it takes any.
 
@@ -417,6 +427,12 @@ def create_method(name: str, **options: Any) -> Method:
     if unknown:
         valid = ", ".join(accepted) if accepted else "none"
         raise UserError(f"unknown option {unknown[0]!r} for method {name!r}; valid: {valid}")
+    needed = [option for option in _required_options(factory) if option not in options]
+    if needed:
+        raise UserError(
+            f"method {name!r} needs the option {needed[0]}: -O {needed[0]}=... on the command line, "
+            f"{needed[0]}=... in Python, options = {{ {needed[0]} = ... }} in a grid"
+        )
     try:
         method = factory(**options)
     except TypeError as error:
