@@ -292,3 +292,23 @@ def test_the_screening_record_is_typed_survives_a_mask_file_and_is_dropped_when_
     edited = masks.clone()
     edited["fc4.weight"][0, 0] = not edited["fc4.weight"][0, 0]
     assert edited.screening is None  # a record copied with masks changed afterwards is not theirs
+
+
+def test_tied_weights_are_refused_and_a_reused_module_is_pruned_once() -> None:
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.head = nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 2)
+            self.b.weight = self.a.weight
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.relu(self.b(torch.relu(self.a(x.flatten(1))))))
+
+    with pytest.raises(ValueError, match="a.weight is the same tensor as b.weight"):
+        panning.prune(Tied(), 0.5, "random", input_shape=(1, 4, 4))
+    assert list(panning.prune(Tied(), 0.5, "random", input_shape=(1, 4, 4), parameters=["head.weight"])) == [
+        "head.weight"
+    ]
+    shared = nn.Linear(16, 16)
+    reused = nn.Sequential(nn.Flatten(), shared, nn.ReLU(), shared, nn.ReLU(), nn.Linear(16, 2))
+    assert list(panning.prune(reused, 0.5, "synflow", input_shape=(1, 4, 4), iterations=2)) == ["1.weight", "5.weight"]

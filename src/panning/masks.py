@@ -80,6 +80,7 @@ def prunable_parameters(model: nn.Module, names: Sequence[str] | None = None) ->
                 valid = ", ".join(n for n, _ in model.named_parameters())
                 raise UserError(f"{name!r} is not a floating-point parameter of the model; valid: {valid}")
             selected[name] = tensor
+        _refuse_tied(model, selected)
         return selected
     found: dict[str, torch.Tensor] = {}
     for module_name, module in model.named_modules():
@@ -93,7 +94,25 @@ def prunable_parameters(model: nn.Module, names: Sequence[str] | None = None) ->
             f"{type(model).__name__} has no prunable layer (nn.Linear or nn.Conv1d/2d/3d); "
             "pass the names of the parameters to prune explicitly"
         )
+    _refuse_tied(model, found)
     return found
+
+
+def _refuse_tied(model: nn.Module, chosen: Mapping[str, torch.Tensor]) -> None:
+    """Refuse a chosen weight that the model also uses under another name (tied weights): a mask
+    applied under one name would leave the other use unmasked."""
+    owners: dict[int, dict[int, str]] = {}  # tensor -> owning module -> a name of it (a reused module counts once)
+    for module_name, module in model.named_modules(remove_duplicate=False):
+        for leaf, parameter in module.named_parameters(recurse=False):
+            name = f"{module_name}.{leaf}" if module_name else leaf
+            owners.setdefault(id(parameter), {}).setdefault(id(module), name.replace("_orig", ""))
+    for name, tensor in chosen.items():
+        shared = [other for other in owners.get(id(tensor), {}).values() if other != name]
+        if len(owners.get(id(tensor), {})) > 1:
+            raise UserError(
+                f"{name} is the same tensor as {shared[0]} (tied weights), which panning cannot mask in both "
+                f"places; untie them, or pass parameters=[...] without {name}"
+            )
 
 
 def _as_mask(name: str, value: Any) -> torch.Tensor:
