@@ -282,13 +282,26 @@ def parse_grid(config: Mapping[str, Any], quick: bool = False, name: str = "grid
         for model in grid_models
         for dataset in grid_datasets
         for method, label, options, own in methods
-        for sparsity in own.get("sparsities", sparsities)
+        for sparsity in _method_sparsities(own.get("sparsities"), sparsities, quick and "sparsities" in config["quick"])
         for seed in seeds
     )
     if not cells:
         empty = [k for k in ("models", "datasets", "methods", "sparsities", "seeds") if not merged[k]]
         raise UserError(f"the grid has no cells: {', '.join(empty)} is empty")
     return Grid(name=str(config.get("name", name)) + ("-quick" if quick else ""), cells=cells, source=source)
+
+
+def _method_sparsities(own: list[float] | None, grid: list[float], quick: bool) -> list[float]:
+    """A method's sparsities: its own list, else the grid's; under ``--quick`` with quick
+    sparsities, its own ones among them (its first when none is), so a quick grid stays small.
+
+    Examples:
+        >>> _method_sparsities([0.9, 0.99, 0.999], [0.99], quick=True), _method_sparsities([0.0], [0.99], quick=True)
+        ([0.99], [0.0])
+    """
+    if own is None:
+        return grid
+    return ([s for s in own if s in grid] or own[:1]) if quick else own
 
 
 def load_grid(path: str | os.PathLike[str], quick: bool = False) -> Grid:
