@@ -179,6 +179,23 @@ def test_user_mistakes(lenet5, batch) -> None:
         panning.prune(lenet5, 0.9, "mask-file", data=batch, path=5)
     with pytest.raises(ValueError, match="stages must be one of 'auto', 'agent', 'agent-floor', 'paper'"):
         panning.prune(lenet5, 0.9, "panning", data=batch, stages=5)
+    with pytest.raises(ValueError, match=r"the model cannot take inputs of shape \(3, 32, 32\) \(one example\)"):
+        panning.prune(lenet5, 0.9, "synflow", input_shape=(3, 32, 32))
+
+    class TupleOut(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = nn.Linear(784, 10)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+            return self.layer(x.flatten(1)), None
+
+    for method in ("snip", "synflow"):
+        with pytest.raises(TypeError, match="the model returns a tuple; screening needs forward"):
+            panning.prune(TupleOut(), 0.9, method, data=batch)
+    records = DataLoader([{"x": x, "y": y} for x, y in zip(*batch)], batch_size=10)
+    with pytest.raises(TypeError, match=r"must yield \(inputs, targets\) batches, got a dict"):
+        panning.prune(lenet5, 0.9, "snip", data=records)
     for shape in (784, "1,28,28", (1, 0, 28)):
         with pytest.raises(ValueError, match="input_shape must"):
             panning.prune(lenet5, 0.9, "synflow", input_shape=shape)  # type: ignore[arg-type]

@@ -653,6 +653,8 @@ def _output_size(model: nn.Module, data: DataLike, device: torch.device) -> int 
     if not isinstance(data, DataLoader):
         return None
     for batch in data:
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise UserTypeError(f"the DataLoader must yield (inputs, targets) batches, got a {type(batch).__name__}")
         example = _float_inputs(batch[0][:1].to(device))
         with torch.no_grad(), indices.preserved_modes(model, train=False):
             return int(model(example).shape[-1])
@@ -676,10 +678,29 @@ def _batches_and_shape(
     elif chosen.data_driven:
         raise UserError(f"{method} is data-driven: pass data=(inputs, targets), a dataset or a DataLoader")
     if input_shape is not None:
-        return batches, tuple(int(d) for d in input_shape)
-    if batches is not None:
-        return batches, batches.input_shape
-    raise UserError(f"{method} needs the input shape: pass data=... or input_shape=(C, H, W)")
+        shape = tuple(int(d) for d in input_shape)
+    elif batches is not None:
+        shape = batches.input_shape
+    else:
+        raise UserError(f"{method} needs the input shape: pass data=... or input_shape=(C, H, W)")
+    _check_model_takes(model, shape, device)
+    return batches, shape
+
+
+def _check_model_takes(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> None:
+    """Refuse, with one line, a model that cannot take one example of ``shape`` or returns no tensor."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    try:
+        with torch.no_grad(), indices.preserved_modes(model, train=False):
+            output = model(torch.zeros((1, *shape), device=device, dtype=dtype))
+    except (RuntimeError, ValueError, TypeError, IndexError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"the model cannot take inputs of shape {shape} (one example): {first}") from None
+    if not isinstance(output, torch.Tensor):
+        raise UserTypeError(
+            f"the model returns a {type(output).__name__}; screening needs forward() to return one tensor of "
+            "logits (batch, classes): wrap the model so that it does"
+        )
 
 
 StepCallback = Callable[[StepRecord, Masks], None]
