@@ -1,6 +1,8 @@
 # One entry point for setting up, running the Quickstart, testing and linting.
-# The virtual environment lives in .venv; torch is pinned first so pip never pulls CUDA wheels.
+# The virtual environment lives in .venv; torch is pinned first. Plain PyPI serves Linux the CUDA
+# build (a few GB); TORCH_INDEX=https://download.pytorch.org/whl/cpu asks for the CPU one instead.
 VENV ?= .venv
+TORCH_INDEX ?=
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -12,7 +14,7 @@ EXTRAS_STAMP := $(VENV)/.extras
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
