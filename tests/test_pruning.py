@@ -311,7 +311,7 @@ def test_the_screening_record_is_typed_survives_a_mask_file_and_is_dropped_when_
     assert edited.screening is None  # a record copied with masks changed afterwards is not theirs
 
 
-def test_tied_weights_are_refused_and_a_reused_module_is_pruned_once() -> None:
+def test_tied_and_parametrized_weights_are_refused_and_a_reused_module_is_pruned_once() -> None:
     class Tied(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -326,6 +326,9 @@ def test_tied_weights_are_refused_and_a_reused_module_is_pruned_once() -> None:
     assert list(panning.prune(Tied(), 0.5, "random", input_shape=(1, 4, 4), parameters=["head.weight"])) == [
         "head.weight"
     ]
+    normed = nn.Sequential(nn.Flatten(), nn.utils.parametrizations.weight_norm(nn.Linear(16, 2)))
+    with pytest.raises(ValueError, match="1.weight is computed by a parametrization"):
+        panning.prune(normed, 0.5, "random", input_shape=(1, 4, 4))
     shared = nn.Linear(16, 16)
     reused = nn.Sequential(nn.Flatten(), shared, nn.ReLU(), shared, nn.ReLU(), nn.Linear(16, 2))
     assert list(panning.prune(reused, 0.5, "synflow", input_shape=(1, 4, 4), iterations=2)) == ["1.weight", "5.weight"]

@@ -26,6 +26,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.nn.utils import prune as torch_prune
 
 from panning.errors import UserError, UserTypeError, check_sparsity
@@ -81,6 +82,7 @@ def prunable_parameters(model: nn.Module, names: Sequence[str] | None = None) ->
                 raise UserError(f"{name!r} is not a floating-point parameter of the model; valid: {valid}")
             selected[name] = tensor
         _refuse_tied(model, selected)
+        _refuse_parametrized(model, selected)
         return selected
     found: dict[str, torch.Tensor] = {}
     for module_name, module in model.named_modules():
@@ -95,7 +97,20 @@ def prunable_parameters(model: nn.Module, names: Sequence[str] | None = None) ->
             "pass the names of the parameters to prune explicitly"
         )
     _refuse_tied(model, found)
+    _refuse_parametrized(model, found)
     return found
+
+
+def _refuse_parametrized(model: nn.Module, chosen: Mapping[str, torch.Tensor]) -> None:
+    """Refuse a chosen weight computed by a torch parametrization (weight_norm, spectral_norm, ...):
+    its value is not a tensor a mask can be multiplied into."""
+    for name in chosen:
+        module, tensor_name = _module_of(model, name)
+        if parametrize.is_parametrized(module, tensor_name):
+            raise UserError(
+                f"{name} is computed by a parametrization (e.g. weight_norm); panning prunes plain weights: call "
+                "torch.nn.utils.parametrize.remove_parametrizations on it first, or leave it out with parameters=[...]"
+            )
 
 
 def _refuse_tied(model: nn.Module, chosen: Mapping[str, torch.Tensor]) -> None:
