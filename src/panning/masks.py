@@ -81,8 +81,7 @@ def prunable_parameters(model: nn.Module, names: Sequence[str] | None = None) ->
                 valid = ", ".join(n for n, _ in model.named_parameters())
                 raise UserError(f"{name!r} is not a floating-point parameter of the model; valid: {valid}")
             selected[name] = tensor
-        _refuse_tied(model, selected)
-        _refuse_parametrized(model, selected)
+        _refuse_unmaskable(model, selected)
         return selected
     found: dict[str, torch.Tensor] = {}
     for module_name, module in model.named_modules():
@@ -96,38 +95,43 @@ def prunable_parameters(model: nn.Module, names: Sequence[str] | None = None) ->
             f"{type(model).__name__} has no prunable layer (nn.Linear or nn.Conv1d/2d/3d); "
             "pass the names of the parameters to prune explicitly"
         )
-    _refuse_tied(model, found)
-    _refuse_parametrized(model, found)
+    _refuse_unmaskable(model, found)
     return found
 
 
-def _refuse_parametrized(model: nn.Module, chosen: Mapping[str, torch.Tensor]) -> None:
-    """Refuse a chosen weight computed by a torch parametrization (weight_norm, spectral_norm, ...):
-    its value is not a tensor a mask can be multiplied into."""
-    for name in chosen:
-        module, tensor_name = _module_of(model, name)
-        if parametrize.is_parametrized(module, tensor_name):
-            raise UserError(
-                f"{name} is computed by a parametrization (e.g. weight_norm); panning prunes plain weights: call "
-                "torch.nn.utils.parametrize.remove_parametrizations on it first, or leave it out with parameters=[...]"
-            )
-
-
-def _refuse_tied(model: nn.Module, chosen: Mapping[str, torch.Tensor]) -> None:
-    """Refuse a chosen weight that the model also uses under another name (tied weights): a mask
-    applied under one name would leave the other use unmasked."""
-    owners: dict[int, dict[int, str]] = {}  # tensor -> owning module -> a name of it (a reused module counts once)
-    for module_name, module in model.named_modules(remove_duplicate=False):
-        for leaf, parameter in module.named_parameters(recurse=False):
-            name = f"{module_name}.{leaf}" if module_name else leaf
-            owners.setdefault(id(parameter), {}).setdefault(id(module), name.replace("_orig", ""))
+def _refuse_unmaskable(model: nn.Module, chosen: Mapping[str, torch.Tensor]) -> None:
+    """Refuse a chosen weight that a mask cannot cover: one the model also uses in another module
+    (tied weights, where a mask applied under one name would leave the other use unmasked), or one
+    computed by a torch parametrization (weight_norm, spectral_norm, ...). One pass over the modules:
+    prune() calls this at every step."""
+    wanted = {id(tensor) for tensor in chosen.values()}
+    owners: dict[int, set[int]] = {}
+    parametrized = False
+    for module in model.modules(remove_duplicate=False):
+        parametrized = parametrized or parametrize.is_parametrized(module)
+        for parameter in module._parameters.values():
+            if parameter is not None and id(parameter) in wanted:
+                owners.setdefault(id(parameter), set()).add(id(module))
     for name, tensor in chosen.items():
-        shared = [other for other in owners.get(id(tensor), {}).values() if other != name]
-        if len(owners.get(id(tensor), {})) > 1:
+        if len(owners.get(id(tensor), ())) > 1:
+            others = [
+                other.replace("_orig", "")
+                for other, parameter in model.named_parameters(remove_duplicate=False)
+                if parameter is tensor and other.replace("_orig", "") != name
+            ]
             raise UserError(
-                f"{name} is the same tensor as {shared[0]} (tied weights), which panning cannot mask in both "
+                f"{name} is the same tensor as {others[0]} (tied weights), which panning cannot mask in both "
                 f"places; untie them, or pass parameters=[...] without {name}"
             )
+    if parametrized:
+        for name in chosen:
+            module, tensor_name = _module_of(model, name)
+            if parametrize.is_parametrized(module, tensor_name):
+                raise UserError(
+                    f"{name} is computed by a parametrization (e.g. weight_norm); panning prunes plain weights: "
+                    "call torch.nn.utils.parametrize.remove_parametrizations on it first, or leave it out with "
+                    "parameters=[...]"
+                )
 
 
 def _as_mask(name: str, value: Any) -> torch.Tensor:
