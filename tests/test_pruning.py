@@ -179,7 +179,7 @@ def test_user_mistakes(lenet5, batch) -> None:
         panning.prune(lenet5, 0.9, "mask-file", data=batch, path=5)
     with pytest.raises(ValueError, match="stages must be one of 'auto', 'agent', 'agent-floor', 'paper'"):
         panning.prune(lenet5, 0.9, "panning", data=batch, stages=5)
-    with pytest.raises(ValueError, match=r"the model cannot take inputs of shape \(3, 32, 32\) \(one example\)"):
+    with pytest.raises(ValueError, match=r"the model fails on a batch of inputs of shape \(3, 32, 32\): "):
         panning.prune(lenet5, 0.9, "synflow", input_shape=(3, 32, 32))
 
     class TupleOut(nn.Module):
@@ -326,6 +326,9 @@ def test_tied_and_parametrized_weights_are_refused_and_a_reused_module_is_pruned
     assert list(panning.prune(Tied(), 0.5, "random", input_shape=(1, 4, 4), parameters=["head.weight"])) == [
         "head.weight"
     ]
+    batch_statistics = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8, track_running_stats=False))
+    data = (torch.randn(20, 1, 4, 4), torch.arange(20) % 8)
+    assert panning.prune(batch_statistics, 0.5, "snip", data=data, samples_per_class=2).kept() == 64  # 128 weights
     normed = nn.Sequential(nn.Flatten(), nn.utils.parametrizations.weight_norm(nn.Linear(16, 2)))
     with pytest.raises(ValueError, match="1.weight is computed by a parametrization"):
         panning.prune(normed, 0.5, "random", input_shape=(1, 4, 4))

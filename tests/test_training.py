@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -206,9 +208,15 @@ def test_a_model_data_or_config_that_cannot_train_is_refused_before_the_run_fold
             data,
             config,
             ValueError,
-            r"\(batch, 10\) logits .* got \(2, 5\)",
+            r"\(batch, classes\) logits with at least 10 classes .* got \(2, 5\)",
         ),
-        (nn.Sequential(nn.Flatten(), nn.Linear(32, 10)), data, config, ValueError, r"cannot take custom's inputs"),
+        (
+            nn.Sequential(nn.Flatten(), nn.Linear(32, 10)),
+            data,
+            config,
+            ValueError,
+            r"fails on custom's inputs of shape",
+        ),
         (fits, (images, labels), config, TypeError, "dataset must be a panning.data.Dataset"),
         (fits, data, {"epochs": 1}, TypeError, "config must be a panning.training.TrainConfig"),
     ]
@@ -216,6 +224,42 @@ def test_a_model_data_or_config_that_cannot_train_is_refused_before_the_run_fold
         with pytest.raises(error, match=message):
             train(model, dataset, settings, tmp_path / "run", progress=False)  # type: ignore[arg-type]
         assert not (tmp_path / "run").exists()
+
+
+def test_numpy_scalars_are_numbers_and_a_model_may_have_more_logits_than_the_labels(tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
+    config = TrainConfig(
+        model="mine",
+        dataset="custom",
+        epochs=1,
+        batch_size=20,
+        device="cpu",
+        momentum=np.float32(0.5),
+        seed=np.int64(1),
+    ).validate()
+    assert type(config.momentum) is float and type(config.seed) is int and json.dumps(config.as_dict())
+    images, labels = torch.rand(80, 1, 4, 4), torch.arange(80) % 9  # labels 0-8 only: 9 classes
+    data = panning.data.from_tensors((images, labels), (images[:20], labels[:20]), val_size=20)
+    ten_way = nn.Sequential(nn.Flatten(), nn.Linear(16, 10))
+    assert train(ten_way, data, config, tmp_path / "run", progress=False)["finished"]
+
+
+def test_input_signal_is_that_of_the_weights_training_starts_from(tmp_path: Path) -> None:
+    images, labels = torch.rand(80, 1, 4, 4), torch.arange(80) % 2
+    data = panning.data.from_tensors((images, labels), (images[:20], labels[:20]), val_size=20)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+    masks = panning.prune(model, 0.7, "random", input_shape=(1, 4, 4))
+    config = TrainConfig(model="mine", dataset="custom", epochs=1, batch_size=20, device="cpu", rescale="fan-in")
+    rescaled = panning.training.callbacks.rescale_to_fan_in(copy.deepcopy(model), masks)
+    probe = data.normalize(data.val[0])
+    expected = panning.input_signal(rescaled, masks, probe, reference=model)
+    assert expected != panning.input_signal(model, masks, probe)
+    metrics = train(copy.deepcopy(model), data, config, tmp_path / "rescaled", masks=masks, progress=False)
+    assert metrics["input_signal"] == pytest.approx(expected)
+    applied = panning.masks.apply(copy.deepcopy(model), masks)  # the pruned weights' values are gone
+    plain = dataclasses.replace(config, rescale="none")
+    assert train(applied, data, plain, tmp_path / "applied", masks=masks, progress=False)["input_signal"] is None
 
 
 def test_connectivity_comes_from_the_screening_unless_the_masks_changed_since(data_root: Path, tmp_path: Path) -> None:

@@ -291,12 +291,17 @@ def effective_sparsity(
 
 
 def input_signal(
-    model: nn.Module, masks: Mapping[str, torch.Tensor], inputs: torch.Tensor, batch_size: int = 512
+    model: nn.Module,
+    masks: Mapping[str, torch.Tensor],
+    inputs: torch.Tensor,
+    batch_size: int = 512,
+    reference: nn.Module | None = None,
 ) -> float:
     """How much the masked network's output varies with its input, relative to the unmasked network's.
 
     The mean over outputs of their standard deviation over ``inputs``, masked over unmasked, both
-    on the model's current weights in eval mode. A mask can be connected (:func:`connectivity`)
+    on the model's current weights in eval mode (``reference``: another network to compare with,
+    e.g. the dense one before its masked copy was rescaled). A mask can be connected (:func:`connectivity`)
     and still pass no signal: when every input-to-output path crosses a pruned weight or a
     ReLU-like unit that is off for every input, the output is one constant and the ratio is
     exactly 0. No gradient then reaches a weight that sees the input, nor the bias of a unit that
@@ -330,18 +335,19 @@ def input_signal(
         name: weights[name].detach() * mask.to(device=device, dtype=weights[name].dtype) for name, mask in masks.items()
     }
 
-    def spread(substitutes: Mapping[str, torch.Tensor]) -> float:
+    def spread(network: nn.Module, substitutes: Mapping[str, torch.Tensor]) -> float:
         outputs = []
         for start in range(0, len(inputs), batch_size):
-            output = functional_call(model, dict(substitutes), (inputs[start : start + batch_size].to(device),))
+            output = functional_call(network, dict(substitutes), (inputs[start : start + batch_size].to(device),))
             if not isinstance(output, torch.Tensor):
                 raise UserError(f"input_signal needs a model that returns one tensor, got {type(output).__name__}")
             outputs.append(output.double().reshape(len(output), -1))
         return float(torch.cat(outputs).std(0).mean())
 
-    with torch.no_grad(), preserved_modes(model, train=False):
-        sparse = spread(masked)
-        dense = spread({}) if sparse > 0 else 1.0
+    dense_network = model if reference is None else reference
+    with torch.no_grad(), preserved_modes(model, train=False), preserved_modes(dense_network, train=False):
+        sparse = spread(model, masked)
+        dense = spread(dense_network, {}) if sparse > 0 else 1.0
     if dense == 0:
         return float("inf")  # the unmasked network ignores its input: no scale to compare with
     return sparse / dense

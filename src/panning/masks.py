@@ -114,11 +114,12 @@ def _refuse_unmaskable(model: nn.Module, chosen: Mapping[str, torch.Tensor]) -> 
                 owners.setdefault(id(parameter), set()).add(id(module))
     for name, tensor in chosen.items():
         if len(owners.get(id(tensor), ())) > 1:
-            others = [
-                other.replace("_orig", "")
-                for other, parameter in model.named_parameters(remove_duplicate=False)
-                if parameter is tensor and other.replace("_orig", "") != name
+            plain = [
+                other.removesuffix("_orig")
+                for other, p in model.named_parameters(remove_duplicate=False)
+                if p is tensor
             ]
+            others = [other for other in plain if other != name]
             raise UserError(
                 f"{name} is the same tensor as {others[0]} (tied weights), which panning cannot mask in both "
                 f"places; untie them, or pass parameters=[...] without {name}"

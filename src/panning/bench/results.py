@@ -135,7 +135,8 @@ def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
     Examples:
         >>> import tempfile
-        >>> csv_path, _ = write_results(tempfile.mkdtemp(), [{"model": "lenet5", "seed": 2, "test_accuracy": 0.98}])
+        >>> cell = {"model": "lenet5", "dataset": "mnist", "method": "snip", "sparsity": 0.99}
+        >>> csv_path, _ = write_results(tempfile.mkdtemp(), [{**cell, "seed": 2, "test_accuracy": 0.98}])
         >>> row = read_results(csv_path)[0]
         >>> row["seed"], row["test_accuracy"], row["status"]
         (2, 0.98, None)

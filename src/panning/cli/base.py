@@ -228,6 +228,10 @@ def _show_warning(message: Any, category: Any, filename: str, lineno: int, file:
     click.echo(f"warning: {message}", err=True)
 
 
+# click 8.2 and later raise this for a bare group (8.1 printed the help itself).
+_NO_ARGS_IS_HELP: type[Exception] | tuple[()] = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class _OneLineErrors(click.Group):
     """A group whose usage errors are one line (click prints usage and a blank line by default)."""
 
@@ -243,8 +247,9 @@ class _OneLineErrors(click.Group):
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
             result = super().main(args, prog_name, complete_var, False, **extra)
-        except click.exceptions.NoArgsIsHelpError as error:
-            click.echo(error.ctx.get_help() if error.ctx is not None else error.format_message())
+        except _NO_ARGS_IS_HELP as error:
+            context = getattr(error, "ctx", None)
+            click.echo(context.get_help() if context is not None else str(error))
             sys.exit(0)  # a bare `panning` or `panning agent` asks for the commands, which is no mistake
         except click.UsageError as error:
             where = error.ctx.command_path if error.ctx is not None else "panning"

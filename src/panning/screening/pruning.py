@@ -688,14 +688,15 @@ def _batches_and_shape(
 
 
 def _check_model_takes(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> None:
-    """Refuse, with one line, a model that cannot take one example of ``shape`` or returns no tensor."""
+    """Refuse, with one line, a model that cannot run on a batch of two examples of ``shape`` or
+    returns no tensor (two: batch-statistics layers need more than one)."""
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     try:
         with torch.no_grad(), indices.preserved_modes(model, train=False):
-            output = model(torch.zeros((1, *shape), device=device, dtype=dtype))
+            output = model(torch.randn((2, *shape), generator=torch.Generator().manual_seed(0)).to(device, dtype))
     except (RuntimeError, ValueError, TypeError, IndexError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"the model cannot take inputs of shape {shape} (one example): {first}") from None
+        raise UserError(f"the model fails on a batch of inputs of shape {shape}: {first}") from None
     if not isinstance(output, torch.Tensor):
         raise UserTypeError(
             f"the model returns a {type(output).__name__}; screening needs forward() to return one tensor of "

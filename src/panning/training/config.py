@@ -70,6 +70,14 @@ class TrainConfig:
     # silences a bottleneck unit for good; clipping bounds that step (benchmarks/sparse_training.py).
     clip_grad_norm: float | None = 1.0
 
+    def __post_init__(self) -> None:
+        # A numpy or 0-dim torch scalar (a value from a sweep's array) becomes the Python number
+        # it holds, so that it validates and is written to config.json like one.
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
+                object.__setattr__(self, field.name, value.item())
+
     def validate(self) -> TrainConfig:
         """Return self after checking every field's type and range; a bad value raises ``UserError``.
 

@@ -26,7 +26,7 @@ from panning.errors import TrainingDiverged, UserError, UserTypeError
 from panning.io import read_json, write_json
 from panning.masks import Masks
 from panning.screening.scores import preserved_modes
-from panning.training.callbacks import as_callback, standard_callbacks
+from panning.training.callbacks import as_callback, rescale_to_fan_in, standard_callbacks
 from panning.training.config import TrainConfig, lr_factor, resolve_device
 from panning.training.run import (
     Callback,
@@ -217,7 +217,7 @@ def _open_run(
         facts = {
             **report.as_dict(),
             **{name: masks.metadata[key] for key, name in SCREENING_FACTS.items() if key in masks.metadata},
-            "input_signal": _input_signal(model.to(device), masks, dataset, workers.main),
+            "input_signal": _input_signal(model.to(device), masks, dataset, config, workers.main),
         }
     record = {
         "train": config.as_dict(),
@@ -260,26 +260,33 @@ def _check_output(model: nn.Module, dataset: datasets.Dataset) -> None:
     try:
         with torch.no_grad(), preserved_modes(model, train=False):
             output = model(dataset.normalize(images).to(device))
-    except RuntimeError as error:
+    except (RuntimeError, ValueError, TypeError, IndexError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(
-            f"the model cannot take {dataset.name}'s inputs of shape {tuple(dataset.input_shape)}: "
-            f"{str(error).splitlines()[0]}"
+            f"the model fails on {dataset.name}'s inputs of shape {tuple(dataset.input_shape)}: {first}"
         ) from None
-    if not isinstance(output, torch.Tensor) or tuple(output.shape) != (len(images), dataset.num_classes):
+    fits = isinstance(output, torch.Tensor) and output.dim() == 2 and output.shape[0] == len(images)
+    if not fits or output.shape[1] < dataset.num_classes:
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         raise UserError(
-            f"the model must return (batch, {dataset.num_classes}) logits for {dataset.name}'s "
-            f"{dataset.num_classes} classes, got {shape} for a batch of {len(images)}"
+            f"the model must return (batch, classes) logits with at least {dataset.num_classes} classes for "
+            f"{dataset.name} (its labels go up to {dataset.num_classes - 1}; from_tensors(num_classes=...) "
+            f"sets it), got {shape} for a batch of {len(images)}"
         )
 
 
-def _input_signal(model: nn.Module, masks: Masks, dataset: datasets.Dataset, warn: bool) -> float:
-    """:func:`input_signal` on up to 1,024 held-out examples; a warning when no signal passes."""
+def _input_signal(
+    model: nn.Module, masks: Masks, dataset: datasets.Dataset, config: TrainConfig, warn: bool
+) -> float | None:
+    """:func:`input_signal` of the weights training starts from (after fan-in rescaling, if asked),
+    on up to 1,024 held-out examples; a warning when no signal passes. None when the caller applied
+    the masks already: the pruned weights' values, needed for the dense reference, are gone."""
+    if any(name.endswith("_mask") for name, _ in model.named_buffers()):
+        return None
     images = dataset.val[0] if len(dataset.val[1]) >= 2 else dataset.train[0]
     probe = dataset.normalize(images[:1024]).to(next(model.parameters()).device)
-    if any(name.endswith("_mask") for name, _ in model.named_buffers()):
-        model = masklib.remove(copy.deepcopy(model))  # masks applied by the caller: check a plain copy
-    signal = input_signal(model, masks, probe)
+    start = rescale_to_fan_in(copy.deepcopy(model), masks) if config.rescale == "fan-in" else model
+    signal = input_signal(start, masks, probe, reference=model)
     if signal == 0 and warn:
         warnings.warn(
             "the masked network gives the same output for every input at initialisation (each path from "

@@ -92,9 +92,10 @@ class RunResult(TypedDict, total=False):
     collapsed: bool
     collapsed_layers: list[str]
     layers: list[dict[str, Any]]
-    # how much the masked network's output varies with its input at initialisation, over the
-    # unmasked network's (panning.connectivity.input_signal; 0: it cannot train)
-    input_signal: float
+    # how much the masked network's output varies with its input at the start of training, over
+    # the unmasked network's (panning.connectivity.input_signal; 0: it cannot train; None: the
+    # masks were applied to the model before train())
+    input_signal: float | None
     # the screening that made them
     method: str
     options: dict[str, Any]
