@@ -120,13 +120,27 @@ class MaskFile:
     def __call__(self, model: nn.Module, context: StepContext) -> dict[str, torch.Tensor]:
         masks = load_masks(self.path)
         masks.check_fits(model)
-        if context.step == context.iterations and context.keep is not None and context.keep != masks.kept():
-            # Any other count would add arbitrary weights to the file's or drop some of them.
-            raise UserError(
-                f"{self.path} keeps {masks.kept()} of {masks.total()} weights (sparsity "
-                f"{mask_file_sparsity(self.path):.10g}); screen it at that sparsity, not at one keeping {context.keep}"
-            )
+        if context.step == context.iterations and context.keep is not None:
+            check_mask_file_count(self.path, masks, context.keep, "screen it at that sparsity")
         return {name: masks[name].to(torch.float32) for name in masks}
+
+
+def check_mask_file_count(path: str | os.PathLike[str], masks: Masks, keep: int, fix: str) -> None:
+    """Refuse to keep another number of weights than a mask file's: any other count would add
+    arbitrary weights to the file's or drop some of them.
+
+    Examples:
+        >>> check_mask_file_count("m.safetensors", Masks({"w": torch.tensor([True, False])}), 2, "fix it")
+        Traceback (most recent call last):
+        ...
+        panning.errors.UserError: m.safetensors keeps 1 of 2 weights (sparsity 0.5), not the 2 asked for: fix it
+    """
+    if keep != masks.kept():
+        sparsity = 1.0 - masks.kept() / masks.total()
+        raise UserError(
+            f"{path} keeps {masks.kept()} of {masks.total()} weights (sparsity {sparsity:.10g}), "
+            f"not the {keep} asked for: {fix}"
+        )
 
 
 def mask_file_sparsity(path: str | os.PathLike[str]) -> float:
@@ -335,6 +349,7 @@ __all__ = [
     "MaskFile",
     "SanityResult",
     "VariantSummary",
+    "check_mask_file_count",
     "check_variant",
     "inverted",
     "mask_file_sparsity",

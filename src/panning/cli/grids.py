@@ -15,7 +15,7 @@ from panning.cli.base import cli, user_errors
 from panning.errors import UserError, check_sparsity
 from panning.executors import RayExecutor, executor_names
 from panning.io import write_atomic
-from panning.sanity import VARIANTS, mask_file_sparsity, run_sanity, sanity_config
+from panning.sanity import VARIANTS, check_mask_file_count, mask_file_sparsity, run_sanity, sanity_config
 from panning.screening.pruning import method_names
 from panning.training import device_kind, resolve_device
 
@@ -255,12 +255,9 @@ def _check_mask_file(path: str, model_name: str, dataset: str, sparsity: float |
     masks = masklib.load(path)
     info = datasets.spec(dataset)
     masks.check_fits(models.create(model_name, info.in_channels, info.num_classes, info.image_size))
-    if sparsity is not None and masklib.kept_count(masks.total(), check_sparsity(sparsity)) != masks.kept():
-        raise UserError(
-            f"{path} keeps {masks.kept()} of {masks.total()} weights (sparsity {mask_file_sparsity(path):.10g}), "
-            f"not the {masklib.kept_count(masks.total(), sparsity)} that --sparsity {sparsity} keeps: "
-            "leave --sparsity out"
-        )
+    if sparsity is not None:
+        keep = masklib.kept_count(masks.total(), check_sparsity(sparsity))
+        check_mask_file_count(path, masks, keep, "leave --sparsity out")
 
 
 def remaining_time(started: float, done: int, total: int, now: float | None = None) -> str:

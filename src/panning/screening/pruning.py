@@ -388,25 +388,26 @@ register_method("synflow")(_single("synflow", 100))
 register_method("iter-snip")(_single("snip", 100))
 
 
-def _option_names(factory: MethodFactory) -> list[str] | None:
-    """The keyword options a factory takes, or None when it takes any (``**kwargs``)."""
+def _keyword_parameters(factory: MethodFactory) -> list[inspect.Parameter] | None:
+    """The keyword parameters a factory takes, or None when it takes any (``**kwargs``) or cannot say."""
     try:
         parameters = inspect.signature(factory).parameters.values()
     except (TypeError, ValueError):
         return None
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
         return None
-    return [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return [p for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def _option_names(factory: MethodFactory) -> list[str] | None:
+    """The keyword options a factory takes, or None when it takes any (``**kwargs``)."""
+    parameters = _keyword_parameters(factory)
+    return None if parameters is None else [p.name for p in parameters]
 
 
 def _required_options(factory: MethodFactory) -> list[str]:
     """The keyword options a factory cannot do without (no default)."""
-    try:
-        parameters = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return []
-    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return [p.name for p in parameters if p.kind in keyword and p.default is inspect.Parameter.empty]
+    return [p.name for p in _keyword_parameters(factory) or [] if p.default is inspect.Parameter.empty]
 
 
 def method_option_names(name: str) -> list[str] | None:
@@ -687,16 +688,28 @@ def _batches_and_shape(
     return batches, shape
 
 
+def probe_model(model: nn.Module, inputs: torch.Tensor, what: str) -> Any:
+    """``model(inputs)`` in eval mode without gradients; a failure becomes one line starting with
+    ``what`` (e.g. "the model fails on inputs of shape (1, 28, 28)"), never a traceback from torch.
+
+    Examples:
+        >>> probe_model(nn.Linear(3, 2), torch.zeros(2, 3), "the model fails").shape
+        torch.Size([2, 2])
+    """
+    try:
+        with torch.no_grad(), indices.preserved_modes(model, train=False):
+            return model(inputs)
+    except (RuntimeError, ValueError, TypeError, IndexError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{what}: {first}") from None
+
+
 def _check_model_takes(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> None:
     """Refuse, with one line, a model that cannot run on a batch of two examples of ``shape`` or
     returns no tensor (two: batch-statistics layers need more than one)."""
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    try:
-        with torch.no_grad(), indices.preserved_modes(model, train=False):
-            output = model(torch.randn((2, *shape), generator=torch.Generator().manual_seed(0)).to(device, dtype))
-    except (RuntimeError, ValueError, TypeError, IndexError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"the model fails on a batch of inputs of shape {shape}: {first}") from None
+    inputs = torch.randn((2, *shape), generator=torch.Generator().manual_seed(0)).to(device, dtype)
+    output = probe_model(model, inputs, f"the model fails on a batch of inputs of shape {shape}")
     if not isinstance(output, torch.Tensor):
         raise UserTypeError(
             f"the model returns a {type(output).__name__}; screening needs forward() to return one tensor of "
@@ -889,6 +902,7 @@ __all__ = [
     "method_files",
     "method_names",
     "method_option_names",
+    "probe_model",
     "prune",
     "register_method",
     "resolved_options",

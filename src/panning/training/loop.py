@@ -25,7 +25,7 @@ from panning.distributed import Workers
 from panning.errors import TrainingDiverged, UserError, UserTypeError
 from panning.io import read_json, write_json
 from panning.masks import Masks
-from panning.screening.scores import preserved_modes
+from panning.screening.pruning import probe_model
 from panning.training.callbacks import as_callback, rescale_to_fan_in, standard_callbacks
 from panning.training.config import TrainConfig, lr_factor, resolve_device
 from panning.training.run import (
@@ -257,14 +257,8 @@ def _check_output(model: nn.Module, dataset: datasets.Dataset) -> None:
     """Refuse, before the run folder exists, a model whose output is not one logit per class."""
     device = next(model.parameters(), torch.empty(0)).device
     images = dataset.train[0][:2]
-    try:
-        with torch.no_grad(), preserved_modes(model, train=False):
-            output = model(dataset.normalize(images).to(device))
-    except (RuntimeError, ValueError, TypeError, IndexError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(
-            f"the model fails on {dataset.name}'s inputs of shape {tuple(dataset.input_shape)}: {first}"
-        ) from None
+    what = f"the model fails on {dataset.name}'s inputs of shape {tuple(dataset.input_shape)}"
+    output = probe_model(model, dataset.normalize(images).to(device), what)
     fits = isinstance(output, torch.Tensor) and output.dim() == 2 and output.shape[0] == len(images)
     if not fits or output.shape[1] < dataset.num_classes:
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
@@ -281,7 +275,7 @@ def _input_signal(
     """:func:`input_signal` of the weights training starts from (after fan-in rescaling, if asked),
     on up to 1,024 held-out examples; a warning when no signal passes. None when the caller applied
     the masks already: the pruned weights' values, needed for the dense reference, are gone."""
-    if any(name.endswith("_mask") for name, _ in model.named_buffers()):
+    if masklib.applied(model):
         return None
     images = dataset.val[0] if len(dataset.val[1]) >= 2 else dataset.train[0]
     probe = dataset.normalize(images[:1024]).to(next(model.parameters()).device)
