@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -112,13 +112,16 @@ class MaskFile:
     path: str
     default_iterations: int = 1
     data_driven: bool = False
+    _masks: Masks | None = field(default=None, init=False, repr=False, compare=False)
 
     def files(self) -> dict[str, Path]:
         """The mask file (its digest is part of a grid cell's identity)."""
         return {"masks": Path(self.path)}
 
     def __call__(self, model: nn.Module, context: StepContext) -> dict[str, torch.Tensor]:
-        masks = load_masks(self.path)
+        if self._masks is None:  # read once: every screening step asks for the same scores
+            self._masks = load_masks(self.path)
+        masks = self._masks
         masks.check_fits(model)
         if context.step == context.iterations and context.keep is not None:
             check_mask_file_count(self.path, masks, context.keep, "screen it at that sparsity")

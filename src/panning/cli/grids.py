@@ -15,7 +15,7 @@ from panning.cli.base import cli, user_errors
 from panning.errors import UserError, check_sparsity
 from panning.executors import RayExecutor, executor_names
 from panning.io import write_atomic
-from panning.sanity import VARIANTS, check_mask_file_count, mask_file_sparsity, run_sanity, sanity_config
+from panning.sanity import VARIANTS, check_mask_file_count, run_sanity, sanity_config
 from panning.screening.pruning import method_names
 from panning.training import device_kind, resolve_device
 
@@ -208,9 +208,9 @@ def sanity_command(
         method, options = "mask-file", {"path": str(Path(masks_path).resolve())}
         if not Path(masks_path).is_file():
             raise UserError(f"no mask file at {masks_path}")
-        _check_mask_file(masks_path, model_name, dataset, sparsity)
-        sparsity = mask_file_sparsity(masks_path) if sparsity is None else sparsity
-        init_seed = masklib.load(masks_path).metadata.get("init_seed")
+        found = _check_mask_file(masks_path, model_name, dataset, sparsity)
+        sparsity = found.sparsity() if sparsity is None else sparsity
+        init_seed = found.metadata.get("init_seed")
         if init_seed is not None:
             if seeds is not None and seed_list != [int(init_seed)]:
                 raise UserError(
@@ -250,14 +250,15 @@ def sanity_command(
     _fail_if_cells_failed(sum(row.get("status") == "failed" for row in result.rows), folder / "results.csv")
 
 
-def _check_mask_file(path: str, model_name: str, dataset: str, sparsity: float | None) -> None:
-    """Refuse, before any cell runs, a mask file that does not fit the model or the asked sparsity."""
+def _check_mask_file(path: str, model_name: str, dataset: str, sparsity: float | None) -> masklib.Masks:
+    """The masks of a file; refused, before any cell runs, if they do not fit the model or the asked sparsity."""
     masks = masklib.load(path)
     info = datasets.spec(dataset)
     masks.check_fits(models.create(model_name, info.in_channels, info.num_classes, info.image_size))
     if sparsity is not None:
         keep = masklib.kept_count(masks.total(), check_sparsity(sparsity))
         check_mask_file_count(path, masks, keep, "leave --sparsity out")
+    return masks
 
 
 def remaining_time(started: float, done: int, total: int, now: float | None = None) -> str:
