@@ -48,7 +48,7 @@ def summarise(path: Path) -> str:
     lines = [f"### {first['model']} / {first['dataset']}", ""]
     header = "| method | " + " | ".join(str(s) for s in sparsities) + " |"
     lines += [header, "|---|" + "---:|" * len(sparsities)]
-    for label in ("panning", *BASELINES):
+    for label in ("panning", "rl-panning", *BASELINES):
         if any(groups[(label, s)] for s in sparsities):
             lines.append(f"| {label} | " + " | ".join(_cell(groups[(label, s)]) for s in sparsities) + " |")
     lines += ["", "Panning strictly better (test / validation):", ""]
@@ -68,7 +68,9 @@ def summarise(path: Path) -> str:
     if any(groups[(f"snip{v}", s)] for v in VARIANTS[1:] for s in sparsities):
         lines += ["", "Sanity checks (test accuracy: as found / shuffled / re-initialised / inverted):", ""]
         lines += [header, "|---|" + "---:|" * len(sparsities)]
-        for method in ("snip", "synflow", "panning"):
+        for method in ("snip", "synflow", "panning", "rl-panning"):
+            if not any(groups[(method + v, s)] for v in VARIANTS[1:] for s in sparsities):
+                continue
             cells = [
                 " / ".join(_cell(groups[(method + variant, s)], count_seeds=False) for variant in VARIANTS)
                 for s in sparsities
