@@ -50,3 +50,19 @@ def test_vgg_parameter_count_and_tiny_imagenet_shape() -> None:
     assert 19e6 < sum(p.numel() for p in prunable_parameters(vgg19).values()) < 21e6
     resnet56 = panning.models.create("resnet56", 3, 200, 64)
     assert resnet56(torch.zeros(1, 3, 64, 64)).shape == (1, 200)
+
+
+@pytest.mark.parametrize("image_size", [28, 31])
+def test_lenet5_evaluates_to_the_same_logits_as_it_trains(image_size: int) -> None:
+    """Without autograd LeNet-5 pools through strided views (faster on the CPU): the logits must be
+    bit for bit those of the autograd path, odd feature maps and ties included."""
+    torch.manual_seed(0)
+    model = panning.models.create("lenet5", 1, 10, image_size)
+    images = torch.randn(8, 1, image_size, image_size)
+    images[:4] = 0.0  # constant images: every window of the first pooling is a tie
+    with torch.no_grad():
+        fast = model(images)
+    assert torch.equal(fast, model(images).detach())
+    with torch.no_grad():  # a NaN stays in its window, as with F.max_pool2d
+        pooled = panning.models.lenet.max_pool2(torch.tensor([[[[0.0, float("nan")], [1.0, 2.0]]]]))
+    assert pooled.isnan().all()
