@@ -7,6 +7,8 @@ import importlib
 import pkgutil
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -77,3 +79,11 @@ def test_every_documented_command_parses(command: str) -> None:
         assert found is not None, f"no command {name!r} in {command!r}"
         target = found
     target.make_context(name, list(args))  # an unknown option or a bad value raises here
+
+
+def test_the_modules_the_guides_name_work_after_a_plain_import() -> None:
+    """The guides write ``panning.report.ScreeningTrace`` and ``panning.bench.run_grid`` after
+    ``import panning`` (a fresh interpreter: other tests have imported those modules here)."""
+    code = "import panning; panning.report.ScreeningTrace; panning.bench.run_grid; panning.executors.RayExecutor"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -10,7 +10,9 @@ Examples:
 
 from __future__ import annotations
 
+import importlib
 import sys
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -53,6 +55,17 @@ for _old, _module in {
 }.items():
     sys.modules.setdefault(_old, _module)
 del _old, _module
+
+# Modules that pull in heavier dependencies (plots, grids, executors) load on first use, so that
+# ``panning.report.ScreeningTrace`` or ``panning.bench.run_grid`` work after a plain ``import panning``.
+_ON_FIRST_USE = {"bench", "executors", "report"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ON_FIRST_USE:
+        return importlib.import_module(f"panning.{name}")
+    raise AttributeError(f"module 'panning' has no attribute {name!r}")
+
 
 __all__ = [
     "Masks",

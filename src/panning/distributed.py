@@ -7,7 +7,7 @@ CUDA). Screening happens once, on rank 0, and its masks reach every rank; each g
 averages, so the optimisation is that of one process at the same global batch and learning rate.
 Only rank 0 writes the run folder.
 
-From Python, :func:`panning.train` trains this way whenever a process group is initialised.
+From Python, :func:`panning.training.train` trains this way whenever a process group is initialised.
 """
 
 from __future__ import annotations

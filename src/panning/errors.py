@@ -25,7 +25,16 @@ class UserError(ValueError):
 
 
 class UserTypeError(UserError, TypeError):
-    """A value of the wrong type from the user (also a ``TypeError``)."""
+    """A value of the wrong type from the user (also a ``TypeError``).
+
+    Examples:
+        >>> import panning, torch
+        >>> try:
+        ...     panning.prune(torch.nn.Linear(2, 2), "0.5", "magnitude")
+        ... except TypeError as error:
+        ...     print(type(error).__name__)
+        UserTypeError
+    """
 
 
 class TrainingDiverged(UserError):
@@ -33,6 +42,10 @@ class TrainingDiverged(UserError):
 
     A ``ValueError`` like every :class:`UserError`: the settings (learning rate, warm-up) were
     wrong for this network, and the message says what to try.
+
+    Examples:
+        >>> issubclass(TrainingDiverged, ValueError)
+        True
     """
 
 

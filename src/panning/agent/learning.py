@@ -128,14 +128,24 @@ def _clip(value: float) -> float:
 
 
 def observation_space() -> gym.spaces.Box:
-    """The 7-number observation (see the module docstring for what each number is)."""
+    """The 7-number observation (see the module docstring for what each number is).
+
+    Examples:
+        >>> observation_space().shape
+        (7,)
+    """
     low = np.array([0, 0, -RATIO_LIMIT, -RATIO_LIMIT, 0, 0, 0], dtype=np.float32)
     high = np.array([RATIO_LIMIT, RATIO_LIMIT, RATIO_LIMIT, RATIO_LIMIT, 1, 1, 1], dtype=np.float32)
     return gym.spaces.Box(low, high, dtype=np.float32)
 
 
 def action_space() -> gym.spaces.Box:
-    """Three numbers in [-1, 1]: ``action + 1`` weighs (SynFlow, SNIP, GraSP)."""
+    """Three numbers in [-1, 1]: ``action + 1`` weighs (SynFlow, SNIP, GraSP).
+
+    Examples:
+        >>> action_space().shape, float(action_space().low[0]), float(action_space().high[0])
+        ((3,), -1.0, 1.0)
+    """
     return gym.spaces.Box(-1.0, 1.0, (3,), dtype=np.float32)
 
 
@@ -620,7 +630,16 @@ def train_agent(
 
 
 def save_agent(agent: Any, out: str | os.PathLike[str]) -> None:
-    """Write an agent's zip atomically (a temporary file in the same folder, then a rename)."""
+    """Write an agent's zip atomically (a temporary file in the same folder, then a rename).
+
+    Examples:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "agent.zip"
+        >>> agent, _ = load_agent()
+        >>> save_agent(agent, path)
+        >>> path.is_file()
+        True
+    """
     write_atomic(out, agent.save)  # SB3 keeps a path that has a suffix, so the temporary name stands
 
 

@@ -174,7 +174,12 @@ SPECS: dict[str, DatasetSpec] = {
 
 
 def names() -> list[str]:
-    """Names of the supported datasets."""
+    """Names of the supported datasets.
+
+    Examples:
+        >>> names()
+        ['cifar10', 'cifar100', 'fashion-mnist', 'mnist', 'tiny-imagenet']
+    """
     return sorted(SPECS)
 
 
@@ -193,16 +198,27 @@ def spec(name: str) -> DatasetSpec:
 
 
 def cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/panning`` or ``~/.cache/panning``."""
+    """``$XDG_CACHE_HOME/panning`` or ``~/.cache/panning``: where downloads go.
+
+    Examples:
+        >>> cache_dir().name
+        'panning'
+    """
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "panning"
 
 
 def candidate_dirs(name: str, data_dir: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Folders searched for ``name``, in order."""
-    found: list[Path] = []
+    """Folders searched for ``name``, in order: a given ``data_dir`` alone (its ``name`` subfolder,
+    then itself), otherwise ``$PANNING_DATA/<name>``, the system folders and the cache.
+
+    Examples:
+        >>> [p.as_posix() for p in candidate_dirs("mnist", "/data")]
+        ['/data/mnist', '/data']
+    """
     if data_dir is not None:
-        found += [Path(data_dir) / name, Path(data_dir)]
+        return [Path(data_dir) / name, Path(data_dir)]
+    found: list[Path] = []
     if os.environ.get("PANNING_DATA"):
         found.append(Path(os.environ["PANNING_DATA"]) / name)
     found += [Path(d) for d in spec(name).system_dirs]
@@ -211,9 +227,16 @@ def candidate_dirs(name: str, data_dir: str | os.PathLike[str] | None = None) ->
 
 
 def locate(name: str, data_dir: str | os.PathLike[str] | None = None, download: bool = True) -> Path:
-    """The folder holding ``name``'s files; downloads into the cache if it is nowhere.
+    """The folder holding ``name``'s files (see :func:`candidate_dirs`); without ``data_dir`` it
+    downloads into the cache if they are nowhere. A given ``data_dir`` is the only place looked at.
 
     Raises ``UserError`` saying where it looked and how to get the data.
+
+    Examples:
+        >>> locate("mnist", "/no/such/folder")
+        Traceback (most recent call last):
+        ...
+        panning.errors.UserError: --data-dir /no/such/folder is not a folder; pass the folder that holds mnist/
     """
     info = spec(name)
     if data_dir is not None:

@@ -72,7 +72,12 @@ def for_dataset(name: str, dataset: str | DatasetSpec) -> nn.Module:
 
 
 def names() -> list[str]:
-    """The registered model names, sorted."""
+    """The registered model names, sorted.
+
+    Examples:
+        >>> names()[:3]
+        ['lenet300', 'lenet5', 'resnet18']
+    """
     return _REGISTRY.names()
 
 

@@ -363,7 +363,12 @@ def unregister_method(name: str) -> None:
 
 
 def method_names() -> list[str]:
-    """Names of the registered screening methods."""
+    """Names of the registered screening methods.
+
+    Examples:
+        >>> {"panning", "synflow", "rl-panning"} <= set(method_names())
+        True
+    """
     return _METHODS.names()
 
 
@@ -421,7 +426,16 @@ def method_option_names(name: str) -> list[str] | None:
 
 
 def create_method(name: str, **options: Any) -> Method:
-    """Build a registered method with its options; unknown names and options are user errors."""
+    """Build a registered method with its options; unknown names and options are user errors.
+
+    Examples:
+        >>> create_method("synflow", biases=False).data_driven
+        False
+        >>> create_method("prospr", steps=2)
+        Traceback (most recent call last):
+        ...
+        panning.errors.UserError: unknown option 'steps' for method 'prospr'; valid: inner_steps, inner_lr
+    """
     factory = _METHODS.get(name)
     accepted = _option_names(factory)
     unknown = [option for option in options if accepted is not None and option not in accepted]

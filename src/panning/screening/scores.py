@@ -42,7 +42,16 @@ _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
 @contextmanager
 def preserved_modes(model: nn.Module, train: bool | None = None) -> Iterator[None]:
-    """Optionally switch ``model`` to train/eval mode; restore every submodule's mode on exit."""
+    """Optionally switch ``model`` to train/eval mode; restore every submodule's mode on exit.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout())
+        >>> with preserved_modes(net, train=False):
+        ...     net[1].training
+        False
+        >>> net[1].training
+        True
+    """
     modes = [(module, module.training) for module in model.modules()]
     try:
         if train is not None:

@@ -178,7 +178,18 @@ def checkpoint_state(
 
 
 def check_out_dir(out: Path, resume: bool) -> None:
-    """Refuse an ``out`` folder that holds a finished run, an unfinished one (without resume) or other files."""
+    """Refuse an ``out`` folder that holds a finished run, an unfinished one (without resume) or other files.
+
+    Examples:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> check_out_dir(folder / "new-run", resume=False)  # a new folder is fine
+        >>> _ = (folder / "notes.txt").write_text("mine")
+        >>> check_out_dir(folder, resume=False)
+        Traceback (most recent call last):
+        ...
+        panning.errors.UserError: ...
+    """
     metrics = out / "metrics.json"
     if not out.exists():
         existing = next(parent for parent in out.absolute().parents if parent.exists())
@@ -214,7 +225,16 @@ def masks_to_resume(run_dir: str | os.PathLike[str]) -> Masks | None:
 
 
 def save_model(model: nn.Module, path: Path, metadata: dict[str, Any] | None = None) -> None:
-    """Save ``model``'s weights (masks made permanent) as safetensors, atomically."""
+    """Save ``model``'s weights (masks made permanent) as safetensors, atomically.
+
+    Examples:
+        >>> import tempfile
+        >>> from safetensors.torch import load_file
+        >>> path = Path(tempfile.mkdtemp()) / "model.safetensors"
+        >>> save_model(nn.Linear(3, 2), path, {"epochs": 1})
+        >>> sorted(load_file(str(path)))
+        ['bias', 'weight']
+    """
     state = {k: v.detach().cpu().contiguous() for k, v in masklib.dense_state_dict(model).items()}
     text = {"panning": json.dumps(metadata or {}, sort_keys=True, default=str)}
     write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata=text))
