@@ -54,10 +54,28 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_data) -> Path:
     return out
 
 
+def wide_net() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 20), nn.ReLU(), nn.Linear(20, 4))
+
+
 def test_env_passes_gymnasium_and_sb3_checkers(tiny_data) -> None:
     env = PanningEnv(small_net, tiny_data, iterations=3, samples_per_class=2)
     gymnasium_check_env(env, skip_render_check=True)
     sb3_check_env(env, warn=True)
+    # Several models take turns (the shipped agent's setting): a seeded reset still decides the episode.
+    several = PanningEnv([small_net, wide_net], tiny_data, iterations=3, samples_per_class=2)
+    gymnasium_check_env(several, skip_render_check=True)
+
+
+def test_evaluation_episodes_give_every_model_every_target(tiny_data) -> None:
+    targets = [(0.9, 0.9), (0.99, 0.99)]
+    env = PanningEnv([small_net, wide_net], tiny_data, targets=targets, iterations=2, cycle_targets=True)
+    env.reset(seed=0)
+    pairs = [(env.model[1].out_features, env.target)]
+    for _ in range(3):
+        env.reset()
+        pairs.append((env.model[1].out_features, env.target))
+    assert pairs == [(12, 0.9), (12, 0.99), (20, 0.9), (20, 0.99)]
 
 
 def test_episode_follows_the_schedule_and_ends_with_exactly_k(tiny_data) -> None:
@@ -110,7 +128,9 @@ def test_targets_are_drawn_from_the_ranges_and_cycled_for_evaluation(tiny_data) 
     assert all(0.9 <= t <= 0.95 or 0.98 <= t <= 0.99 for t in drawn)
     assert any(t < 0.95 for t in drawn) and any(t > 0.98 for t in drawn)
     cycle = PanningEnv(small_net, tiny_data, targets=[(0.9, 0.9), (0.99, 0.99)], iterations=2, cycle_targets=True)
-    assert [cycle.reset(seed=i)[1]["target"] for i in range(3)] == [0.9, 0.99, 0.9]
+    cycle.reset(seed=0)
+    assert [cycle.reset()[1]["target"] for _ in range(3)] == [0.99, 0.9, 0.99]
+    assert cycle.reset(seed=1)[1]["target"] == 0.9  # a seeded reset starts the cycle again
 
 
 def test_a_model_factory_gives_each_episode_a_new_initialisation(tiny_data) -> None:
@@ -140,8 +160,9 @@ def test_rl_panning_replays_the_deterministic_episode_of_its_agent(trained: Path
     assert info.iterations == 4 and info.timesteps == 40 and info.seconds > 0
     torch.manual_seed(3)
     model = small_net()
-    masks = panning.prune(model, 0.85, "rl-panning", data=tiny_data, samples_per_class=2, seed=5, agent=str(trained))
-    assert masks.metadata["iterations"] == 4
+    # Without iterations or samples_per_class the episode is the agent's own: 4 steps, 2 per class.
+    masks = panning.prune(model, 0.85, "rl-panning", data=tiny_data, seed=5, agent=str(trained))
+    assert masks.metadata["iterations"] == 4 and masks.metadata["samples_per_class"] == 2
     env = PanningEnv(model, tiny_data, iterations=4, samples_per_class=2)
     observation, _ = env.reset(seed=5, options={"target": 0.85})
     terminated = False
@@ -167,6 +188,9 @@ def test_training_resumes_from_its_last_checkpoint(trained: Path, tiny_data) -> 
         with pytest.raises(panning.UserError, match=message):
             train_agent(env, 80, trained, changed, resume=True, progress=False)
     assert load_agent(trained)[1].timesteps == 60  # refused before anything was written
+    other_data = dataclasses.replace(record(4), input_normalization="half")
+    with pytest.raises(panning.UserError, match="input_normalization = None, not 'half'"):
+        train_agent(env, 80, trained, other_data, resume=True, progress=False)
     fresh = trained.with_name("other.zip")
     with pytest.raises(panning.UserError, match="nothing to resume"):
         train_agent(env, 60, fresh, record(4), resume=True, progress=False)
@@ -258,3 +282,49 @@ def test_same_seed_same_agent(tmp_path: Path, tiny_data) -> None:
     first, second, other = run(tmp_path / "a.zip", 1), run(tmp_path / "b.zip", 1), run(tmp_path / "c.zip", 2)
     assert all(torch.equal(first[name], second[name]) for name in first)
     assert not all(torch.equal(first[name], other[name]) for name in first)
+
+
+def test_bad_training_settings_and_a_damaged_checkpoint_are_one_line_errors(tiny_data, tmp_path: Path) -> None:
+    env = PanningEnv(small_net, tiny_data, targets=[(0.5, 0.9)], iterations=4, samples_per_class=2)
+    out = tmp_path / "agent.zip"
+    with pytest.raises(panning.UserError, match="--learning-starts must be at least 0 and below --timesteps"):
+        train_agent(env, 40, out, record(4), learning_starts=40, progress=False)
+    with pytest.raises(panning.UserError, match="--checkpoint-every must be a positive"):
+        train_agent(env, 40, out, record(4), checkpoint_every=0, progress=False)
+    assert not out.exists()
+    train_agent(env, 40, out, record(4), learning_starts=10, batch_size=16, progress=False, checkpoint_every=20)
+    buffers = sorted((tmp_path / "agent-training").glob("*replay_buffer*"))
+    buffers[-1].write_bytes(buffers[-1].read_bytes()[:100])  # as a write interrupted half-way leaves it
+    with pytest.raises(panning.UserError, match="cannot be read .*delete it and its replay buffer"):
+        train_agent(env, 60, out, record(4), resume=True, progress=False)
+
+
+def test_an_agent_used_with_another_episode_length_warns(trained: Path, tiny_data) -> None:
+    with pytest.warns(UserWarning, match="trained on episodes of 4 steps, not 2"):
+        panning.prune(small_net(), 0.85, "rl-panning", data=tiny_data, seed=0, iterations=2, agent=str(trained))
+
+
+def test_an_agent_whose_record_lacks_a_setting_is_refused(trained: Path, tmp_path: Path) -> None:
+    agent, _ = load_agent(trained)
+    stored = dict(agent.panning_agent)
+    del stored["iterations"]
+    agent.panning_agent = stored
+    damaged = tmp_path / "old.zip"
+    agent.save(damaged)
+    with pytest.raises(panning.UserError, match="training record lacks iterations"):
+        load_agent(damaged)
+
+
+def test_a_resumed_training_keeps_the_earlier_evaluations(tiny_data, tmp_path: Path) -> None:
+    def env(cycle: bool) -> PanningEnv:
+        return PanningEnv(
+            small_net, tiny_data, targets=[(0.5, 0.9)], iterations=4, samples_per_class=2, cycle_targets=cycle
+        )
+
+    out = tmp_path / "agent.zip"
+    settings = {"learning_starts": 10, "batch_size": 16, "progress": False, "checkpoint_every": 20, "eval_every": 20}
+    train_agent(env(False), 40, out, record(4), eval_env=env(True), eval_episodes=1, **settings)
+    out.unlink()
+    train_agent(env(False), 60, out, record(4), eval_env=env(True), eval_episodes=1, resume=True, **settings)
+    with np.load(tmp_path / "agent-training" / "evaluations.npz") as saved:
+        assert saved["timesteps"].tolist() == [20, 40, 60]

@@ -44,8 +44,9 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -274,9 +275,13 @@ class PanningEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
+        if seed is not None:  # a seeded reset starts the same sequence of models and targets again
+            self.episodes = 0
         self.target = self._draw_target(options)
         episode_seed = int(seed) if seed is not None else int(self.np_random.integers(2**31 - 1))
-        source = self.sources[self.episodes % len(self.sources)]
+        # Cycling through targets, each model takes every target in turn (not one model per target).
+        turn = self.episodes // len(self.targets) if self.cycle_targets else self.episodes
+        source = self.sources[turn % len(self.sources)]
         self.episodes += 1
         if isinstance(source, nn.Module):
             self.model = source
@@ -366,7 +371,16 @@ class PanningEnv(gym.Env):
 
 def _check_same_training(folder: Path, earlier: Mapping[str, Any], record: AgentInfo) -> None:
     """Refuse to resume an agent's training with settings other than those it started with."""
-    fixed = ("models", "dataset", "targets", "iterations", "samples_per_class", "seed")  # timesteps may grow
+    fixed = (  # timesteps may grow
+        "models",
+        "dataset",
+        "targets",
+        "iterations",
+        "samples_per_class",
+        "seed",
+        "input_normalization",
+        "val_size",
+    )
     for name, (before, after) in changed_settings(earlier, asdict(record), fixed).items():
         raise UserError(
             f"the training in {folder} was started with {name} = {before!r}, not {after!r}; resume with the "
@@ -394,6 +408,9 @@ class AgentInfo:
     seed: int
     seconds: float = 0.0
     command: str = ""
+    # The data the episodes saw (recorded from issue #16's review on; None in older agents).
+    input_normalization: str | None = None
+    val_size: int | None = None
 
 
 def load_agent(path: str | os.PathLike[str] | None = None, device: str = "cpu") -> tuple[Any, AgentInfo]:
@@ -420,6 +437,14 @@ def load_agent(path: str | os.PathLike[str] | None = None, device: str = "cpu") 
     if not isinstance(stored, Mapping):
         raise UserError(f"{file} lacks the panning training record; train it with `panning agent train`")
     fields = {name: stored[name] for name in AgentInfo.__dataclass_fields__ if name in stored}
+    missing = [
+        name for name, spec in AgentInfo.__dataclass_fields__.items() if name not in fields and spec.default is MISSING
+    ]
+    if missing:
+        raise UserError(
+            f"{file}'s training record lacks {', '.join(missing)}; it was not written by this version of "
+            "`panning agent train`: train the agent again"
+        )
     return agent, AgentInfo(**fields)
 
 
@@ -430,16 +455,19 @@ class RLPanning:
     At every step the agent sees the 7-number observation of the current mask and chooses the
     index weights; scoring is Panning's, with the normalisation and combination the agent was
     trained with. ``agent`` is a path or ``None`` for the shipped agent. Without ``iterations``
-    the episode has as many steps as the agent's training episodes.
+    or ``samples_per_class`` the episode has as many steps, and scores as many examples per
+    class, as the agent's training episodes: it replays the agent's own episode.
     """
 
     agent: str | os.PathLike[str] | None = None
     data_driven: bool = True
     default_iterations: int = field(init=False)
+    default_samples_per_class: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.policy, self.info = load_agent(self.agent)
         self.default_iterations = int(self.info.iterations)
+        self.default_samples_per_class = int(self.info.samples_per_class)
         self._scoring = Panning(self.info.normalization, self.info.combination, temperature=self.info.temperature)
         self._probe: _Probe | None = None
 
@@ -451,6 +479,12 @@ class RLPanning:
         names = context.parameters
         next_sparsity = 1.0 - context.density
         if context.step == 1 or self._probe is None:
+            if context.iterations != self.default_iterations:
+                warnings.warn(
+                    f"the agent was trained on episodes of {self.default_iterations} steps, not {context.iterations}: "
+                    "its progress observations follow a path it never saw; leave iterations out to use its own",
+                    stacklevel=2,
+                )
             self._probe = _Probe.start(model, context.batch(), names)
             observation = self._probe.observation(0.0, 0.0, 0.0, next_sparsity, 0.0)
         else:
@@ -461,6 +495,23 @@ class RLPanning:
         action, _ = self.policy.predict(observation, deterministic=True)
         weights = index_weights(action)
         return weighted_scores(model, context, weights, *self._scoring.scoring())
+
+
+def _keep_evaluations(evaluator: Any, path: Path, done: int) -> None:
+    """Start a resumed run's evaluation record with the evaluations up to its checkpoint: SB3's
+    callback rewrites ``evaluations.npz`` from its own lists, which would drop the earlier ones."""
+    if not path.is_file():
+        return
+    try:
+        with np.load(path) as saved:
+            keep = [i for i, step in enumerate(saved["timesteps"].tolist()) if step <= done]
+            evaluator.evaluations_timesteps = [int(saved["timesteps"][i]) for i in keep]
+            evaluator.evaluations_results = [saved["results"][i].tolist() for i in keep]
+            evaluator.evaluations_length = [saved["ep_lengths"][i].tolist() for i in keep]
+    except (OSError, KeyError, ValueError) as error:
+        raise UserError(
+            f"{path} cannot be read ({error}); move it away to resume without the earlier evaluations"
+        ) from None
 
 
 def _latest_checkpoint(folder: Path) -> tuple[Path, Path] | None:
@@ -585,14 +636,27 @@ def train_agent(
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
     from stable_baselines3.common.monitor import Monitor
 
+    if learning_starts is not None and not 0 <= learning_starts < timesteps:
+        raise UserError(
+            f"--learning-starts must be at least 0 and below --timesteps ({timesteps}), got {learning_starts}: "
+            "TD3 learns nothing before it"
+        )
+    if checkpoint_every < 1:
+        raise UserError(f"--checkpoint-every must be a positive number of steps, got {checkpoint_every}")
     folder, latest = _agent_folder(out, timesteps, resume, tensorboard)
     out_path = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     monitored = Monitor(env)
     if resume:
         assert latest is not None
-        agent = TD3.load(latest[0], env=monitored, device="cpu")
-        agent.load_replay_buffer(latest[1])
+        try:
+            agent = TD3.load(latest[0], env=monitored, device="cpu")
+            agent.load_replay_buffer(latest[1])
+        except Exception as error:  # SB3 raises zipfile, pickle and EOF errors on a file cut short
+            raise UserError(
+                f"the checkpoint {latest[0].name} in {folder} cannot be read ({type(error).__name__}: {error}); "
+                "it was probably cut short: delete it and its replay buffer to resume from the one before"
+            ) from None
         done = agent.num_timesteps
         earlier = getattr(agent, AGENT_RECORD, None)  # the checkpoint's record: settings, seconds so far
         if isinstance(earlier, Mapping):
@@ -605,21 +669,21 @@ def train_agent(
         done = 0
     callbacks: list[Any] = [
         _bookkeeping(record, timesteps, progress),  # first, so each checkpoint carries the current record
-        CheckpointCallback(
-            max(1, checkpoint_every), str(folder), name_prefix="agent", save_replay_buffer=True, verbose=0
-        ),
+        CheckpointCallback(checkpoint_every, str(folder), name_prefix="agent", save_replay_buffer=True, verbose=0),
     ]
     if eval_env is not None and eval_every > 0:
-        callbacks.append(
-            EvalCallback(
-                Monitor(eval_env),
-                n_eval_episodes=eval_episodes,
-                eval_freq=eval_every,
-                log_path=str(folder),
-                deterministic=True,
-                verbose=0,
-            )
+        eval_env.reset(seed=seed + 1)  # the evaluation episodes follow the seed like the training ones
+        evaluator = EvalCallback(
+            Monitor(eval_env),
+            n_eval_episodes=eval_episodes,
+            eval_freq=eval_every,
+            log_path=str(folder),
+            deterministic=True,
+            verbose=0,
         )
+        if resume:
+            _keep_evaluations(evaluator, folder / "evaluations.npz", done)
+        callbacks.append(evaluator)
     remaining = timesteps - done
     if remaining > 0:
         agent.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=not resume, log_interval=10)

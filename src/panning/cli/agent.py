@@ -140,6 +140,8 @@ def agent_train_command(
         timesteps=timesteps,
         seed=seed,
         command=recorded_command("panning", sys.argv[1:]),
+        input_normalization=normalization,
+        val_size=val_size,
     )
     agentlib.train_agent(
         train_env,
@@ -150,7 +152,7 @@ def agent_train_command(
         seed=seed,
         learning_starts=learning_starts,
         eval_every=eval_every,
-        eval_episodes=len(evaluation),
+        eval_episodes=len(evaluation) * len(names),  # every model at every evaluation target
         checkpoint_every=checkpoint_every,
         resume=resume,
         tensorboard=tensorboard,
