@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import zipfile
 from pathlib import Path
 
@@ -163,6 +164,8 @@ def test_rl_panning_replays_the_deterministic_episode_of_its_agent(trained: Path
     # Without iterations or samples_per_class the episode is the agent's own: 4 steps, 2 per class.
     masks = panning.prune(model, 0.85, "rl-panning", data=tiny_data, seed=5, agent=str(trained))
     assert masks.metadata["iterations"] == 4 and masks.metadata["samples_per_class"] == 2
+    # The masks name the agent by content, not only by a path that a retraining could reuse.
+    assert masks.metadata["method_files"]["agent"]["sha256"] == hashlib.sha256(trained.read_bytes()).hexdigest()
     env = PanningEnv(model, tiny_data, iterations=4, samples_per_class=2)
     observation, _ = env.reset(seed=5, options={"target": 0.85})
     terminated = False

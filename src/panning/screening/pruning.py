@@ -7,6 +7,7 @@ weights at step ``t`` and exactly ``K = max(1, round((1 - s) * N))`` at the end.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import numbers
@@ -14,6 +15,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Literal, Protocol, cast
 
 import torch
@@ -502,6 +504,18 @@ def method_files(name: str, options: Mapping[str, Any]) -> dict[str, str]:
     return {role: str(path) for role, path in describe().items()} if callable(describe) else {}
 
 
+def _files_read(method: object) -> dict[str, dict[str, str]]:
+    """The files a method read, with their SHA-256, for the masks' metadata: a path alone does not
+    say which agent made a mask once the file has been retrained in place."""
+    describe = getattr(method, "files", None)
+    if not callable(describe):
+        return {}
+    return {
+        role: {"path": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
+        for role, path in describe().items()
+    }
+
+
 def resolved_screening(name: str, options: Mapping[str, Any], screening: Mapping[str, Any]) -> dict[str, Any]:
     """The arguments of :func:`prune` that shape a mask, defaults included (``iterations`` as the
     method's default when not given).
@@ -865,6 +879,9 @@ def prune(
             masks.digest(),
         )
         masks.metadata.update(record.as_metadata())
+        read = _files_read(chosen)
+        if read:
+            masks.metadata["method_files"] = read
         return masks
 
 
