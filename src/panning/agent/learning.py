@@ -632,7 +632,6 @@ def train_agent(
         >>> env = PanningEnv(lambda: panning.models.create("lenet5"), panning.data.load("mnist"))  # doctest: +SKIP
         >>> agent = train_agent(env, 2000, "agent.zip", record)  # doctest: +SKIP
     """
-    from stable_baselines3 import TD3
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
     from stable_baselines3.common.monitor import Monitor
 
@@ -649,19 +648,8 @@ def train_agent(
     monitored = Monitor(env)
     if resume:
         assert latest is not None
-        try:
-            agent = TD3.load(latest[0], env=monitored, device="cpu")
-            agent.load_replay_buffer(latest[1])
-        except Exception as error:  # SB3 raises zipfile, pickle and EOF errors on a file cut short
-            raise UserError(
-                f"the checkpoint {latest[0].name} in {folder} cannot be read ({type(error).__name__}: {error}); "
-                "it was probably cut short: delete it and its replay buffer to resume from the one before"
-            ) from None
+        agent = _resumed_agent(latest, monitored, folder, record)
         done = agent.num_timesteps
-        earlier = getattr(agent, AGENT_RECORD, None)  # the checkpoint's record: settings, seconds so far
-        if isinstance(earlier, Mapping):
-            _check_same_training(folder, earlier, record)
-        record.seconds = float(earlier.get("seconds", 0.0)) if isinstance(earlier, Mapping) else 0.0
     else:
         starts = min(2000, timesteps // 4) if learning_starts is None else int(learning_starts)
         tensorboard_log = None if tensorboard is None else str(tensorboard)
@@ -690,6 +678,26 @@ def train_agent(
     record.timesteps = int(agent.num_timesteps)
     setattr(agent, AGENT_RECORD, asdict(record))
     save_agent(agent, out_path)
+    return agent
+
+
+def _resumed_agent(latest: tuple[Path, Path], env: Any, folder: Path, record: AgentInfo) -> Any:
+    """The agent and replay buffer of the latest checkpoint, its settings checked against ``record``
+    (whose seconds carry on from the checkpoint's)."""
+    from stable_baselines3 import TD3
+
+    try:
+        agent = TD3.load(latest[0], env=env, device="cpu")
+        agent.load_replay_buffer(latest[1])
+    except Exception as error:  # SB3 raises zipfile, pickle and EOF errors on a file cut short
+        raise UserError(
+            f"the checkpoint {latest[0].name} in {folder} cannot be read ({type(error).__name__}: {error}); "
+            "it was probably cut short: delete it and its replay buffer to resume from the one before"
+        ) from None
+    earlier = getattr(agent, AGENT_RECORD, None)  # the checkpoint's record: settings, seconds so far
+    if isinstance(earlier, Mapping):
+        _check_same_training(folder, earlier, record)
+    record.seconds = float(earlier.get("seconds", 0.0)) if isinstance(earlier, Mapping) else 0.0
     return agent
 
 

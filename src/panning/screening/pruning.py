@@ -504,16 +504,18 @@ def method_files(name: str, options: Mapping[str, Any]) -> dict[str, str]:
     return {role: str(path) for role, path in describe().items()} if callable(describe) else {}
 
 
-def _files_read(method: object) -> dict[str, dict[str, str]]:
-    """The files a method read, with their SHA-256, for the masks' metadata: a path alone does not
-    say which agent made a mask once the file has been retrained in place."""
+def _files_read(method: object) -> dict[str, dict[str, dict[str, str]]]:
+    """``{"method_files": ...}``, the files a method read with their SHA-256, for the masks'
+    metadata (empty when it reads none): a path alone does not say which agent made a mask once
+    the file has been retrained in place."""
     describe = getattr(method, "files", None)
     if not callable(describe):
         return {}
-    return {
+    read = {
         role: {"path": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
         for role, path in describe().items()
     }
+    return {"method_files": read} if read else {}
 
 
 def resolved_screening(name: str, options: Mapping[str, Any], screening: Mapping[str, Any]) -> dict[str, Any]:
@@ -878,10 +880,7 @@ def prune(
             connectivity(model, masks, input_shape=shape),
             masks.digest(),
         )
-        masks.metadata.update(record.as_metadata())
-        read = _files_read(chosen)
-        if read:
-            masks.metadata["method_files"] = read
+        masks.metadata.update(record.as_metadata(), **_files_read(chosen))
         return masks
 
 
