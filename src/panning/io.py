@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
 import os
@@ -81,6 +82,19 @@ def write_atomic(path: str | os.PathLike[str], writer: Callable[[Path], Any]) ->
                 raise
     except OSError as error:
         raise os_fault(path, error) from None
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes, in hex: how a grid cell and a mask name the files a method read.
+
+    Examples:
+        >>> import tempfile
+        >>> file = Path(tempfile.mkdtemp()) / "f.txt"
+        >>> _ = file.write_bytes(b"abc")
+        >>> file_sha256(file)[:16]
+        'ba7816bf8f01cfea'
+    """
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _finite(data: Any) -> Any:

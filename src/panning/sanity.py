@@ -139,9 +139,8 @@ def check_mask_file_count(path: str | os.PathLike[str], masks: Masks, keep: int,
         panning.errors.UserError: m.safetensors keeps 1 of 2 weights (sparsity 0.5), not the 2 asked for: fix it
     """
     if keep != masks.kept():
-        sparsity = 1.0 - masks.kept() / masks.total()
         raise UserError(
-            f"{path} keeps {masks.kept()} of {masks.total()} weights (sparsity {sparsity:.10g}), "
+            f"{path} keeps {masks.kept()} of {masks.total()} weights (sparsity {masks.sparsity():.10g}), "
             f"not the {keep} asked for: {fix}"
         )
 
@@ -157,8 +156,7 @@ def mask_file_sparsity(path: str | os.PathLike[str]) -> float:
         >>> mask_file_sparsity(file)
         0.75
     """
-    masks = load_masks(path)
-    return 1.0 - masks.kept() / masks.total()
+    return load_masks(path).sparsity()
 
 
 @register_method("mask-file")

@@ -16,6 +16,7 @@ from panning import data as datasets
 from panning import models
 from panning.bench.results import RESULTS_FORMAT
 from panning.errors import UserError, check_seed, check_sparsity
+from panning.io import file_sha256
 from panning.sanity import check_variant
 from panning.screening.pruning import (
     SCREENING_ARGUMENTS,
@@ -214,8 +215,7 @@ def _identity(
 
 def _method_files(method: str, options: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     """SHA-256 digests of the files a method reads (``rl-panning``'s agent), as it names them."""
-    files = method_files(method, options)
-    return tuple((role, hashlib.sha256(Path(path).read_bytes()).hexdigest()) for role, path in sorted(files.items()))
+    return tuple((role, file_sha256(path)) for role, path in sorted(method_files(method, options).items()))
 
 
 def parse_grid(config: Mapping[str, Any], quick: bool = False, name: str = "grid", source: str = "") -> Grid:

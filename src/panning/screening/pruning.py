@@ -7,7 +7,6 @@ weights at step ``t`` and exactly ``K = max(1, round((1 - s) * N))`` at the end.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import numbers
@@ -26,6 +25,7 @@ from tqdm.auto import tqdm
 from panning.connectivity import Connectivity, connectivity
 from panning.data import Dataset, class_balanced_batch
 from panning.errors import UserError, UserTypeError, check_literal_fields, check_positive, check_seed, check_sparsity
+from panning.io import file_sha256
 from panning.masks import Masks, density_schedule, kept_schedule, model_device, prunable_parameters, select_topk
 from panning.registry import Registry
 from panning.screening import scores as indices
@@ -499,22 +499,20 @@ def method_files(name: str, options: Mapping[str, Any]) -> dict[str, str]:
         >>> sorted(method_files("rl-panning", {}))
         ['agent']
     """
-    method = create_method(name, **options)
+    return {role: str(path) for role, path in _paths_of(create_method(name, **options)).items()}
+
+
+def _paths_of(method: object) -> dict[str, Path]:
+    """The files a built method reads, by role (its ``files()``; none when it has no such method)."""
     describe = getattr(method, "files", None)
-    return {role: str(path) for role, path in describe().items()} if callable(describe) else {}
+    return {role: Path(path) for role, path in describe().items()} if callable(describe) else {}
 
 
 def _files_read(method: object) -> dict[str, dict[str, dict[str, str]]]:
     """``{"method_files": ...}``, the files a method read with their SHA-256, for the masks'
     metadata (empty when it reads none): a path alone does not say which agent made a mask once
     the file has been retrained in place."""
-    describe = getattr(method, "files", None)
-    if not callable(describe):
-        return {}
-    read = {
-        role: {"path": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
-        for role, path in describe().items()
-    }
+    read = {role: {"path": str(path), "sha256": file_sha256(path)} for role, path in _paths_of(method).items()}
     return {"method_files": read} if read else {}
 
 
