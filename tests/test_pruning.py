@@ -159,7 +159,7 @@ def test_user_mistakes(lenet5, batch) -> None:
         panning.prune(lenet5, 1.0, "magnitude", data=batch)
     with pytest.raises(ValueError, match="input shape"):
         panning.prune(lenet5, 0.9, "synflow")
-    with pytest.raises(ValueError, match="unknown option 'colour' for method 'snip'; valid: temperature, absolute"):
+    with pytest.raises(ValueError, match="unknown option 'colour' for method 'snip'; valid: temperature$"):
         panning.prune(lenet5, 0.9, "snip", data=batch, colour="red")
     with pytest.raises(ValueError, match="unknown option 'iteratons' for method 'panning'; valid: .*stages"):
         panning.prune(lenet5, 0.9, "panning", data=batch, iteratons=5)

@@ -120,6 +120,11 @@ def test_the_biases_option_is_synflows_and_keeps_the_default_identity() -> None:
     assert panning.pruning.resolved_options("synflow", {"biases": False})["biases"] is False
     with pytest.raises(ValueError, match="the 'biases' option only applies to synflow, not snip"):
         panning.pruning.create_method("snip", biases=False)
+    # An unknown option's message names only the options this index uses.
+    with pytest.raises(ValueError, match="unknown option 'colour' for method 'random'; valid: none$"):
+        panning.pruning.create_method("random", colour="red")
+    assert panning.pruning.method_option_names("grasp") == ["temperature", "absolute"]
+    assert panning.pruning.method_option_names("synflow") == ["biases"]
     # Panning's SynFlow term takes the same choice, named in its identity only when off.
     assert "synflow_biases" not in panning.pruning.resolved_options("panning", {})
     assert panning.pruning.resolved_options("panning", {"synflow_biases": False})["synflow_biases"] is False

@@ -374,6 +374,15 @@ def method_names() -> list[str]:
     return _METHODS.names()
 
 
+_SINGLE_OPTIONS = {
+    "random": [],
+    "magnitude": [],
+    "snip": ["temperature"],
+    "grasp": ["temperature", "absolute"],
+    "synflow": ["biases"],
+}
+
+
 def _single(index: str, iterations: int = 1) -> MethodFactory:
     def factory(temperature: float | None = None, absolute: bool = False, biases: bool = True) -> Method:
         if absolute and index != "grasp":
@@ -386,6 +395,9 @@ def _single(index: str, iterations: int = 1) -> MethodFactory:
             temperature = 1.0 if index == "snip" else indices.GRASP_TEMPERATURE
         return SingleIndex(index, iterations, temperature, absolute, biases)
 
+    # The factory takes every index's options because a cell passes its resolved identity
+    # back; messages and the command line name only the ones this index uses.
+    factory.applicable_options = _SINGLE_OPTIONS[index]  # type: ignore[attr-defined]
     return factory
 
 
@@ -412,6 +424,12 @@ def _option_names(factory: MethodFactory) -> list[str] | None:
     return None if parameters is None else [p.name for p in parameters]
 
 
+def _applicable_options(factory: MethodFactory) -> list[str] | None:
+    """The options worth naming to a user: a factory may narrow its signature's list."""
+    applicable = getattr(factory, "applicable_options", None)
+    return list(applicable) if applicable is not None else _option_names(factory)
+
+
 def _required_options(factory: MethodFactory) -> list[str]:
     """The keyword options a factory cannot do without (no default)."""
     return [p.name for p in _keyword_parameters(factory) or [] if p.default is inspect.Parameter.empty]
@@ -424,7 +442,7 @@ def method_option_names(name: str) -> list[str] | None:
         >>> method_option_names("rl-panning"), method_option_names("prospr")
         (['agent'], ['inner_steps', 'inner_lr'])
     """
-    return _option_names(_METHODS.get(name))
+    return _applicable_options(_METHODS.get(name))
 
 
 def create_method(name: str, **options: Any) -> Method:
@@ -442,7 +460,8 @@ def create_method(name: str, **options: Any) -> Method:
     accepted = _option_names(factory)
     unknown = [option for option in options if accepted is not None and option not in accepted]
     if unknown:
-        valid = ", ".join(accepted) if accepted else "none"
+        named = _applicable_options(factory) or []
+        valid = ", ".join(named) if named else "none"
         raise UserError(f"unknown option {unknown[0]!r} for method {name!r}; valid: {valid}")
     needed = [option for option in _required_options(factory) if option not in options]
     if needed:
