@@ -229,8 +229,7 @@ def test_panning_only_options_are_refused_for_other_methods(data_root: Path, tmp
     )
     assert (
         result.exit_code == 2
-        and "--combination is not an option of --method snip (its options: temperature)"
-        in result.output
+        and "--combination is not an option of --method snip (its options: temperature)" in result.output
     )
 
 
