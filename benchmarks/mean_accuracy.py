@@ -6,7 +6,8 @@ variants across grids (docs/results/smoke-panning.md).
     python benchmarks/mean_accuracy.py benchmarks/results/smoke/half-*/results.csv
 
 ``--versus A B`` compares two labels setting by setting (model, dataset, sparsity; mean over seeds),
-on validation accuracy first, which is how a default is chosen (issue #17):
+on validation accuracy first, which is how a default is chosen (issue #17), then sums up over all
+settings and per model and dataset:
 
     python benchmarks/mean_accuracy.py benchmarks/results/panning-tuning/synflow-floor/results.csv \
         --versus agent-floor panning
@@ -64,6 +65,7 @@ def versus(rows: list[dict[str, str]], first: str, second: str) -> None:
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     wins = losses = 0
     differences = []
+    by_pair: dict[tuple[str, str], list[float]] = defaultdict(list)
     for setting in sorted(cells):
         pair = cells[setting]
         seeds = sorted(set(pair[first]) & set(pair[second]))
@@ -75,6 +77,7 @@ def versus(rows: list[dict[str, str]], first: str, second: str) -> None:
         wins, losses = wins + (means[0] > means[1]), losses + (means[0] < means[1])
         differences.append(means[0] - means[1])
         model, dataset, sparsity = setting
+        by_pair[(model, dataset)].append(means[0] - means[1])
         shown = " | ".join(f"{value:.2f}" for value in means)
         print(f"| {model} | {dataset} | {sparsity} | {shown} | {len(seeds)} |")
     if differences:
@@ -82,6 +85,12 @@ def versus(rows: list[dict[str, str]], first: str, second: str) -> None:
             f"\n{first} against {second} on validation: better in {wins} settings, worse in {losses}, "
             f"mean difference {statistics.mean(differences):+.2f} points over {len(differences)} settings"
         )
+        for (model, dataset), pair_differences in sorted(by_pair.items()):
+            better = sum(difference > 0 for difference in pair_differences)
+            print(
+                f"  {model} / {dataset}: better in {better} of {len(pair_differences)}, "
+                f"mean difference {statistics.mean(pair_differences):+.2f} points"
+            )
 
 
 def main() -> None:

@@ -381,16 +381,16 @@ _SINGLE_OPTIONS = {
     "grasp": ["temperature", "absolute"],
     "synflow": ["biases"],
 }
+_SINGLE_DEFAULTS: dict[str, Any] = {"temperature": None, "absolute": False, "biases": True}
 
 
 def _single(index: str, iterations: int = 1) -> MethodFactory:
     def factory(temperature: float | None = None, absolute: bool = False, biases: bool = True) -> Method:
-        if absolute and index != "grasp":
-            raise UserError(f"the 'absolute' option only applies to grasp, not {index}")
-        if biases is not True and index != "synflow":
-            raise UserError(f"the 'biases' option only applies to synflow, not {index}")
-        if temperature is not None and index not in ("snip", "grasp"):
-            raise UserError(f"the 'temperature' option only applies to snip and grasp, not {index}")
+        given = {"absolute": absolute, "biases": biases, "temperature": temperature}
+        for option, value in given.items():
+            if value is not _SINGLE_DEFAULTS[option] and option not in _SINGLE_OPTIONS[index]:
+                users = " and ".join(name for name, names in _SINGLE_OPTIONS.items() if option in names)
+                raise UserError(f"the {option!r} option only applies to {users}, not {index}")
         if temperature is None and index in ("snip", "grasp"):
             temperature = 1.0 if index == "snip" else indices.GRASP_TEMPERATURE
         return SingleIndex(index, iterations, temperature, absolute, biases)
