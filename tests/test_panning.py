@@ -11,7 +11,16 @@ from torch import nn
 import panning
 import panning.cli
 from panning.masks import kept_count
-from panning.screening.multi_index import PRESETS, Panning, StageTable, combine, normalize, weighted_scores
+from panning.screening.multi_index import (
+    PRESETS,
+    Panning,
+    StageTable,
+    _flat_float32,
+    _normalize_flat_float32,
+    combine,
+    normalize,
+    weighted_scores,
+)
 
 LENET5_WEIGHTS = 430_500
 
@@ -72,6 +81,44 @@ def test_a_step_equals_the_public_indices_normalised_and_combined(lenet5, batch,
     }
     expected = combine({index: normalize(score) for index, score in raw.items()}, weights, combination)
     assert all(torch.equal(step[name], expected[name]) for name in expected)
+
+
+@pytest.mark.parametrize("normalization", ["zscore-abs", "zscore", "rank"])
+def test_float32_precision_gives_the_float64_scores_within_rounding(lenet5, batch, normalization) -> None:
+    masks = panning.prune(lenet5, 0.9, "synflow", input_shape=(1, 28, 28), iterations=2)
+    weights = {"synflow": 0.3, "snip": 1.0, "grasp": 0.4}
+    steps = {}
+    for precision in ("float64", "float32"):
+        generator = torch.Generator().manual_seed(0)
+        source = panning.screening.pruning.BatchSource(batch, 2, generator)
+        context = panning.screening.pruning.StepContext(1, 1, 0.1, masks, source, (1, 28, 28), generator, None)
+        steps[precision] = weighted_scores(lenet5, context, weights, normalization, precision=precision)
+    for name, exact in steps["float64"].items():
+        assert steps["float32"][name].dtype == torch.float32
+        assert torch.allclose(steps["float32"][name].double(), exact, rtol=1e-4, atol=1e-4), name
+    with pytest.raises(ValueError, match="unknown precision 'float16'; valid: float64, float32"):
+        weighted_scores(lenet5, context, weights, precision="float16")
+
+
+def test_float32_precision_takes_float64_scores_beyond_float32s_range() -> None:
+    # SynFlow's float64 products can lie far outside float32: scaled by their mean magnitude first.
+    huge = {"a": torch.tensor([1e300, 3e300], dtype=torch.float64), "b": torch.tensor([2e300], dtype=torch.float64)}
+    tiny = {name: score * 1e-300 * 1e-300 for name, score in huge.items()}
+    for scores in (huge, tiny):
+        flat = _flat_float32(scores)
+        assert flat.dtype == torch.float32 and torch.allclose(flat.double(), torch.tensor([0.5, 1.5, 1.0]).double())
+        expected = torch.cat(list(normalize(scores, "zscore-abs").values())).float()
+        assert torch.allclose(_normalize_flat_float32(flat, "zscore-abs"), expected)
+
+
+def test_precision_is_an_option_of_panning_named_only_when_float32(lenet5, batch) -> None:
+    assert "precision" not in Panning().identity()
+    assert Panning(precision="float32").identity()["precision"] == "float32"
+    assert panning.pruning.resolved_options("panning", {"precision": "float32"})["precision"] == "float32"
+    with pytest.raises(ValueError, match="unknown precision 'half'; valid: float64, float32"):
+        Panning(precision="half")
+    fast = panning.prune(lenet5, 0.99, "panning", data=batch, iterations=3, seed=0, precision="float32")
+    assert fast.kept() == kept_count(LENET5_WEIGHTS, 0.99) and fast.metadata["options"]["precision"] == "float32"
 
 
 def test_stages_follow_the_reference_boundaries_one_step_at_a_time() -> None:
