@@ -60,6 +60,8 @@ VARIANTS = {
     # The default (stages="auto"): on a convolutional network the agent-floor table, which
     # scores SynFlow at every step where the agent's table drops it past 0.99.
     "panning-default": ({}, 2),
+    # The default's step with its indices normalised, combined and ranked in float32.
+    "panning-float32": ({"precision": "float32"}, 2),
 }
 DEFAULT_OUT = Path("benchmarks/results/panning-cost")
 

@@ -228,3 +228,15 @@ def test_mask_file_with_non_object_metadata_is_a_user_error(tmp_path: Path) -> N
     save_file({"w": torch.tensor([True])}, str(path), metadata={"panning": "[1, 2]"})
     with pytest.raises(panning.UserError, match="not a JSON object"):
         masklib.load(path)
+
+
+def test_select_topk_reads_views_of_one_vector_as_it_reads_separate_scores() -> None:
+    flat = torch.randn(50_000, generator=torch.Generator().manual_seed(3))
+    views = {"a": flat[:30_000].reshape(300, 100), "b": flat[30_000:].reshape(20_000)}
+    copies = {name: view.clone() for name, view in views.items()}
+    partial = {"a": flat[:30_000].reshape(300, 100), "b": flat[40_000:]}  # skips part of the vector
+    for keep in (100, 25_000, 49_000):
+        chosen = select_topk(views, keep)
+        assert all(torch.equal(chosen[n], select_topk(copies, keep)[n]) for n in views)
+        assert select_topk(partial, min(keep, 40_000)).kept() == min(keep, 40_000)
+    assert torch.equal(flat, torch.cat([copies["a"].reshape(-1), copies["b"]]))  # the scores stay unchanged

@@ -381,10 +381,20 @@ def _kth_largest_sampled(flat: torch.Tensor, keep: int) -> torch.Tensor | None:
     margin = 4.0 * math.sqrt(max(rank * (1.0 - rank / size), 1.0)) + 2.0
     upper = ordered[max(0, int(rank - margin))]
     lower = ordered[min(size - 1, math.ceil(rank + margin))]
-    above = int(torch.count_nonzero(flat > upper))
-    if above >= keep:
-        return None
-    bracket = flat[(flat >= lower) & (flat <= upper)]
+    # One pass over all n picks the side of the bracket holding the fewer scores; the rest works
+    # on that subset (boolean indexing keeps the order, so the bracket is the same sequence).
+    if keep <= n // 2:
+        candidates = flat[flat >= lower]
+        above = int(torch.count_nonzero(candidates > upper))
+        if above >= keep:
+            return None
+        bracket = candidates[candidates <= upper]
+    else:
+        candidates = flat[flat <= upper]
+        above = n - candidates.numel()
+        if above >= keep:
+            return None
+        bracket = candidates[candidates >= lower]
     wanted = keep - above
     if bracket.numel() < wanted:
         return None
@@ -419,6 +429,22 @@ def _topk_flat(flat: torch.Tensor, keep: int) -> torch.Tensor:
     return chosen
 
 
+def _shared_vector(values: Sequence[torch.Tensor], dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
+    """The one vector the scores are consecutive views of, in order and covering it (a Panning
+    step's scores are), so that no copy is needed; None for any other layout."""
+    base = values[0]._base
+    if base is None or base.dim() != 1 or base.dtype != dtype or base.device != device:
+        return None
+    if base.numel() != sum(v.numel() for v in values) or not base.is_contiguous():
+        return None
+    offset = base.storage_offset()
+    for value in values:
+        if value._base is not base or not value.is_contiguous() or value.storage_offset() != offset:
+            return None
+        offset += value.numel()
+    return base.detach()
+
+
 def select_topk(
     scores: Mapping[str, torch.Tensor],
     keep: int,
@@ -445,7 +471,9 @@ def select_topk(
     if scope == "global":
         dtype = torch.float64 if any(s.dtype == torch.float64 for s in scores.values()) else torch.float32
         device = next(iter(scores.values())).device
-        flat = torch.cat([s.detach().reshape(-1).to(device=device, dtype=dtype) for s in scores.values()])
+        flat = _shared_vector(list(scores.values()), dtype, device)
+        if flat is None:
+            flat = torch.cat([s.detach().reshape(-1).to(device=device, dtype=dtype) for s in scores.values()])
         chosen = _topk_flat(flat, keep)
         masks = Masks()
         offset = 0

@@ -206,15 +206,17 @@ def _normalize_flat(flat: torch.Tensor, method: str) -> torch.Tensor:
     raise UserError(f"unknown index normalization {method!r}; valid: {', '.join(NORMALIZATIONS)}")
 
 
-def _flat_float32(scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def _flat_float32(scores: Mapping[str, torch.Tensor], nonnegative: bool = False) -> torch.Tensor:
     """All scores as one new float32 vector; an index of another type (SynFlow's float64) is first
     divided by its mean magnitude in its own type, so that scores spanning more than float32's range
-    neither overflow nor vanish. A positive scale changes no normalisation's result."""
+    neither overflow nor vanish. A positive scale changes no normalisation's result.
+    ``nonnegative`` says no score is negative (SynFlow's), so their sum is their magnitude's."""
     first = next(iter(scores.values()))
     flat = torch.empty(sum(s.numel() for s in scores.values()), dtype=torch.float32, device=first.device)
     scale = None
     if any(s.dtype != torch.float32 for s in scores.values()):
-        magnitude = sum(s.abs().sum(dtype=torch.float64) for s in scores.values()) / flat.numel()
+        magnitude = sum((s if nonnegative else s.abs()).sum(dtype=torch.float64) for s in scores.values())
+        magnitude = magnitude / flat.numel()
         scale = magnitude if magnitude > 0 else None
     offset = 0
     for score in scores.values():
@@ -483,7 +485,10 @@ def weighted_scores(
         raw["grasp"] = loss_aware.grasp
     # Each index becomes one vector that this step owns, normalised and combined in place.
     single = precision == "float32"
-    flats = {name: _flat_float32(score) if single else _flat(score) for name, score in raw.items()}
+    flats = {
+        name: _flat_float32(score, nonnegative=name == "synflow") if single else _flat(score)
+        for name, score in raw.items()
+    }
     if "grasp" in flats and grasp == "abs":
         flats["grasp"].abs_()
     normalize_flat = _normalize_flat_float32 if single else _normalize_flat
