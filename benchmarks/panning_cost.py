@@ -57,11 +57,11 @@ VARIANTS = {
     "panning-fast": ({"combination": "multiplicative"}, 2),
     "panning-agent-table": ({"combination": "additive", "stages": "agent"}, 10),
     "panning-agent-table-fast": ({"combination": "additive", "stages": "agent"}, 2),
-    # The default (stages="auto"): on a convolutional network the agent-floor table, which
-    # scores SynFlow at every step where the agent's table drops it past 0.99.
+    # The default (stages="auto", precision="float32"): on a convolutional network the
+    # agent-floor table, which scores SynFlow at every step where the agent's table drops it past 0.99.
     "panning-default": ({}, 2),
-    # The default's step with its indices normalised, combined and ranked in float32.
-    "panning-float32": ({"precision": "float32"}, 2),
+    # The default before: the same step with its indices normalised, combined and ranked in float64.
+    "panning-float64": ({"precision": "float64"}, 2),
 }
 DEFAULT_OUT = Path("benchmarks/results/panning-cost")
 

@@ -116,8 +116,23 @@ def test_format_2_keys_hold_resolved_values_so_a_changed_default_gets_new_cells(
     assert key({"name": "snip"}) == key({"name": "snip", "options": {"temperature": 1.0}})
     assert key({"name": "snip"}) == key({"name": "snip"}, samples_per_class=10)
     assert key({"name": "snip"}) != key({"name": "snip"}, samples_per_class=2)
-    written = bench.parse_grid({**SMALL, "format": 1, "methods": [{"name": "panning"}]}).cells[0]
+    written = bench.parse_grid({**SMALL, "format": 1, "methods": [{"name": "snip"}]}).cells[0]
     assert dict(written.options) == {} and "format" not in written.canonical()
+
+
+def test_an_option_default_changed_later_keeps_format_1_cells_only_when_pinned() -> None:
+    def cell(options: dict[str, Any]) -> bench.Cell:
+        return bench.parse_grid({**SMALL, "format": 1, "methods": [{"name": "panning", "options": options}]}).cells[0]
+
+    pinned, default = cell({"precision": "float64"}), cell({})
+    assert dict(pinned.options) == {} and pinned.method_options() == {"precision": "float64"}
+    assert dict(default.options) == {"precision": "float32"} == default.method_options()
+    assert pinned.key != default.key == cell({"precision": "float32"}).key
+    # Format 2 holds the resolved value either way.
+    assert (
+        bench.parse_grid({**SMALL, "methods": [{"name": "panning"}]}).cells[0].method_options()["precision"]
+        == "float32"
+    )
 
 
 def test_a_method_may_run_at_its_own_sparsities() -> None:

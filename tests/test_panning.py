@@ -111,10 +111,11 @@ def test_float32_precision_takes_float64_scores_beyond_float32s_range() -> None:
         assert torch.allclose(_normalize_flat_float32(flat, "zscore-abs"), expected)
 
 
-def test_precision_is_an_option_of_panning_named_only_when_float32(lenet5, batch) -> None:
-    assert "precision" not in Panning().identity()
-    assert Panning(precision="float32").identity()["precision"] == "float32"
-    assert panning.pruning.resolved_options("panning", {"precision": "float32"})["precision"] == "float32"
+def test_precision_is_float32_by_default_and_float64_keeps_the_identity_from_before(lenet5, batch) -> None:
+    assert Panning().identity()["precision"] == "float32" == Panning().precision
+    assert "precision" not in Panning(precision="float64").identity()
+    assert panning.pruning.resolved_options("panning", {"precision": "float64"}).get("precision") is None
+    assert panning.pruning.resolved_options("panning", {})["precision"] == "float32"
     with pytest.raises(ValueError, match="unknown precision 'half'; valid: float64, float32"):
         Panning(precision="half")
     fast = panning.prune(lenet5, 0.99, "panning", data=batch, iterations=3, seed=0, precision="float32")

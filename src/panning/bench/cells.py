@@ -70,7 +70,7 @@ def _row(
 
 def _screen_cell(cell: Cell, model: torch.nn.Module, dataset: datasets.Dataset) -> Masks:
     """The cell's masks as its method finds them (``inverted``: keeping what it would prune)."""
-    options = dict(cell.options)
+    options = cell.method_options()
     method: str | Method = cell.method
     if cell.variant == "inverted":
         method, options = inverted(cell.method, **options), {}

@@ -40,6 +40,9 @@ SCREENING_KEYS = SCREENING_ARGUMENTS
 # A method entry may override any [screening] key for its own cells (e.g. iterations), and the
 # grid's sparsities (a reference method at one sparsity only).
 METHOD_KEYS = ("name", "label", "options", "sparsities", "variant", *SCREENING_KEYS)
+# Method options whose default changed after format 1 (whose keys hold options as written), with
+# the value every format-1 cell ran with: a format-1 key without the option means that value.
+LEGACY_OPTIONS: dict[str, dict[str, Any]] = {"panning": {"precision": "float64"}}
 # The cell fixes model, dataset and seed; the device is a property of the machine, not of the cell.
 TRAINING_KEYS = tuple(
     f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("model", "dataset", "seed", "device")
@@ -108,6 +111,11 @@ class Cell:
         """The cell's training; a field its key leaves out has the value from before the field existed."""
         training = {**LEGACY_TRAINING, **dict(self.training)}
         return TrainConfig(model=self.model, dataset=self.dataset, seed=self.seed, device=device, **training)
+
+    def method_options(self) -> dict[str, Any]:
+        """The options the cell's method runs with (a format-1 cell: with the defaults of its time)."""
+        legacy = LEGACY_OPTIONS.get(self.method, {}) if self.format == 1 else {}
+        return {**legacy, **dict(self.options)}
 
     def describe(self) -> str:
         return f"{self.model}/{self.dataset} {self.label} s={self.sparsity} seed={self.seed}"
@@ -209,7 +217,13 @@ def _identity(
     """A method's options and screening as its cells' keys hold them: as written (format 1) or resolved."""
     screening = {key: value for key, value in screening.items() if key not in ("sparsities", "variant")}
     if layout == 1:
-        return options, screening
+        # An option whose default changed after format 1 enters a format-1 key only when it is not
+        # the old default: pinned there, the cells run before keep their folders; left out, the
+        # cells get the new default in their key and run anew.
+        legacy = LEGACY_OPTIONS.get(method, {})
+        defaults = resolved_options(method, options) if legacy else {}
+        written = {**{k: defaults[k] for k in legacy if k in defaults}, **options}
+        return {k: v for k, v in written.items() if k not in legacy or legacy[k] != v}, screening
     return resolved_options(method, options), resolved_screening(method, options, screening)
 
 

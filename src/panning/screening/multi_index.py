@@ -337,7 +337,10 @@ class Panning:
     ``combination="additive"`` is the reference's preset, ``"multiplicative"`` the former
     default. Without ``stages``, the signed ``zscore`` normalisation (which a product cannot
     take) also gets the automatic table. ``table`` is the table in use: for ``"auto"``, the
-    agent's until the first step has seen the network.
+    agent's until the first step has seen the network. ``precision`` is the type in which a
+    step's indices are normalised, combined and ranked: ``"float32"`` (the default) or
+    ``"float64"`` (the default before; SynFlow itself is always computed in float64). Rounding
+    decides near-ties, so the two give different masks of the same quality.
 
     Examples:
         >>> method = Panning()
@@ -356,8 +359,10 @@ class Panning:
     grasp: GraspForm | None = None
     # False: SynFlow scores only the flow from the input (scores.synflow's biases=False).
     synflow_biases: bool = True
-    # The type in which each step's indices are normalised, combined and ranked.
-    precision: Precision = "float64"
+    # The type in which each step's indices are normalised, combined and ranked. float32 since
+    # 2026-12-03: as good on validation as float64 on the 20-epoch grids and a tenth cheaper
+    # (benchmarks/panning-tuning/float32.toml); float64 names the runs before.
+    precision: Precision = "float32"
     default_iterations: int = field(init=False, default=100)
     # 2 examples per class: a step then costs under half an SGD step on LeNet-5, and the 20-epoch
     # grids scored it at least as high on validation as 10 (benchmarks/results/panning-tuning/).
@@ -402,6 +407,7 @@ class Panning:
             "stages": self.stages if preset else self.table.as_dict(),
             # Came later: only when off, so runs with the default keep their identity.
             **({} if self.synflow_biases else {"synflow_biases": False}),
+            # Came later: float64 (the type before) is left out, so runs from before keep their identity.
             **({} if self.precision == "float64" else {"precision": self.precision}),
         }
 
