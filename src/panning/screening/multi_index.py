@@ -23,7 +23,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import torch
 from torch import nn
@@ -215,9 +215,9 @@ def _flat_float32(scores: Mapping[str, torch.Tensor], nonnegative: bool = False)
     flat = torch.empty(sum(s.numel() for s in scores.values()), dtype=torch.float32, device=first.device)
     scale = None
     if any(s.dtype != torch.float32 for s in scores.values()):
-        magnitude = sum((s if nonnegative else s.abs()).sum(dtype=torch.float64) for s in scores.values())
-        magnitude = magnitude / flat.numel()
-        scale = magnitude if magnitude > 0 else None
+        total = sum((s if nonnegative else s.abs()).sum(dtype=torch.float64) for s in scores.values())
+        mean_magnitude = cast(torch.Tensor, total) / flat.numel()
+        scale = mean_magnitude if mean_magnitude > 0 else None
     offset = 0
     for score in scores.values():
         values = score.reshape(-1)
