@@ -454,9 +454,10 @@ class RLPanning:
 
     At every step the agent sees the 7-number observation of the current mask and chooses the
     index weights; scoring is Panning's, with the normalisation and combination the agent was
-    trained with, in float64 as in its training (Panning's own default is float32). ``agent`` is a path or ``None`` for the shipped agent. Without ``iterations``
-    or ``samples_per_class`` the episode has as many steps, and scores as many examples per
-    class, as the agent's training episodes: it replays the agent's own episode.
+    trained with, in float64 as in its training (Panning's own default is float32). ``agent`` is
+    a path or ``None`` for the shipped agent. Without ``iterations`` or ``samples_per_class`` the
+    episode has as many steps, and scores as many examples per class, as the agent's training
+    episodes: it replays the agent's own episode.
     """
 
     agent: str | os.PathLike[str] | None = None
