@@ -15,7 +15,7 @@ from panning.screening.multi_index import (
     PRESETS,
     Panning,
     StageTable,
-    _flat_float32,
+    _flat,
     _normalize_flat_float32,
     combine,
     normalize,
@@ -105,7 +105,7 @@ def test_float32_precision_takes_float64_scores_beyond_float32s_range() -> None:
     huge = {"a": torch.tensor([1e300, 3e300], dtype=torch.float64), "b": torch.tensor([2e300], dtype=torch.float64)}
     tiny = {name: score * 1e-300 * 1e-300 for name, score in huge.items()}
     for scores in (huge, tiny):
-        flat = _flat_float32(scores)
+        flat = _flat(scores, torch.float32)
         assert flat.dtype == torch.float32 and torch.allclose(flat.double(), torch.tensor([0.5, 1.5, 1.0]).double())
         expected = torch.cat(list(normalize(scores, "zscore-abs").values())).float()
         assert torch.allclose(_normalize_flat_float32(flat, "zscore-abs"), expected)

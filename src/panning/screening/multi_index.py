@@ -167,13 +167,27 @@ def auto_stages(model: nn.Module) -> str:
     return AUTO_STAGES["convolutional" if convolutional else "fully-connected"]
 
 
-def _flat(scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """All scores as one new float64 vector (each converted while it is copied in)."""
+def _flat(
+    scores: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float64, nonnegative: bool = False
+) -> torch.Tensor:
+    """All scores as one new vector of ``dtype`` (each converted while it is copied in).
+
+    Into float32, an index of another type (SynFlow's float64) is first divided by its mean
+    magnitude in its own type, so that scores spanning more than float32's range neither overflow
+    nor vanish; a positive scale changes no normalisation's result. ``nonnegative`` says no score
+    is negative (SynFlow's), so their sum is their magnitude's.
+    """
     first = next(iter(scores.values()))
-    flat = torch.empty(sum(s.numel() for s in scores.values()), dtype=torch.float64, device=first.device)
+    flat = torch.empty(sum(s.numel() for s in scores.values()), dtype=dtype, device=first.device)
+    scale = None
+    if dtype == torch.float32 and any(s.dtype != torch.float32 for s in scores.values()):
+        total = sum((s if nonnegative else s.abs()).sum(dtype=torch.float64) for s in scores.values())
+        mean_magnitude = cast(torch.Tensor, total) / flat.numel()
+        scale = mean_magnitude if mean_magnitude > 0 else None
     offset = 0
     for score in scores.values():
-        flat[offset : offset + score.numel()].copy_(score.reshape(-1))
+        values = score.reshape(-1)
+        flat[offset : offset + score.numel()].copy_(values if scale is None else values / scale)
         offset += score.numel()
     return flat
 
@@ -206,36 +220,14 @@ def _normalize_flat(flat: torch.Tensor, method: str) -> torch.Tensor:
     raise UserError(f"unknown index normalization {method!r}; valid: {', '.join(NORMALIZATIONS)}")
 
 
-def _flat_float32(scores: Mapping[str, torch.Tensor], nonnegative: bool = False) -> torch.Tensor:
-    """All scores as one new float32 vector; an index of another type (SynFlow's float64) is first
-    divided by its mean magnitude in its own type, so that scores spanning more than float32's range
-    neither overflow nor vanish. A positive scale changes no normalisation's result.
-    ``nonnegative`` says no score is negative (SynFlow's), so their sum is their magnitude's."""
-    first = next(iter(scores.values()))
-    flat = torch.empty(sum(s.numel() for s in scores.values()), dtype=torch.float32, device=first.device)
-    scale = None
-    if any(s.dtype != torch.float32 for s in scores.values()):
-        total = sum((s if nonnegative else s.abs()).sum(dtype=torch.float64) for s in scores.values())
-        mean_magnitude = cast(torch.Tensor, total) / flat.numel()
-        scale = mean_magnitude if mean_magnitude > 0 else None
-    offset = 0
-    for score in scores.values():
-        values = score.reshape(-1)
-        flat[offset : offset + score.numel()].copy_(values if scale is None else values / scale)
-        offset += score.numel()
-    return flat
-
-
 def _normalize_flat_float32(flat: torch.Tensor, method: str) -> torch.Tensor:
     """:func:`normalize` of one flat float32 vector, in float32 (``precision="float32"``).
 
     ``zscore-abs`` as ``|x - mean(x)| / std(x)``: the same z-scores as dividing by the mean first,
     in four passes instead of seven.
     """
-    if method == "rank":
+    if method not in ("zscore-abs", "zscore"):  # rank (or an unknown name) as in float64
         return _normalize_flat(flat.double(), method).float()
-    if method not in ("zscore-abs", "zscore"):
-        raise UserError(f"unknown index normalization {method!r}; valid: {', '.join(NORMALIZATIONS)}")
     std, mean = flat.std(), flat.mean()  # torch.std_mean is several times slower on CPU
     if not std > 0 or (method == "zscore-abs" and mean == 0):
         return flat.zero_()
@@ -491,10 +483,8 @@ def weighted_scores(
         raw["grasp"] = loss_aware.grasp
     # Each index becomes one vector that this step owns, normalised and combined in place.
     single = precision == "float32"
-    flats = {
-        name: _flat_float32(score, nonnegative=name == "synflow") if single else _flat(score)
-        for name, score in raw.items()
-    }
+    dtype = torch.float32 if single else torch.float64
+    flats = {name: _flat(score, dtype, nonnegative=name == "synflow") for name, score in raw.items()}
     if "grasp" in flats and grasp == "abs":
         flats["grasp"].abs_()
     normalize_flat = _normalize_flat_float32 if single else _normalize_flat
