@@ -352,7 +352,7 @@ class Panning:
     # False: SynFlow scores only the flow from the input (scores.synflow's biases=False).
     synflow_biases: bool = True
     # The type in which each step's indices are normalised, combined and ranked. float32 since
-    # 2026-12-04: as good on validation as float64 on the 20-epoch grids and a tenth cheaper
+    # 2026-12-04: as good on validation as float64 on the 20-epoch grids and 5-12% cheaper
     # (benchmarks/panning-tuning/float32.toml); float64 names the runs before.
     precision: Precision = "float32"
     default_iterations: int = field(init=False, default=100)
