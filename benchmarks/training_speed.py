@@ -14,18 +14,29 @@ Measures, one thing at a time (nothing else may run meanwhile):
   second thread, which bounds what ``--jobs 2`` can add); the goal is a throughput ratio of at least 1.8.
 * ``ray``: the same grid on a local Ray instance with 2 CPUs, one CPU and thread per cell
   (``--executor ray``, needs ``panning[ray]``); the goal is at least 1.7 times ``--jobs 1``.
+* ``versus`` (only when asked for): library epochs (dense, compact at 0.99 and 0.999) of another
+  checkout (``--versus-src``, its ``src`` folder) and of this one, alternating for ``--rounds``
+  rounds in fresh processes; medians. This machine's speed drifts by 10-30% within minutes, so a
+  change is measured against its parent this way, not by comparing two runs of the other parts.
 
 Writes ``<out>.json`` and ``<out>.md``.
 
     PANNING_DATA=/path/to/data python benchmarks/training_speed.py
     python benchmarks/training_speed.py --parts dense runs --epochs 20
+    git worktree add --detach /tmp/before HEAD~1
+    python benchmarks/training_speed.py --parts versus --versus-src /tmp/before/src --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import platform
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,13 +52,30 @@ from panning.training import TrainConfig, build, train
 
 DEFAULT_OUT = Path("benchmarks/results/training-speed")
 QUICK_GRID = Path(__file__).resolve().parent / "lenet5-mnist.toml"
-PARTS = ("dense", "epochs", "runs", "jobs", "ray", "profile")
+PARTS = ("dense", "epochs", "runs", "jobs", "ray", "profile", "versus")
+DEFAULT_PARTS = [part for part in PARTS if part != "versus"]
+VERSUS_EPOCHS = (("dense", None), ("compact", 0.99), ("compact", 0.999))
+
+
+class TextbookLeNet5(nn.Module):
+    """LeNet-5-Caffe as a tutorial writes it (convolution, ReLU, ``F.max_pool2d``): the unit of the
+    goals is not made faster by the library's own pooling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 20, 5), nn.Conv2d(20, 50, 5)
+        self.fc3, self.fc4 = nn.Linear(800, 500), nn.Linear(500, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = nn.functional.max_pool2d(torch.relu(self.conv2(x)), 2)
+        return self.fc4(torch.relu(self.fc3(torch.flatten(x, 1))))
 
 
 def textbook_dense_epoch(data: panning.data.Dataset, seed: int = 0) -> float:
     """Seconds of one epoch of the plain loop a PyTorch tutorial would write."""
     torch.manual_seed(seed)
-    model = panning.models.create("lenet5")
+    model = TextbookLeNet5()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     inputs, targets = data.tensors("train")
     steps = math.ceil(len(targets) / 256)
@@ -137,6 +165,46 @@ def profile_compact(data: panning.data.Dataset, sparsity: float, steps: int = 40
         {"op": e.key, "share": e.self_cpu_time_total / total, "ms_per_step": e.self_cpu_time_total / 1000 / steps}
         for e in events[:8]
     ]
+
+
+def _epochs_in_process(src: Path) -> list[dict[str, Any]]:
+    """``VERSUS_EPOCHS`` measured in a fresh process that imports ``panning`` from ``src``."""
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
+        "import panning, training_speed as ts; data = panning.data.load('mnist'); "
+        "print(json.dumps([ts.library_epoch(data, k, s) for k, s in ts.VERSUS_EPOCHS]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"library epochs with {src} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def versus(other_src: Path, rounds: int) -> dict[str, Any]:
+    """Library epochs of ``other_src`` and of this checkout, alternating; per side the medians."""
+    own_src = Path(__file__).resolve().parents[1] / "src"
+    runs: dict[str, list[list[dict[str, Any]]]] = {"before": [], "this": []}
+    for round_ in range(rounds):
+        for side, src in (("before", other_src), ("this", own_src)):
+            runs[side].append(_epochs_in_process(src))
+            print(f"round {round_ + 1} {side}: {[round(r['whole_seconds'], 2) for r in runs[side][-1]]}", flush=True)
+    medians = {
+        side: [
+            {
+                "kind": kind,
+                "sparsity": sparsity,
+                "train_seconds": statistics.median(rows[i]["train_seconds"] for rows in measured),
+                "whole_seconds": statistics.median(rows[i]["whole_seconds"] for rows in measured),
+            }
+            for i, (kind, sparsity) in enumerate(VERSUS_EPOCHS)
+        ]
+        for side, measured in runs.items()
+    }
+    revision = subprocess.run(
+        ["git", "-C", str(other_src), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {"before_revision": revision or "unknown", "rounds": rounds, "runs": runs, "medians": medians}
 
 
 def grid_throughput(jobs: int, store: Path, executor: Any = None, name: str | None = None) -> dict[str, Any]:
@@ -229,6 +297,22 @@ def markdown(result: dict[str, Any]) -> str:
             f"against `--jobs 1`: **{ratio:.2f}×** (goal ≥ 1.7: {'met' if ratio >= 1.7 else 'MISSED'}).",
             "",
         ]
+    if result.get("versus"):
+        before, this = result["versus"]["medians"]["before"], result["versus"]["medians"]["this"]
+        lines += [
+            f"Library epochs, commit {result['versus']['before_revision']} against this one, alternating in fresh "
+            f"processes, median of {result['versus']['rounds']} rounds (seconds, training / whole epoch):",
+            "",
+            "| epoch | sparsity | before | this | whole epoch change |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {b['kind']} | {b['sparsity'] or '—'} | {b['train_seconds']:.2f} / {b['whole_seconds']:.2f} | "
+                f"{t['train_seconds']:.2f} / {t['whole_seconds']:.2f} | "
+                f"{100 * (t['whole_seconds'] / b['whole_seconds'] - 1):+.0f}% |"
+                for b, t in zip(before, this)
+            ),
+            "",
+        ]
     if result.get("profile"):
         lines += [
             f"Profile of 40 training steps of the compacted network at {result['profile']['sparsity']} "
@@ -244,10 +328,14 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    parser.add_argument("--parts", nargs="+", default=DEFAULT_PARTS, choices=PARTS)
     parser.add_argument("--epochs", type=int, default=20, help="Epochs of the whole runs.")
+    parser.add_argument("--versus-src", type=Path, help="The src folder of another checkout, for --parts versus.")
+    parser.add_argument("--rounds", type=int, default=3, help="Alternating rounds of --parts versus.")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Path stem of the .json and .md results.")
     args = parser.parse_args()
+    if "versus" in args.parts and not (args.versus_src and (args.versus_src / "panning").is_dir()):
+        parser.error("--parts versus needs --versus-src, the src folder of another checkout (git worktree add)")
     commit = source_commit()
     data = panning.data.load("mnist")
     result: dict[str, Any] = {
@@ -257,8 +345,10 @@ def main() -> None:
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
         "command": " ".join(
             ["python benchmarks/training_speed.py"]
-            + (["--parts", *args.parts] if args.parts != list(PARTS) else [])
+            + (["--parts", *args.parts] if args.parts != DEFAULT_PARTS else [])
             + (["--epochs", str(args.epochs)] if args.epochs != 20 else [])
+            + (["--versus-src", "<checkout of the before commit>/src"] if "versus" in args.parts else [])
+            + (["--rounds", str(args.rounds)] if "versus" in args.parts and args.rounds != 3 else [])
             + (["--out", str(args.out)] if args.out != DEFAULT_OUT else [])
         ),
     }
@@ -285,6 +375,8 @@ def main() -> None:
             print(f"run {sparsity}: {row['seconds']:.1f} s", flush=True)
     if "profile" in args.parts:
         result["profile"] = {"sparsity": 0.99, "ops": profile_compact(data, 0.99)}
+    if "versus" in args.parts:
+        result["versus"] = versus(args.versus_src, args.rounds)
     if "jobs" in args.parts:
         with tempfile.TemporaryDirectory() as folder:
             result["jobs"] = [grid_throughput(jobs, Path(folder)) for jobs in (1, 2)]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 import panning
 from panning.masks import prunable_parameters
@@ -66,3 +67,24 @@ def test_lenet5_evaluates_to_the_same_logits_as_it_trains(image_size: int) -> No
     with torch.no_grad():  # a NaN stays in its window, as with F.max_pool2d
         pooled = panning.models.lenet.max_pool2(torch.tensor([[[[0.0, float("nan")], [1.0, 2.0]]]]))
     assert pooled.isnan().all()
+
+
+@pytest.mark.parametrize("shape", [(8, 20, 24, 24), (3, 5, 9, 11)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_max_pool2_trains_with_the_gradients_of_max_pool2d(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    """With autograd on the CPU max_pool2 pools a channels-last copy: values, gradients and the
+    double backward GraSP takes must be bit for bit F.max_pool2d's, ties in a window included."""
+    torch.manual_seed(0)
+    x = torch.randn(*shape, dtype=dtype).round(decimals=1)  # rounded: many ties
+    x[0] = 0.0  # every window a tie
+    upstream = torch.randn_like(nn.functional.max_pool2d(x, 2))
+    results = []
+    for pool in (panning.models.lenet.max_pool2, lambda t: nn.functional.max_pool2d(t, 2)):
+        leaf, weights = x.clone().requires_grad_(True), upstream.clone().requires_grad_(True)
+        values = pool(leaf * 1.5)
+        (grad,) = torch.autograd.grad(values, leaf, weights, create_graph=True)
+        (second,) = torch.autograd.grad((grad * grad).sum(), weights)  # through the gradient's own graph
+        results.append((values.detach(), grad.detach(), second))
+    for fast, reference in zip(results[0], results[1]):
+        assert torch.equal(fast, reference)
+    assert results[0][0].is_contiguous()

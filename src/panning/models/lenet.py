@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.fx
 from torch import nn
@@ -9,21 +11,55 @@ from torch import nn
 from panning.errors import UserError
 
 
+class _MaxPool2Cpu(torch.autograd.Function):
+    """``F.max_pool2d(x, 2)`` of an NCHW CPU tensor, with the same values and gradients.
+
+    PyTorch's CPU pooling kernel for NCHW tensors is several times slower than its channels-last
+    kernel, and its gradient kernel is fast for NCHW: the forward pools a channels-last copy, the
+    backward scatters through the same indices with the NCHW gradient kernel, which gives
+    ``F.max_pool2d``'s gradients bit for bit, ties included (both kernels keep the first maximum
+    of a window), and stays differentiable for double backward (GraSP).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        values, indices = nn.functional.max_pool2d(
+            x.contiguous(memory_format=torch.channels_last), 2, return_indices=True
+        )
+        ctx.save_for_backward(x, indices.contiguous())
+        return values.contiguous()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        x, indices = ctx.saved_tensors
+        return torch.ops.aten.max_pool2d_with_indices_backward(
+            grad.contiguous(), x, [2, 2], [2, 2], [0, 0], [1, 1], False, indices
+        )
+
+
 def max_pool2(x: torch.Tensor) -> torch.Tensor:
-    """2x2 max pooling with stride 2, the values of ``F.max_pool2d(x, 2)``. Without autograd
-    (evaluation) it takes the maximum of four strided views: on the CPU PyTorch's kernel for
-    NCHW tensors is several times slower (``benchmarks/training_speed.py``); with autograd, and
-    when torch.fx traces a model for compaction, it is ``F.max_pool2d`` itself (whose gradient
-    goes to one input per window).
+    """2x2 max pooling with stride 2: the values and gradients of ``F.max_pool2d(x, 2)``, faster
+    on the CPU. Without autograd (evaluation) it takes the maximum of four strided views; with
+    autograd on the CPU it pools a channels-last copy and scatters the gradient with the NCHW
+    kernel (PyTorch's NCHW pooling kernel is several times slower than both,
+    ``benchmarks/training_speed.py``). On other devices, under a torch function mode (the
+    connectivity analysis swaps max for average pooling) and when torch.fx traces a model for
+    compaction, it is ``F.max_pool2d`` itself.
 
     Examples:
-        >>> x = torch.randn(2, 3, 7, 6)
+        >>> x = torch.randn(2, 3, 7, 6, requires_grad=True)
+        >>> torch.equal(max_pool2(x), nn.functional.max_pool2d(x, 2))
+        True
         >>> with torch.no_grad():
         ...     torch.equal(max_pool2(x), nn.functional.max_pool2d(x, 2))
         True
     """
-    if torch.is_grad_enabled() or isinstance(x, torch.fx.Proxy) or x.dim() != 4:
+    if isinstance(x, torch.fx.Proxy) or x.dim() != 4 or torch.overrides._is_torch_function_mode_enabled():
         return nn.functional.max_pool2d(x, 2)
+    if torch.is_grad_enabled() and x.requires_grad:
+        if x.device.type != "cpu":
+            return nn.functional.max_pool2d(x, 2)
+        return _MaxPool2Cpu.apply(x)
     height, width = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
     top = torch.maximum(x[:, :, 0:height:2, 0:width:2], x[:, :, 0:height:2, 1:width:2])
     bottom = torch.maximum(x[:, :, 1:height:2, 0:width:2], x[:, :, 1:height:2, 1:width:2])

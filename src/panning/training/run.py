@@ -112,9 +112,11 @@ class RunResult(TypedDict, total=False):
 
 
 def evaluate(
-    model: nn.Module, dataset: datasets.Dataset, split: str, device: torch.device, batch_size: int = 1024
+    model: nn.Module, dataset: datasets.Dataset, split: str, device: torch.device, batch_size: int | None = None
 ) -> dict[str, Any]:
-    """Loss, accuracy and the number of distinct predicted classes on a split.
+    """Loss, accuracy and the number of distinct predicted classes on a split, in batches of
+    ``batch_size`` (default: 256 on the CPU, where oneDNN's convolutions run LeNet-5 2-2.5 times
+    faster per example than in batches of 1024, the default elsewhere).
 
     Examples:
         >>> images, labels = torch.rand(20, 1, 4, 4), torch.arange(20) % 2
@@ -129,6 +131,8 @@ def evaluate(
     model.eval()
     total_loss, correct, count = 0.0, 0, 0
     predicted = torch.zeros(dataset.num_classes, dtype=torch.long)
+    if batch_size is None:
+        batch_size = 256 if device.type == "cpu" else 1024
     with torch.no_grad():
         for x, y in dataset.batches(split, batch_size, device):
             logits = model(x)
