@@ -1,8 +1,9 @@
 """The tables of docs/results/strongest.md from the strongest-* grids' results (issue #19).
 
 For each model and dataset: final-epoch test accuracy (mean over seeds, dead runs in brackets)
-of Panning against ProsPr, ERK, uniform and the single indices, whether Panning is strictly
-better than each baseline at 0.998 and 0.999 (on test and on validation), and, where the sanity
+of Panning (the default; ``panning-float64`` as the grids first ran it) against ProsPr, ERK,
+uniform and the single indices, whether the default Panning is strictly better than each baseline
+at 0.998 and 0.999 (on test and on validation), and, where the sanity
 variants have run, each mask as found against the same mask shuffled within layers, re-initialised
 and inverted. Cells not run yet are left out and counted.
 
@@ -48,7 +49,7 @@ def summarise(path: Path) -> str:
     lines = [f"### {first['model']} / {first['dataset']}", ""]
     header = "| method | " + " | ".join(str(s) for s in sparsities) + " |"
     lines += [header, "|---|" + "---:|" * len(sparsities)]
-    for label in ("panning", "rl-panning", *BASELINES):
+    for label in ("panning", "panning-float64", "rl-panning", *BASELINES):
         if any(groups[(label, s)] for s in sparsities):
             lines.append(f"| {label} | " + " | ".join(_cell(groups[(label, s)]) for s in sparsities) + " |")
     lines += ["", "Panning strictly better (test / validation):", ""]
@@ -68,7 +69,7 @@ def summarise(path: Path) -> str:
     if any(groups[(f"snip{v}", s)] for v in VARIANTS[1:] for s in sparsities):
         lines += ["", "Sanity checks (test accuracy: as found / shuffled / re-initialised / inverted):", ""]
         lines += [header, "|---|" + "---:|" * len(sparsities)]
-        for method in ("snip", "synflow", "panning", "rl-panning"):
+        for method in ("snip", "synflow", "panning", "panning-float64", "rl-panning"):
             if not any(groups[(method + v, s)] for v in VARIANTS[1:] for s in sparsities):
                 continue
             cells = [
