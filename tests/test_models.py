@@ -88,3 +88,20 @@ def test_max_pool2_trains_with_the_gradients_of_max_pool2d(shape: tuple[int, ...
     for fast, reference in zip(results[0], results[1]):
         assert torch.equal(fast, reference)
     assert results[0][0].is_contiguous()
+
+
+def test_lenet5_per_example_gradients_with_torch_func() -> None:
+    """The CPU pooling is an autograd.Function: torch.func's vmap over grad (per-example
+    gradients) must work through it and agree with one backward per example."""
+    torch.manual_seed(0)
+    model = panning.models.create("lenet5")
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    images = torch.randn(3, 1, 28, 28)
+
+    def summed(weights: dict[str, torch.Tensor], image: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(model, weights, (image.unsqueeze(0),)).sum()
+
+    per_example = torch.func.vmap(torch.func.grad(summed), in_dims=(None, 0))(params, images)
+    for i, image in enumerate(images):
+        (expected,) = torch.autograd.grad(model(image.unsqueeze(0)).sum(), model.conv1.weight)
+        torch.testing.assert_close(per_example["conv1.weight"][i], expected)

@@ -21,16 +21,22 @@ class _MaxPool2Cpu(torch.autograd.Function):
     of a window), and stays differentiable for double backward (GraSP).
     """
 
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        values, indices = nn.functional.max_pool2d(
-            x.contiguous(memory_format=torch.channels_last), 2, return_indices=True
-        )
-        ctx.save_for_backward(x, indices.contiguous())
-        return values.contiguous()
+    generate_vmap_rule = True  # torch.func transforms (vmap, grad) work through it
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+    def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # A channels-last copy by permutation: vmap cannot query channels-last contiguity.
+        channels_last = x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+        values, indices = nn.functional.max_pool2d(channels_last, 2, return_indices=True)
+        return values.contiguous(), indices.contiguous()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[torch.Tensor], output: tuple[torch.Tensor, torch.Tensor]) -> None:
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(inputs[0], output[1])
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, _: torch.Tensor | None) -> torch.Tensor:
         x, indices = ctx.saved_tensors
         return torch.ops.aten.max_pool2d_with_indices_backward(
             grad.contiguous(), x, [2, 2], [2, 2], [0, 0], [1, 1], False, indices
@@ -60,7 +66,7 @@ def max_pool2(x: torch.Tensor) -> torch.Tensor:
         # The channels-last kernel vectorises over channels: below 4 the NCHW one is faster.
         if x.device.type != "cpu" or x.shape[1] < 4:
             return nn.functional.max_pool2d(x, 2)
-        return _MaxPool2Cpu.apply(x)
+        return _MaxPool2Cpu.apply(x)[0]
     height, width = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
     top = torch.maximum(x[:, :, 0:height:2, 0:width:2], x[:, :, 0:height:2, 1:width:2])
     bottom = torch.maximum(x[:, :, 1:height:2, 0:width:2], x[:, :, 1:height:2, 1:width:2])
