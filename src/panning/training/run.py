@@ -115,8 +115,8 @@ def evaluate(
     model: nn.Module, dataset: datasets.Dataset, split: str, device: torch.device, batch_size: int | None = None
 ) -> dict[str, Any]:
     """Loss, accuracy and the number of distinct predicted classes on a split, in batches of
-    ``batch_size`` (default: 256 on the CPU, where oneDNN's convolutions run LeNet-5 2-2.5 times
-    faster per example than in batches of 1024, the default elsewhere).
+    ``batch_size`` (default: 256 on the CPU, where oneDNN's convolutions run LeNet-5 faster per
+    example than in larger batches; 1024 elsewhere).
 
     Examples:
         >>> images, labels = torch.rand(20, 1, 4, 4), torch.arange(20) % 2
