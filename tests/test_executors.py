@@ -34,14 +34,16 @@ def test_a_grid_on_a_local_ray_cluster_gives_the_cells_of_jobs_1(
         # On the same (GPU-less) cluster: "auto" asks for no GPU; cells that need one are refused at
         # once instead of waiting for ever, and the driver itself needs no GPU to say so.
         assert RayExecutor(gpus_per_cell=None).resources["num_gpus"] == 0
-        with pytest.raises(UserError, match="the Ray cluster has 0 GPUs and each cell asks for 1"):
+        with pytest.raises(UserError, match="2 CPUs and 0 GPUs and each cell asks for 1 CPUs and 1 GPUs.*--device cpu"):
             RayExecutor(gpus_per_cell=1)
+        with pytest.raises(UserError, match="asks for 4 CPUs and 0 GPUs.*ask for at most 2 \\(--cpus-per-cell\\)"):
+            RayExecutor(cpus_per_cell=4)
         config = tmp_path / "g.toml"
         grid_text = 'models = ["lenet300"]\ndatasets = ["mnist"]\nsparsities = [0.9]\nseeds = [0]\n'
         config.write_text(grid_text + '[[methods]]\nname = "random"\n')
         args = ["bench", str(config), "--executor", "ray", "--device", "cuda", "--out", str(tmp_path / "o")]
         result = CliRunner().invoke(cli, args)
-        assert result.exit_code == 2 and "the Ray cluster has 0 GPUs" in result.output, result.output
+        assert result.exit_code == 2 and "and 0 GPUs and each cell asks for" in result.output, result.output
     assert remote.ran == 4 and remote.failed == 0
     fields = ("cell", "nominal_sparsity", "effective_sparsity", "layer_density", "test_accuracy", "val_accuracy")
     assert [[r[f] for f in fields] for r in remote.rows] == [[r[f] for f in fields] for r in serial.rows]

@@ -26,8 +26,8 @@ def executor_names() -> list[str]:
 class RayExecutor:
     """Each submitted call becomes a Ray task asking for ``cpus_per_cell`` CPUs (and
     ``gpus_per_cell`` GPUs; ``None``: one where the cluster has GPUs, else none); ``address``
-    joins a running cluster, ``None`` starts a local one. A cluster with fewer GPUs than a cell
-    asks for is refused at once (its tasks would wait for ever).
+    joins a running cluster, ``None`` starts a local one. A cluster with fewer CPUs or GPUs than a
+    cell asks for is refused at once (its tasks would wait for ever).
 
     Examples:
         >>> executor = RayExecutor(address="auto", cpus_per_cell=2, gpus_per_cell=1)  # doctest: +SKIP
@@ -51,14 +51,20 @@ class RayExecutor:
         self._started = not ray.is_initialized()
         if self._started:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, **init)
-        gpus = float(ray.cluster_resources().get("GPU", 0))
+        resources = ray.cluster_resources()
+        cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
         if gpus_per_cell is None:
             gpus_per_cell = 1 if gpus >= 1 else 0
-        if gpus_per_cell > gpus:
+        if gpus_per_cell > gpus or cpus_per_cell > cpus:
             self.shutdown()
+            fix = (
+                "join a cluster with GPUs (--address) or use --device cpu"
+                if gpus_per_cell > gpus
+                else f"ask for at most {cpus:g} (--cpus-per-cell) or join a larger cluster (--address)"
+            )
             raise UserError(
-                f"the Ray cluster has {gpus:g} GPUs and each cell asks for {gpus_per_cell:g}: its cells would wait "
-                "for ever; join a cluster with GPUs (--address) or use --device cpu"
+                f"the Ray cluster has {cpus:g} CPUs and {gpus:g} GPUs and each cell asks for {cpus_per_cell} CPUs "
+                f"and {gpus_per_cell:g} GPUs: its cells would wait for ever; {fix}"
             )
         self.resources = {"num_cpus": cpus_per_cell, "num_gpus": gpus_per_cell}
 

@@ -3,7 +3,7 @@ SynFlow and Panning and a 2-epoch compacted training of LeNet-5 and VGG-19 at CI
 GPU, with timings. CIFAR-10 is used when ``--data-dir`` holds it; otherwise class-labelled random
 images of its shape (then only the path is checked, not the accuracy).
 
-    python benchmarks/gpu_check.py --out "$OUT"      # on a machine with a CUDA GPU
+    python benchmarks/gpu/gpu_check.py --out "$OUT"      # on a machine with a CUDA GPU
 
 Writes ``gpu-check.json`` and ``gpu-check.md`` in ``--out``; exits 1 when no GPU is visible.
 """
