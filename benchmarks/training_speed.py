@@ -18,6 +18,10 @@ Measures, one thing at a time (nothing else may run meanwhile):
   checkout (``--versus-src``, its ``src`` folder) and of this one, alternating for ``--rounds``
   rounds in fresh processes; medians. This machine's speed drifts by 10-30% within minutes, so a
   change is measured against its parent this way, not by comparing two runs of the other parts.
+* ``pooling`` (only when asked for): forward and backward of LeNet-5's 2x2 max pooling at the
+  shapes its training meets (batch 256; 24x24 and 8x8 maps, 1 to 50 channels, as compaction leaves
+  them), through PyTorch's NCHW kernel (``F.max_pool2d``), through the channels-last path
+  (``_MaxPool2Cpu``) and through ``max_pool2``, which picks between them at 4 channels; medians.
 
 Writes ``<out>.json`` and ``<out>.md``.
 
@@ -25,6 +29,7 @@ Writes ``<out>.json`` and ``<out>.md``.
     python benchmarks/training_speed.py --parts dense runs --epochs 20
     git worktree add --detach /tmp/before HEAD~1
     python benchmarks/training_speed.py --parts versus --versus-src /tmp/before/src --rounds 3
+    python benchmarks/training_speed.py --parts pooling --out benchmarks/results/training-pooling
 """
 
 from __future__ import annotations
@@ -52,8 +57,9 @@ from panning.training import TrainConfig, build, train
 
 DEFAULT_OUT = Path("benchmarks/results/training-speed")
 QUICK_GRID = Path(__file__).resolve().parent / "lenet5-mnist.toml"
-PARTS = ("dense", "epochs", "runs", "jobs", "ray", "profile", "versus")
-DEFAULT_PARTS = [part for part in PARTS if part != "versus"]
+PARTS = ("dense", "epochs", "runs", "jobs", "ray", "profile", "versus", "pooling")
+DEFAULT_PARTS = [part for part in PARTS if part not in ("versus", "pooling")]
+POOLING_SHAPES = [(256, c, 24, 24) for c in (1, 2, 3, 4, 7, 20)] + [(256, c, 8, 8) for c in (1, 3, 4, 12, 50)]
 VERSUS_EPOCHS = (("dense", None), ("compact", 0.99), ("compact", 0.999))
 
 
@@ -165,6 +171,51 @@ def profile_compact(data: panning.data.Dataset, sparsity: float, steps: int = 40
         {"op": e.key, "share": e.self_cpu_time_total / total, "ms_per_step": e.self_cpu_time_total / 1000 / steps}
         for e in events[:8]
     ]
+
+
+def pooling_timings(repeats: int = 15, calls: int = 20) -> list[dict[str, Any]]:
+    """Milliseconds of one forward and backward of each pooling at each of ``POOLING_SHAPES``:
+    the median over ``repeats`` of the mean of ``calls`` calls, the three poolings interleaved."""
+    from panning.models.lenet import _MaxPool2Cpu, max_pool2
+
+    poolings = {
+        "nchw": lambda x: nn.functional.max_pool2d(x, 2),
+        "channels_last": lambda x: _MaxPool2Cpu.apply(x)[0],
+        "max_pool2": max_pool2,
+    }
+    rows = []
+    for shape in POOLING_SHAPES:
+        generator = torch.Generator().manual_seed(0)
+        x = torch.relu(torch.randn(*shape, generator=generator)).requires_grad_(True)
+        upstream = torch.randn(shape[0], shape[1], shape[2] // 2, shape[3] // 2, generator=generator)
+        times: dict[str, list[float]] = {name: [] for name in poolings}
+        for round_ in range(repeats + 2):  # two warm-up rounds
+            for name, pool in poolings.items():
+                began = time.perf_counter()
+                for _ in range(calls):
+                    torch.autograd.grad(pool(x), x, upstream)
+                if round_ >= 2:
+                    times[name].append((time.perf_counter() - began) / calls * 1000)
+        rows.append({"shape": list(shape), **{name: statistics.median(t) for name, t in times.items()}})
+        print(f"pooling {shape}: " + ", ".join(f"{k} {v:.3f} ms" for k, v in rows[-1].items() if k != "shape"))
+    return rows
+
+
+def pooling_lines(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "Max pooling 2x2, one forward and backward (ms, median; `max_pool2` takes the NCHW kernel below",
+        "4 channels and the channels-last path from 4):",
+        "",
+        "| input shape | NCHW (`F.max_pool2d`) | channels-last path | `max_pool2` | faster path |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        faster = "NCHW" if row["nchw"] < row["channels_last"] else "channels-last"
+        lines.append(
+            f"| {'x'.join(map(str, row['shape']))} | {row['nchw']:.3f} | {row['channels_last']:.3f} "
+            f"| {row['max_pool2']:.3f} | {faster} |"
+        )
+    return [*lines, ""]
 
 
 def _epochs_in_process(src: Path) -> list[dict[str, Any]]:
@@ -323,6 +374,8 @@ def markdown(result: dict[str, Any]) -> str:
             *(f"| {o['op']} | {100 * o['share']:.1f}% | {o['ms_per_step']:.2f} |" for o in result["profile"]["ops"]),
             "",
         ]
+    if result.get("pooling"):
+        lines += pooling_lines(result["pooling"])
     return "\n".join(lines)
 
 
@@ -377,6 +430,8 @@ def main() -> None:
         result["profile"] = {"sparsity": 0.99, "ops": profile_compact(data, 0.99)}
     if "versus" in args.parts:
         result["versus"] = versus(args.versus_src, args.rounds)
+    if "pooling" in args.parts:
+        result["pooling"] = pooling_timings()
     if "jobs" in args.parts:
         with tempfile.TemporaryDirectory() as folder:
             result["jobs"] = [grid_throughput(jobs, Path(folder)) for jobs in (1, 2)]
