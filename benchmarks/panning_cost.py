@@ -62,6 +62,8 @@ VARIANTS = {
     "panning-default": ({}, 2),
     # The default before: the same step with its indices normalised, combined and ranked in float64.
     "panning-float64": ({"precision": "float64"}, 2),
+    # The default at one example per class (benchmarks/panning-tuning/one-per-class.toml: not adopted).
+    "panning-1-per-class": ({}, 1),
 }
 DEFAULT_OUT = Path("benchmarks/results/panning-cost")
 
