@@ -356,8 +356,9 @@ class Panning:
     # (benchmarks/panning-tuning/float32.toml); float64 names the runs before.
     precision: Precision = "float32"
     default_iterations: int = field(init=False, default=100)
-    # 2 examples per class: a step then costs under half an SGD step on LeNet-5, and the 20-epoch
-    # grids scored it at least as high on validation as 10 (benchmarks/results/panning-tuning/).
+    # 2 examples per class: the 20-epoch grids scored it at least as high on validation as 10, and
+    # one per class lower on two of three pairs (benchmarks/results/panning-tuning/). A step
+    # costs about half an SGD step on LeNet-5 (0.53 when last timed: benchmarks/panning_cost.py).
     default_samples_per_class: int = field(init=False, default=2)
     data_driven: bool = field(init=False, default=True)
     table: StageTable = field(init=False)
