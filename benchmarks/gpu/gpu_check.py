@@ -11,7 +11,6 @@ Writes ``gpu-check.json`` and ``gpu-check.md`` in ``--out``; exits 1 when no GPU
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import torch
 
 import panning
 from panning.data import SPECS, Dataset
+from panning.io import write_atomic, write_json
 from panning.training import TrainConfig, train
 
 
@@ -92,7 +92,7 @@ def main() -> None:
         "data": data.source or "cifar10",
         "rows": rows,
     }
-    (out / "gpu-check.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_json(out / "gpu-check.json", record)
     lines = [
         f"# CUDA check: {record['device']}, torch {record['torch']}, data {record['data']}",
         "",
@@ -104,7 +104,8 @@ def main() -> None:
         f"| {r['seconds_per_epoch']} | {r['test_accuracy']:.4f} | {r['dead']} |"
         for r in rows
     ]
-    (out / "gpu-check.md").write_text("\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    write_atomic(out / "gpu-check.md", lambda tmp: tmp.write_text(text))
     print("\n".join(lines))
 
 

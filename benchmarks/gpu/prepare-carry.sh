@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packs what check.sh needs on a bare GPU machine that cannot reach a package registry (Python 3.12,
 # its own torch): Ray (a 79 MB wheel, packed without its Java jars, RLlib, Serve, Data, Tune, Train
-# and dashboard front-end, about 26 MB), Ray's jsonschema dependencies, Gymnasium and
+# and dashboard front-end, about 28 MB), Ray's jsonschema dependencies, Gymnasium and
 # Stable-Baselines3, and the MNIST IDX files, into CARRY (default .devcarry, kept out of git).
 #   bash benchmarks/gpu/prepare-carry.sh MNIST_DIR [CARRY]
 # There, from the repository root:

@@ -14,8 +14,9 @@ from panning.errors import UserError
 class _MaxPool2Cpu(torch.autograd.Function):
     """``F.max_pool2d(x, 2)`` of an NCHW CPU tensor, with the same values and gradients.
 
-    PyTorch's CPU pooling kernel for NCHW tensors is several times slower than its channels-last
-    kernel, and its gradient kernel is fast for NCHW: the forward pools a channels-last copy, the
+    PyTorch's CPU pooling kernel for NCHW tensors is slower than its channels-last kernel from 4
+    channels on (``benchmarks/training_speed.py --parts pooling``), and its gradient kernel is
+    fast for NCHW: the forward pools a channels-last copy, the
     backward scatters through the same indices with the NCHW gradient kernel, which gives
     ``F.max_pool2d``'s gradients bit for bit, ties included (both kernels keep the first maximum
     of a window), and stays differentiable for double backward (GraSP).
