@@ -25,7 +25,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,9 @@ VARIANTS = {
     "panning-float64": ({"precision": "float64"}, 2),
     # The default at one example per class (benchmarks/panning-tuning/one-per-class.toml: not adopted).
     "panning-1-per-class": ({}, 1),
+    # The default with GraSP's scores recomputed every 2nd (3rd) step and reused in between.
+    "panning-grasp-every-2": ({"grasp_interval": 2}, 2),
+    "panning-grasp-every-3": ({"grasp_interval": 3}, 2),
 }
 DEFAULT_OUT = Path("benchmarks/results/panning-cost")
 
@@ -89,7 +92,7 @@ def _round(sgd_step: Callable[[], None], screen: Callable[[], None], steps: int,
     return sgd, (time.perf_counter() - started) / steps
 
 
-def measure(model_name: str) -> dict[str, Any]:
+def measure(model_name: str, variant_labels: Sequence[str] = ()) -> dict[str, Any]:
     setting = SETTINGS[model_name]
     shape, repeats = setting["shape"], setting["repeats"]
     torch.manual_seed(0)
@@ -117,6 +120,8 @@ def measure(model_name: str) -> dict[str, Any]:
     variants = {}
     sgd_times = []
     for label, (options, per_class) in VARIANTS.items():
+        if variant_labels and label not in variant_labels:
+            continue
         steps = setting["iterations"]
 
         def screen(options: dict[str, Any] = options, per_class: int = per_class, steps: int = steps) -> None:
@@ -185,11 +190,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--variants", nargs="+", default=[], choices=list(VARIANTS), help="only these (default: all)")
     args = parser.parse_args()
     commit = source_commit()  # the code measured, before anything can change the tree
     results = []
     for name in args.models:
-        results.append(measure(name))
+        results.append(measure(name, args.variants))
         variants = ", ".join(f"{k} {v['ratio_to_sgd_step']:.2f}" for k, v in results[-1]["variants"].items())
         print(f"{name}: SGD step {1000 * results[-1]['sgd_step_seconds']:.1f} ms; ratios {variants}", flush=True)
     meta = {

@@ -355,6 +355,9 @@ class Panning:
     # 2026-12-04: as good on validation as float64 on the 20-epoch grids and 5-12% cheaper
     # (benchmarks/panning-tuning/float32.toml); float64 names the runs before.
     precision: Precision = "float32"
+    # GraSP's Hessian-gradient product (most of a step's cost) is recomputed every this many
+    # steps and reused in between; SNIP and SynFlow are fresh at every step. 1: every step.
+    grasp_interval: int = 1
     default_iterations: int = field(init=False, default=100)
     # 2 examples per class: the 20-epoch grids scored it at least as high on validation as 10, and
     # one per class lower on two of three pairs (benchmarks/results/panning-tuning/). A step
@@ -383,6 +386,7 @@ class Panning:
             raise UserTypeError(f"synflow_biases must be true or false, got {self.synflow_biases!r}")
         if self.precision not in PRECISIONS:
             raise UserError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        self.grasp_interval = check_grasp_interval(self.grasp_interval)
         if self.combination == "multiplicative" and self.normalization == "zscore":
             raise UserError("multiplicative combination needs non-negative indices: use zscore-abs or rank")
         if self.stages == "auto" and self.combination != "additive":
@@ -402,6 +406,8 @@ class Panning:
             **({} if self.synflow_biases else {"synflow_biases": False}),
             # Came later: float64 (the type before) is left out, so runs from before keep their identity.
             **({} if self.precision == "float64" else {"precision": self.precision}),
+            # Came later: only when GraSP is not fresh at every step.
+            **({} if self.grasp_interval == 1 else {"grasp_interval": self.grasp_interval}),
         }
 
     def weights_for(self, step: int, density: float) -> tuple[int, dict[str, float]]:
@@ -424,8 +430,30 @@ class Panning:
         stage, weights = self.weights_for(context.step, context.density)
         context.info["stage"] = stage
         return weighted_scores(
-            model, context, weights, *self.scoring(), synflow_biases=self.synflow_biases, precision=self.precision
+            model,
+            context,
+            weights,
+            *self.scoring(),
+            synflow_biases=self.synflow_biases,
+            precision=self.precision,
+            grasp_interval=self.grasp_interval,
         )
+
+
+# context.cache key of the last GraSP scores a run computed: (step, scores).
+_GRASP_CACHE = "panning-grasp-scores"
+
+
+def check_grasp_interval(value: Any) -> int:
+    """``value`` if it is a positive integer (steps between two GraSP computations), else a one-line error.
+
+    Examples:
+        >>> check_grasp_interval(2)
+        2
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"grasp_interval must be a positive integer (steps between GraSP computations), got {value!r}")
+    return value
 
 
 def weighted_scores(
@@ -438,11 +466,14 @@ def weighted_scores(
     grasp: str | None = "abs",
     synflow_biases: bool = True,
     precision: str = "float64",
+    grasp_interval: int = 1,
 ) -> dict[str, torch.Tensor]:
     """One Panning step's scores: the indices with a non-zero weight on the masked network, combined.
 
     SNIP and GraSP share one loss (one forward pass); SynFlow takes one more. The weights used,
-    the batch loss and ``gᵀg`` go into ``context.info`` for the trace.
+    the batch loss and ``gᵀg`` go into ``context.info`` for the trace. With ``grasp_interval``
+    k > 1, GraSP's raw scores are computed at most every k steps of a run and reused (from
+    ``context.cache``) in between: its double backward is the dearest part of a step.
 
     Examples:
         >>> from panning.masks import Masks
@@ -457,6 +488,12 @@ def weighted_scores(
     """
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    grasp_interval = check_grasp_interval(grasp_interval)
+    reused_grasp = None
+    if weights["grasp"] != 0 and grasp_interval > 1:
+        cached = context.cache.get(_GRASP_CACHE)
+        if cached is not None and 0 <= context.step - cached[0] < grasp_interval:
+            reused_grasp = cached[1]
     x, y = context.batch()
     loss_aware = indices.loss_aware_scores(
         model,
@@ -465,9 +502,11 @@ def weighted_scores(
         context.masks,
         temperature,
         want_snip=weights["snip"] != 0,
-        want_grasp=weights["grasp"] != 0,
+        want_grasp=weights["grasp"] != 0 and reused_grasp is None,
         parameters=context.parameters,
     )
+    if loss_aware.grasp is not None and grasp_interval > 1:
+        context.cache[_GRASP_CACHE] = (context.step, loss_aware.grasp)
     raw: dict[str, Mapping[str, torch.Tensor]] = {}
     if weights["synflow"] != 0:
         raw["synflow"] = indices.synflow(
@@ -480,8 +519,8 @@ def weighted_scores(
         )
     if loss_aware.snip is not None:
         raw["snip"] = loss_aware.snip
-    if loss_aware.grasp is not None:
-        raw["grasp"] = loss_aware.grasp
+    if loss_aware.grasp is not None or reused_grasp is not None:
+        raw["grasp"] = loss_aware.grasp if reused_grasp is None else reused_grasp
     # Each index becomes one vector that this step owns, normalised and combined in place.
     single = precision == "float32"
     dtype = torch.float32 if single else torch.float64
