@@ -122,6 +122,56 @@ def test_precision_is_float32_by_default_and_float64_keeps_the_identity_from_bef
     assert fast.kept() == kept_count(LENET5_WEIGHTS, 0.99) and fast.metadata["options"]["precision"] == "float32"
 
 
+def test_grasp_interval_reuses_the_last_grasp_scores_between_recomputations(lenet5, batch, monkeypatch) -> None:
+    generator = torch.Generator().manual_seed(0)
+    source = panning.screening.pruning.BatchSource(batch, 2, generator)
+    first = panning.prune(lenet5, 0.9, "synflow", input_shape=(1, 28, 28), iterations=1)
+    second = panning.prune(lenet5, 0.95, "synflow", input_shape=(1, 28, 28), iterations=1)
+    weights = {"synflow": 0.3, "snip": 1.0, "grasp": 0.4}
+    cache: dict = {}
+    computed = []
+    loss_aware_scores = panning.scores.loss_aware_scores
+
+    def spy(*args, **kwargs):
+        computed.append(kwargs["want_grasp"])
+        return loss_aware_scores(*args, **kwargs)
+
+    monkeypatch.setattr(panning.scores, "loss_aware_scores", spy)
+    steps = []
+    for step, masks in enumerate([first, second, second], start=1):
+        context = panning.screening.pruning.StepContext(step, 3, 0.1, masks, source, (1, 28, 28), generator, None)
+        context.cache = cache
+        steps.append(weighted_scores(lenet5, context, weights, grasp_interval=2))
+    assert computed == [True, False, True]
+    # Step 2: SNIP and SynFlow of its own masks and batch, GraSP of step 1's.
+    replay = panning.screening.pruning.BatchSource(batch, 2, torch.Generator().manual_seed(0))
+    x1, y1 = replay.next()
+    x2, y2 = replay.next()
+    grasp = loss_aware_scores(lenet5, x1, y1, first, 200.0).grasp
+    raw = {
+        "synflow": panning.scores.synflow(lenet5, masks=second, input_shape=(1, 28, 28)),
+        "snip": loss_aware_scores(lenet5, x2, y2, second, 200.0).snip,
+        "grasp": {name: score.abs() for name, score in grasp.items()},
+    }
+    expected = combine({index: normalize(score) for index, score in raw.items()}, weights)
+    assert all(torch.equal(steps[1][name], expected[name]) for name in expected)
+
+
+def test_grasp_interval_one_is_the_default_and_keeps_the_identity(lenet5, batch) -> None:
+    assert "grasp_interval" not in Panning().identity() and Panning().grasp_interval == 1
+    assert Panning(grasp_interval=3).identity()["grasp_interval"] == 3
+    default = panning.prune(lenet5, 0.99, "panning", data=batch, iterations=4, seed=0)
+    every_step = panning.prune(lenet5, 0.99, "panning", data=batch, iterations=4, seed=0, grasp_interval=1)
+    stale = panning.prune(lenet5, 0.99, "panning", data=batch, iterations=4, seed=0, grasp_interval=2)
+    assert all(torch.equal(default[name], every_step[name]) for name in default)
+    assert not all(torch.equal(default[name], stale[name]) for name in default)
+    assert stale.kept() == default.kept() and stale.metadata["options"]["grasp_interval"] == 2
+    with pytest.raises(ValueError, match="grasp_interval must be a positive integer .*got 0"):
+        Panning(grasp_interval=0)
+    with pytest.raises(TypeError, match="grasp_interval must be a positive integer .*got '2'"):
+        Panning(grasp_interval="2")
+
+
 def test_stages_follow_the_reference_boundaries_one_step_at_a_time() -> None:
     method = Panning(stages="paper")
     schedule = panning.masks.density_schedule(0.999, 100)

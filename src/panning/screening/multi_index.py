@@ -451,8 +451,11 @@ def check_grasp_interval(value: Any) -> int:
         >>> check_grasp_interval(2)
         2
     """
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"grasp_interval must be a positive integer (steps between GraSP computations), got {value!r}")
+    message = f"grasp_interval must be a positive integer (steps between GraSP computations), got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserTypeError(message)
+    if value < 1:
+        raise UserError(message)
     return value
 
 
