@@ -138,6 +138,39 @@ def test_a_folded_constant_includes_a_number_added_after_the_activation() -> Non
     _outputs_agree(_masked(net, panning.Masks(masks)), masklib.apply(small, carried), (3,))
 
 
+@pytest.mark.parametrize("groups", [2, 4])
+def test_a_grouped_convolution_keeps_its_channels(groups: int) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=groups), nn.ReLU(), nn.Conv2d(4, 3, 1))
+    masks = panning.Masks.ones_like(net)
+    masks["2.weight"][:, :2] = False  # the grouped layer's first two outputs are read by nobody
+    small, carried, plan, _ = compact_with_plan(net, masks, (4, 6, 6))
+    assert "0" not in plan and small[0].out_channels == 4
+    _outputs_agree(_masked(net, masks), masklib.apply(small, carried), (4, 6, 6))
+
+
+def test_a_constant_folds_through_in_place_activations_in_every_reader() -> None:
+    class TwoReaders(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(8, 6), nn.Linear(6, 4), nn.Linear(6, 4)
+            self.act = nn.LeakyReLU(0.1, inplace=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.act(self.a(x))
+            return self.b(h) + self.c(h)
+
+    torch.manual_seed(0)
+    net = TwoReaders()
+    with torch.no_grad():
+        net.a.bias.fill_(-0.7)
+    masks = panning.Masks.ones_like(net)
+    masks["a.weight"][:3] = False  # three constant units, each read by b and c
+    small, carried, _, report = compact_with_plan(net, masks, (8,))
+    assert report.folded == 3 and small.b.in_features == 3
+    _outputs_agree(_masked(net, masks), masklib.apply(small, carried), (8,))
+
+
 def test_a_constant_unit_before_batch_norm_or_a_padded_conv_stays() -> None:
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3, padding=1))
     with torch.no_grad():

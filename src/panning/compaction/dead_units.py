@@ -308,7 +308,9 @@ class _Tracer:
                 space.pinned = True
             elif not space.pinned:
                 space.consumers.append((str(node.target), 1, source.chain))
-            self.values[node] = _Value(self._new(conv.out_channels), conv_rank)
+            # A grouped convolution's outputs belong to its groups: removing one would shift the
+            # input channels every later group reads.
+            self.values[node] = _Value(self._new(conv.out_channels, pinned=conv.groups != 1), conv_rank)
         self.values[node].space.producers.append(str(node.target))
 
     def _visit_function(self, node: torch.fx.Node) -> None:
@@ -442,7 +444,8 @@ class _Compactor:
             return False
         bias = self.modules[space.producers[0]].bias
         start = torch.zeros(len(units)) if bias is None else bias.detach()[units].float().clone()
-        values = [_run_chain(chain, self.modules, start) for _, _, chain in space.consumers]
+        # A copy per reader: an in-place activation in one chain would change the next one's start.
+        values = [_run_chain(chain, self.modules, start.clone()) for _, _, chain in space.consumers]
         for (layer, _, _), value in zip(space.consumers, values, strict=True):
             module = self.modules[layer]
             padded = not _pads_nothing(getattr(module, "padding", 0))
