@@ -93,6 +93,15 @@ def test_layer_and_group_norm_do_not_hide_paths() -> None:
         assert panning.effective_sparsity(net, Masks.ones_like(net), input_shape=(4,)) == 0.0
 
 
+@pytest.mark.parametrize("clamp", [nn.ReLU6, nn.Hardtanh, nn.Hardsigmoid])
+def test_a_clamping_activation_counts_paths_like_a_relu_and_synflow_scores_through_it(clamp: type) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3), clamp(), nn.Conv2d(16, 16, 3), clamp(), nn.Flatten(), nn.Linear(256, 4))
+    assert panning.effective_sparsity(net, Masks.ones_like(net), input_shape=(3, 8, 8)) == 0.0
+    masks = panning.prune(net, 0.9, "synflow", input_shape=(3, 8, 8))
+    assert not masks.metadata["collapsed"] and all(bool(mask.any()) for mask in masks.values())
+
+
 def test_batch_norm_counts_at_unit_scale() -> None:
     net = ConvBN()
     with torch.no_grad():

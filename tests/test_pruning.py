@@ -221,6 +221,18 @@ def test_sparsity_that_would_keep_nothing_keeps_one_and_warns() -> None:
     assert masks.kept() == 1
 
 
+def test_a_collapsed_mask_warns_and_says_what_keeps_a_path() -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(20, 20), torch.nn.ReLU(), torch.nn.Linear(20, 20))
+    with torch.no_grad():
+        net[0].weight.mul_(1e-3)  # the largest magnitudes are all in the last layer
+    with pytest.warns(
+        UserWarning, match="magnitude at sparsity 0.99: no kept weight lies on a path .*panning, synflow"
+    ):
+        masks = panning.prune(net, 0.99, "magnitude", input_shape=(20,))
+    assert masks.metadata["collapsed"]
+
+
 def test_the_model_is_unchanged_by_prune(lenet5, batch) -> None:
     before = {k: v.clone() for k, v in lenet5.state_dict().items()}
     panning.prune(lenet5, 0.99, "iter-snip", data=batch, iterations=3)

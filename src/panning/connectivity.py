@@ -30,7 +30,7 @@ from torch.overrides import TorchFunctionMode
 
 from panning.errors import UserError
 from panning.masks import Masks, prunable_parameters
-from panning.screening.scores import _NORM_TYPES, _check_masks, _check_plain, preserved_modes
+from panning.screening.scores import _NORM_TYPES, _check_masks, _check_plain, preserved_modes, unclamped
 
 _MAX_TO_AVG = {
     "max_pool1d": F.avg_pool1d,
@@ -54,7 +54,9 @@ class _PathCounting(TorchFunctionMode):
     Max pooling passes the gradient to one input per window, so a weight that does lie on a
     path can look dead; average pooling has the same edges and passes it to all. Normalisation
     of a constant signal gives zero, so normalisation layers become the identity (unit scale,
-    zero shift). Functional calls inside a user's ``forward`` are caught too.
+    zero shift). A clamping activation passes the count on unclamped (see
+    :func:`panning.screening.scores.unclamped`). Functional calls inside a user's ``forward`` are
+    caught too.
     """
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
@@ -62,6 +64,9 @@ class _PathCounting(TorchFunctionMode):
         name = getattr(func, "__name__", "")
         if name in _NORMS:
             return args[0] if args else kwargs["input"]
+        passed = unclamped(func, args, kwargs)
+        if passed is not None:
+            return passed
         if name in _MAX_TO_AVG:
             bound = _bind_pool(args, kwargs)
             if bound["dilation"] in (1, (1,), (1, 1), (1, 1, 1)):

@@ -898,6 +898,13 @@ def prune(
             masks.digest(),
         )
         masks.metadata.update(record.as_metadata(), **_files_read(chosen))
+        if record.connectivity.collapsed:
+            warnings.warn(
+                f"{method} at sparsity {sparsity}: no kept weight lies on a path from the input to the output "
+                "(layer collapse), so the network cannot learn from its input; a lower sparsity or another "
+                "method (panning, synflow) keeps a path",
+                stacklevel=2,
+            )
         return masks
 
 

@@ -38,6 +38,36 @@ Scores = dict[str, torch.Tensor]
 GRASP_TEMPERATURE = 200.0
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+# Clamping activations as torch functions see them (nn.ReLU6 and nn.Hardtanh call hardtanh).
+_CLAMPS = frozenset({"hardtanh", "hardtanh_", "relu6", "hardsigmoid", "clamp", "clamp_", "clip", "clip_"})
+
+
+def unclamped(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> torch.Tensor | None:
+    """A clamping activation's input when ``func`` is one (for a flow of non-negative values), else None.
+
+    SynFlow and the connectivity analysis push non-negative values through the network, where a
+    ReLU passes them on unchanged; a clamp (``ReLU6``, ``Hardtanh``, ``Hardsigmoid``, ``clamp``)
+    would cut every unit whose flow exceeds its bound, and with it the gradient that scores the
+    weights behind it. Run as the identity, a clamp counts paths as a ReLU does.
+
+    Examples:
+        >>> unclamped(torch.nn.functional.hardtanh, (torch.tensor([7.0]),), {}).tolist()
+        [7.0]
+        >>> unclamped(torch.relu, (torch.tensor([7.0]),), {}) is None
+        True
+    """
+    if getattr(func, "__name__", "") not in _CLAMPS:
+        return None
+    return cast(torch.Tensor, args[0] if args else kwargs["input"])
+
+
+class _UnclampedFlow(TorchFunctionMode):
+    """Runs every clamping activation as the identity (see :func:`unclamped`)."""
+
+    def __torch_function__(self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        passed = unclamped(func, args, kwargs)
+        return func(*args, **kwargs) if passed is None else passed
 
 
 @contextmanager
@@ -400,7 +430,8 @@ def synflow(
     """SynFlow (Tanaka et al. 2020): ``|θ ⊙ ∂R/∂θm|``, ``R = Σ f(1; |θm|)``, data-free.
 
     Every parameter (and floating buffer) is replaced by its absolute value, the input is a
-    single all-ones example, normalisation layers run in eval mode, all in float64. ``biases=False``
+    single all-ones example, normalisation layers run in eval mode, clamping activations
+    (``ReLU6``, ``Hardtanh``) pass the flow unclamped as a ReLU does, all in float64. ``biases=False``
     sets the biases to zero instead: then only flow from the input counts, where a bias can make a
     unit with no kept input look useful (at extreme sparsity SynFlow with biases can keep a whole
     last layer fed by biases alone and no path from the input).
@@ -429,7 +460,7 @@ def synflow(
         **masked,
     }
     ones = torch.ones((1, *input_shape), dtype=torch.float64, device=device)
-    with preserved_modes(model, train=False):
+    with preserved_modes(model, train=False), _UnclampedFlow():
         output = functional_call(model, substitutes, (ones,))
     names = list(masked)
     grads = torch.autograd.grad(output.sum(), [masked[n] for n in names], allow_unused=True)
