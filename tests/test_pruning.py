@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import sys
+import warnings
 from itertools import pairwise
 
 import numpy as np
@@ -231,6 +232,37 @@ def test_a_collapsed_mask_warns_and_says_what_keeps_a_path() -> None:
     ):
         masks = panning.prune(net, 0.99, "magnitude", input_shape=(20,))
     assert masks.metadata["collapsed"]
+
+
+class _Attention(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Linear(8, 16)
+        self.attention = torch.nn.MultiheadAttention(16, 2, batch_first=True)
+        self.head = torch.nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        h, _ = self.attention(h, h, h)
+        return self.head(h.mean(1))
+
+
+def test_layers_a_default_screening_leaves_dense_are_named_and_attention_out_proj_is_never_masked() -> None:
+    torch.manual_seed(0)
+    net = _Attention()
+    data = (torch.randn(40, 5, 8), torch.arange(40) % 4)
+    with pytest.warns(
+        UserWarning, match=r"1024 weights stay dense .*: attention.in_proj_weight, attention.out_proj.weight"
+    ):
+        masks = panning.prune(net, 0.9, "snip", data=data)
+    assert list(masks) == ["embed.weight", "head.weight"]
+    panning.masks.apply(net, masks)
+    square = torch.ones(16, 16, dtype=torch.bool)
+    with pytest.raises(ValueError, match="cannot apply a mask to 'attention.out_proj.weight': nn.MultiheadAttention"):
+        panning.masks.apply(net, {**masks, "attention.out_proj.weight": square})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # named weights: nothing left to warn about
+        panning.prune(_Attention(), 0.9, "snip", data=data, parameters=["embed.weight", "attention.in_proj_weight"])
 
 
 def test_the_model_is_unchanged_by_prune(lenet5, batch) -> None:

@@ -84,8 +84,9 @@ def prunable_parameters(model: nn.Module, names: Sequence[str] | None = None) ->
         _refuse_unmaskable(model, selected)
         return selected
     found: dict[str, torch.Tensor] = {}
+    unhooked = _attention_output_projections(model)
     for module_name, module in model.named_modules():
-        if isinstance(module, PRUNABLE_TYPES):
+        if isinstance(module, PRUNABLE_TYPES) and module_name not in unhooked:
             tensor = getattr(module, "weight_orig", None)
             if tensor is None:
                 tensor = module.weight
@@ -97,6 +98,31 @@ def prunable_parameters(model: nn.Module, names: Sequence[str] | None = None) ->
         )
     _refuse_unmaskable(model, found)
     return found
+
+
+def _attention_output_projections(model: nn.Module) -> set[str]:
+    """The ``out_proj`` layers of ``nn.MultiheadAttention`` modules: attention reads their weight
+    without calling them, so the forward pre-hook of a pruning mask on them would never run."""
+    return {
+        f"{n}.out_proj" if n else "out_proj" for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)
+    }
+
+
+def dense_weights(model: nn.Module, chosen: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """Weights of two or more dimensions that ``chosen`` leaves out, with their sizes: the layers
+    a default screening leaves dense (embeddings, transposed convolutions, attention projections).
+
+    Examples:
+        >>> net = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2))
+        >>> dense_weights(net, prunable_parameters(net))
+        {'0.weight': 40}
+    """
+    taken = {id(tensor) for tensor in chosen.values()}
+    return {
+        name.removesuffix("_orig"): parameter.numel()
+        for name, parameter in model.named_parameters()
+        if parameter.dim() >= 2 and id(parameter) not in taken
+    }
 
 
 def _refuse_unmaskable(model: nn.Module, chosen: Mapping[str, torch.Tensor]) -> None:
@@ -545,6 +571,13 @@ def apply(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
     """
     masks = masks if isinstance(masks, Masks) else Masks(masks)
     masks.check_fits(model)
+    unhooked = _attention_output_projections(model)
+    for name in masks:
+        if _split_name(name)[0] in unhooked:
+            raise UserError(
+                f"cannot apply a mask to {name!r}: nn.MultiheadAttention reads its out_proj weight without "
+                "calling out_proj, so the mask would not hold in training; screen without it"
+            )
     for name, mask in masks.items():
         module, tensor_name = _module_of(model, name)
         existing = getattr(module, tensor_name + "_mask", None)

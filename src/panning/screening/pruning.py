@@ -26,7 +26,15 @@ from panning.connectivity import Connectivity, connectivity
 from panning.data import Dataset, class_balanced_batch
 from panning.errors import UserError, UserTypeError, check_literal_fields, check_positive, check_seed, check_sparsity
 from panning.io import file_sha256
-from panning.masks import Masks, density_schedule, kept_schedule, model_device, prunable_parameters, select_topk
+from panning.masks import (
+    Masks,
+    dense_weights,
+    density_schedule,
+    kept_schedule,
+    model_device,
+    prunable_parameters,
+    select_topk,
+)
 from panning.registry import Registry
 from panning.screening import scores as indices
 
@@ -873,6 +881,15 @@ def prune(
         steps, samples_per_class = cast(int, config.iterations), cast(int, config.samples_per_class)
         weights = prunable_parameters(model, parameters)
         total = sum(w.numel() for w in weights.values())
+        left_dense = dense_weights(model, weights) if parameters is None else {}
+        if left_dense:
+            names = ", ".join(list(left_dense)[:4]) + (", ..." if len(left_dense) > 4 else "")
+            warnings.warn(
+                f"{sum(left_dense.values())} weights stay dense outside the layers screened by default "
+                f"(nn.Linear and nn.Conv1d/2d/3d but attention's out_proj): {names}; the sparsity counts only "
+                "the screened layers: name the weights to prune in parameters=[...]",
+                stacklevel=2,
+            )
         if round((1.0 - sparsity) * total) < 1:
             warnings.warn(f"sparsity {sparsity} would keep no weight of {total}; keeping 1", stacklevel=2)
         generator = torch.Generator().manual_seed(seed)
