@@ -265,6 +265,20 @@ def test_layers_a_default_screening_leaves_dense_are_named_and_attention_out_pro
         panning.prune(_Attention(), 0.9, "snip", data=data, parameters=["embed.weight", "attention.in_proj_weight"])
 
 
+@pytest.mark.parametrize("method", ["snip", "grasp", "panning"])
+def test_a_float64_model_screens_float32_data_and_negative_labels_are_refused(method: str) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(288, 4)).double()
+    x, y = torch.randn(40, 3, 8, 8), torch.arange(40) % 4
+    masks = panning.prune(net, 0.5, method, data=(x, y), iterations=2)
+    assert masks.kept() == kept_count(216 + 1152, 0.5)
+    with pytest.raises(ValueError, match="targets must be class indices 0, 1, ..., C-1; got the label -1"):
+        panning.prune(net, 0.5, method, data=(x, y - 1), iterations=2)
+    loader = DataLoader(TensorDataset(x, y - 1), batch_size=8)
+    with pytest.raises(ValueError, match="got the label -1"):
+        panning.prune(net, 0.5, method, data=loader, iterations=2)
+
+
 def test_the_model_is_unchanged_by_prune(lenet5, batch) -> None:
     before = {k: v.clone() for k, v in lenet5.state_dict().items()}
     panning.prune(lenet5, 0.99, "iter-snip", data=batch, iterations=3)

@@ -59,12 +59,15 @@ class BatchSource:
         generator: torch.Generator,
         device: torch.device | str = "cpu",
         num_classes: int | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         if isinstance(samples_per_class, bool) or not isinstance(samples_per_class, int) or samples_per_class < 1:
             raise UserError(f"samples_per_class must be a positive integer, got {samples_per_class!r}")
         self.samples_per_class = samples_per_class
         self.generator = generator
         self.device = torch.device(device)
+        # The model's floating type: batches of another (float32 data, a float64 model) are cast to it.
+        self.dtype = dtype
         self.num_classes = num_classes
         self.data = data
         self._stream: Iterator[Any] | None = None
@@ -88,6 +91,8 @@ class BatchSource:
         if self._labels is not None:
             if self._labels.dtype.is_floating_point or self._labels.dim() != 1:
                 raise UserTypeError("targets must be a 1-D tensor of integer class labels")
+            if len(self._labels) and int(self._labels.min()) < 0:
+                raise UserError(_negative_label(int(self._labels.min())))
             self._warn_small(torch.bincount(self._labels.long().cpu()))
 
     def _warn_small(self, counts: torch.Tensor) -> None:
@@ -114,7 +119,8 @@ class BatchSource:
         else:
             x, y = self._from_loader()
         # Data-free methods take only the shape of integer inputs; a method that scores them needs floats.
-        return _float_inputs(x), y
+        x = _float_inputs(x)
+        return (x if self.dtype is None else x.to(self.dtype)), y
 
     def _loader_stream(self) -> Iterator[Any]:
         """Batches of the DataLoader, pass after pass, so every step reads batches it has not read."""
@@ -141,6 +147,8 @@ class BatchSource:
             inputs, targets = batch[0], batch[1]
             for x, y in zip(inputs, targets):
                 label = int(y)
+                if label < 0:
+                    raise UserError(_negative_label(label))
                 if counts.get(label, 0) < self.samples_per_class:
                     counts[label] = counts.get(label, 0) + 1
                     xs.append(x)
@@ -694,6 +702,10 @@ class ScreeningRecord:
         return cls(**values, connectivity=Connectivity.from_dict(metadata))
 
 
+def _negative_label(label: int) -> str:
+    return f"targets must be class indices 0, 1, ..., C-1; got the label {label}: map the labels to that range"
+
+
 def _float_inputs(inputs: torch.Tensor) -> torch.Tensor:
     """``inputs``, refused with the fix when they are not floats (a network cannot take them)."""
     if not inputs.dtype.is_floating_point:
@@ -704,16 +716,18 @@ def _float_inputs(inputs: torch.Tensor) -> torch.Tensor:
     return inputs
 
 
-def _output_size(model: nn.Module, data: DataLike, device: torch.device) -> int | None:
+def _output_size(model: nn.Module, data: DataLike, device: torch.device, dtype: torch.dtype | None) -> int | None:
     """The model's number of outputs, when the data come from a DataLoader (else not needed)."""
     if not isinstance(data, DataLoader):
         return None
     for batch in data:
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise UserTypeError(f"the DataLoader must yield (inputs, targets) batches, got a {type(batch).__name__}")
-        example = _float_inputs(batch[0][:1].to(device))
-        with torch.no_grad(), indices.preserved_modes(model, train=False):
-            return int(model(example).shape[-1])
+        example = _float_inputs(batch[0][:2].to(device))
+        output = probe_model(model, example.to(dtype), "the model fails on a batch of the DataLoader")
+        if not isinstance(output, torch.Tensor):
+            raise UserTypeError(_NOT_LOGITS.format(type(output).__name__))
+        return int(output.shape[-1])
     raise UserError("the DataLoader yielded no examples")
 
 
@@ -730,7 +744,9 @@ def _batches_and_shape(
     device = model_device(model)
     batches = None
     if data is not None:
-        batches = BatchSource(data, samples_per_class, generator, device, _output_size(model, data, device))
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+        classes = _output_size(model, data, device, dtype)
+        batches = BatchSource(data, samples_per_class, generator, device, classes, dtype)
     elif chosen.data_driven:
         raise UserError(f"{method} is data-driven: pass data=(inputs, targets), a dataset or a DataLoader")
     if input_shape is not None:
@@ -759,6 +775,12 @@ def probe_model(model: nn.Module, inputs: torch.Tensor, what: str) -> Any:
         raise UserError(f"{what}: {first}") from None
 
 
+_NOT_LOGITS = (
+    "the model returns a {}; screening needs forward() to return one tensor of logits (batch, classes): "
+    "wrap the model so that it does"
+)
+
+
 def _check_model_takes(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> None:
     """Refuse, with one line, a model that cannot run on a batch of two examples of ``shape`` or
     returns no tensor (two: batch-statistics layers need more than one)."""
@@ -766,10 +788,7 @@ def _check_model_takes(model: nn.Module, shape: tuple[int, ...], device: torch.d
     inputs = torch.randn((2, *shape), generator=torch.Generator().manual_seed(0)).to(device, dtype)
     output = probe_model(model, inputs, f"the model fails on a batch of inputs of shape {shape}")
     if not isinstance(output, torch.Tensor):
-        raise UserTypeError(
-            f"the model returns a {type(output).__name__}; screening needs forward() to return one tensor of "
-            "logits (batch, classes): wrap the model so that it does"
-        )
+        raise UserTypeError(_NOT_LOGITS.format(type(output).__name__))
 
 
 StepCallback = Callable[[StepRecord, Masks], None]
