@@ -309,3 +309,22 @@ def test_synflow_reuses_its_float64_magnitudes_only_while_the_weights_are_unchan
     fresh = scores.synflow(net, input_shape=(4,))
     assert all(torch.equal(changed[n], fresh[n]) for n in fresh)
     assert not torch.equal(changed["0.weight"], first["0.weight"])
+
+
+def test_grasp_takes_the_double_backward_of_attention() -> None:
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Linear(8, 16)
+            self.layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+            self.head = nn.Linear(16, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.layer(self.embed(x)).mean(1))
+
+    torch.manual_seed(0)
+    net = Encoder()
+    x, y = torch.randn(8, 5, 8), torch.arange(8) % 4
+    scores = panning.scores.loss_aware_scores(net, x, y, temperature=200.0)
+    assert scores.grasp is not None and all(bool(s.isfinite().all()) for s in scores.grasp.values())
+    assert any(bool(s.any()) for s in scores.grasp.values())

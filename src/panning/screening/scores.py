@@ -21,6 +21,7 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
 from panning.errors import UserError, UserTypeError
@@ -272,6 +274,13 @@ class _DataConvolutions(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def _twice_differentiable_attention(wanted: bool) -> contextlib.AbstractContextManager[None]:
+    """Scaled dot-product attention on its math kernel, whose double backward exists (when ``wanted``)."""
+    if not wanted:
+        return nullcontext()
+    return sdpa_kernel(SDPBackend.MATH)
+
+
 @dataclass
 class LossAwareScores:
     """SNIP and GraSP scores from one forward pass, with the batch loss and ``gᵀg``."""
@@ -311,8 +320,9 @@ def loss_aware_scores(
     weights = prunable_parameters(model, parameters)
     _check_masks(weights, masks)
     masked = {n: _masked(w, masks.get(n) if masks else None) for n, w in weights.items()}
-    # Only GraSP's double backward gains from skipping the data input's unused gradient.
-    with _DataConvolutions() if want_grasp else nullcontext():
+    # Only GraSP's double backward gains from skipping the data input's unused gradient; it also
+    # needs attention's math kernel, as the fused ones have no second derivative.
+    with _DataConvolutions() if want_grasp else nullcontext(), _twice_differentiable_attention(want_grasp):
         logits = functional_call(model, {**_buffers(model), **masked}, (inputs,))
     _check_logits(logits, targets, index)
     loss = nn.functional.cross_entropy(logits / temperature, targets.long())
