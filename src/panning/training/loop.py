@@ -65,6 +65,10 @@ def train(
 ) -> RunResult:
     """Train ``model`` (with ``masks`` applied, if given) on ``dataset`` into the run folder ``out``.
 
+    ``model`` is trained in place, except when ``config.compact`` or ``config.sparse_kernels`` is
+    set (a compacted copy trains and ``model`` stays as it was) or ``out`` holds a finished run
+    (nothing trains); the trained network is always ``out/model.safetensors``, for a compacted
+    one read back with :func:`panning.compaction.load_sparse`.
     Returns the final metrics (:class:`RunResult`), also written to ``out/metrics.json``. ``resume=True`` continues
     from ``out/checkpoint.pt`` (the config must match). In an initialised process group (``torchrun``) it
     trains with DistributedDataParallel: each global batch is split between the ranks, and only
