@@ -120,11 +120,15 @@ def test_an_empty_residual_branch_does_not_cut_a_resnet() -> None:
     assert "layer1.0.conv2.weight" in report.collapsed_layers and "layer1.0.conv1.weight" in report.collapsed_layers
 
 
-def test_models_with_applied_masks_are_refused_clearly() -> None:
+def test_a_model_with_masks_applied_is_analysed_as_it_stands_and_left_as_it_is() -> None:
     net = _chain()
-    panning.masks.apply(net, Masks.ones_like(net))
-    with pytest.raises(ValueError, match="masks are applied"):
-        panning.effective_sparsity(net, Masks.ones_like(_chain()), input_shape=(3,))
+    masks = Masks.ones_like(net)
+    first = next(iter(masks))
+    masks[first][0] = False
+    expected = panning.connectivity(_chain(), masks, input_shape=(3,))
+    panning.masks.apply(net, masks)
+    assert panning.connectivity(net, masks, input_shape=(3,)) == expected
+    assert panning.masks.applied(net).kept() == masks.kept()  # still applied, still training-ready
 
 
 def _gated_net(bias: float) -> nn.Module:

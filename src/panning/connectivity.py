@@ -28,6 +28,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
 
+from panning import masks as masklib
 from panning.errors import UserError
 from panning.masks import Masks, prunable_parameters
 from panning.screening.scores import _NORM_TYPES, _check_masks, _check_plain, preserved_modes, unclamped
@@ -112,6 +113,9 @@ def effective_masks(
         True
     """
     shape = _infer_shape(input_shape, inputs)
+    if len(masklib.applied(model)):
+        # Masks applied for training: count paths on a plain copy, leaving the model as it is.
+        model = masklib.remove(masklib.copy_model(model))
     _check_plain(model)
     weights = prunable_parameters(model, list(masks))
     _check_masks(weights, masks)

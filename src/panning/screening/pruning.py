@@ -711,7 +711,8 @@ def _float_inputs(inputs: torch.Tensor) -> torch.Tensor:
     if not inputs.dtype.is_floating_point:
         raise UserTypeError(
             f"inputs are {inputs.dtype} tensors; convert them to float and normalise them as for training, "
-            "or pass a panning.data.Dataset (panning.data.load or panning.data.from_tensors)"
+            "or pass a panning.data.Dataset (panning.data.load or panning.data.from_tensors); "
+            "models of integer tokens (nn.Embedding inputs) are not supported"
         )
     return inputs
 
