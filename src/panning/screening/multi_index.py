@@ -459,6 +459,33 @@ def check_grasp_interval(value: Any) -> int:
     return value
 
 
+def _loss_aware_step(
+    model: nn.Module, context: StepContext, weights: Mapping[str, float], temperature: float, grasp_interval: int
+) -> tuple[indices.LossAwareScores, indices.Scores | None]:
+    """A step's SNIP and GraSP scores, and the last GraSP scores when this step reuses them
+    (``grasp_interval`` > 1: computed at most every that many steps, kept in ``context.cache``)."""
+    grasp_interval = check_grasp_interval(grasp_interval)
+    reused_grasp = None
+    if weights["grasp"] != 0 and grasp_interval > 1:
+        cached = context.cache.get(_GRASP_CACHE)
+        if cached is not None and 0 <= context.step - cached[0] < grasp_interval:
+            reused_grasp = cached[1]
+    x, y = context.batch()
+    loss_aware = indices.loss_aware_scores(
+        model,
+        x,
+        y,
+        context.masks,
+        temperature,
+        want_snip=weights["snip"] != 0,
+        want_grasp=weights["grasp"] != 0 and reused_grasp is None,
+        parameters=context.parameters,
+    )
+    if loss_aware.grasp is not None and grasp_interval > 1:
+        context.cache[_GRASP_CACHE] = (context.step, loss_aware.grasp)
+    return loss_aware, reused_grasp
+
+
 def weighted_scores(
     model: nn.Module,
     context: StepContext,
@@ -491,25 +518,7 @@ def weighted_scores(
     """
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-    grasp_interval = check_grasp_interval(grasp_interval)
-    reused_grasp = None
-    if weights["grasp"] != 0 and grasp_interval > 1:
-        cached = context.cache.get(_GRASP_CACHE)
-        if cached is not None and 0 <= context.step - cached[0] < grasp_interval:
-            reused_grasp = cached[1]
-    x, y = context.batch()
-    loss_aware = indices.loss_aware_scores(
-        model,
-        x,
-        y,
-        context.masks,
-        temperature,
-        want_snip=weights["snip"] != 0,
-        want_grasp=weights["grasp"] != 0 and reused_grasp is None,
-        parameters=context.parameters,
-    )
-    if loss_aware.grasp is not None and grasp_interval > 1:
-        context.cache[_GRASP_CACHE] = (context.step, loss_aware.grasp)
+    loss_aware, reused_grasp = _loss_aware_step(model, context, weights, temperature, grasp_interval)
     raw: dict[str, Mapping[str, torch.Tensor]] = {}
     if weights["synflow"] != 0:
         raw["synflow"] = indices.synflow(
@@ -522,8 +531,9 @@ def weighted_scores(
         )
     if loss_aware.snip is not None:
         raw["snip"] = loss_aware.snip
-    if loss_aware.grasp is not None or reused_grasp is not None:
-        raw["grasp"] = loss_aware.grasp if reused_grasp is None else reused_grasp
+    grasp_scores = loss_aware.grasp if reused_grasp is None else reused_grasp
+    if grasp_scores is not None:
+        raw["grasp"] = grasp_scores
     # Each index becomes one vector that this step owns, normalised and combined in place.
     single = precision == "float32"
     dtype = torch.float32 if single else torch.float64

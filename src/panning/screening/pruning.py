@@ -899,19 +899,7 @@ def prune(
         chosen, method = _chosen_method(method, options)
         config = ScreeningConfig(iterations, schedule, regrowth, samples_per_class, scope).validate().resolved(chosen)
         steps, samples_per_class = cast(int, config.iterations), cast(int, config.samples_per_class)
-        weights = prunable_parameters(model, parameters)
-        total = sum(w.numel() for w in weights.values())
-        left_dense = dense_weights(model, weights) if parameters is None else {}
-        if left_dense:
-            names = ", ".join(list(left_dense)[:4]) + (", ..." if len(left_dense) > 4 else "")
-            warnings.warn(
-                f"{sum(left_dense.values())} weights stay dense outside the layers screened by default "
-                f"(nn.Linear and nn.Conv1d/2d/3d but attention's out_proj): {names}; the sparsity counts only "
-                "the screened layers: name the weights to prune in parameters=[...]",
-                stacklevel=2,
-            )
-        if round((1.0 - sparsity) * total) < 1:
-            warnings.warn(f"sparsity {sparsity} would keep no weight of {total}; keeping 1", stacklevel=2)
+        _warn_before_screening(model, sparsity, parameters)
         generator = torch.Generator().manual_seed(seed)
         batches, shape = _batches_and_shape(model, method, chosen, data, samples_per_class, generator, input_shape)
         run = Screening(model, sparsity, steps, schedule, parameters, regrowth, scope, batches, shape, generator)
@@ -936,13 +924,31 @@ def prune(
         )
         masks.metadata.update(record.as_metadata(), **_files_read(chosen))
         if record.connectivity.collapsed:
-            warnings.warn(
-                f"{method} at sparsity {sparsity}: no kept weight lies on a path from the input to the output "
-                "(layer collapse), so the network cannot learn from its input; a lower sparsity or another "
-                "method (panning, synflow) keeps a path",
-                stacklevel=2,
-            )
+            warnings.warn(_COLLAPSED.format(method, sparsity), stacklevel=2)
         return masks
+
+
+_COLLAPSED = (
+    "{} at sparsity {}: no kept weight lies on a path from the input to the output (layer collapse), so the "
+    "network cannot learn from its input; a lower sparsity or another method (panning, synflow) keeps a path"
+)
+
+
+def _warn_before_screening(model: nn.Module, sparsity: float, parameters: Sequence[str] | None) -> None:
+    """Warn when the sparsity would keep no weight, and name the weights a default screening leaves dense."""
+    weights = prunable_parameters(model, parameters)
+    total = sum(w.numel() for w in weights.values())
+    if round((1.0 - sparsity) * total) < 1:
+        warnings.warn(f"sparsity {sparsity} would keep no weight of {total}; keeping 1", stacklevel=3)
+    left_dense = dense_weights(model, weights) if parameters is None else {}
+    if left_dense:
+        names = ", ".join(list(left_dense)[:4]) + (", ..." if len(left_dense) > 4 else "")
+        warnings.warn(
+            f"{sum(left_dense.values())} weights stay dense outside the layers screened by default "
+            f"(nn.Linear and nn.Conv1d/2d/3d but attention's out_proj): {names}; the sparsity counts only "
+            "the screened layers: name the weights to prune in parameters=[...]",
+            stacklevel=3,
+        )
 
 
 def _checked_arguments(model: object, seed: object, input_shape: object) -> tuple[int, tuple[int, ...] | None]:
