@@ -96,6 +96,11 @@ def test_layer_and_group_norm_do_not_hide_paths() -> None:
 @pytest.mark.parametrize("clamp", [nn.ReLU6, nn.Hardtanh, nn.Hardsigmoid])
 def test_a_clamping_activation_counts_paths_like_a_relu_and_synflow_scores_through_it(clamp: type) -> None:
     torch.manual_seed(0)
+    chain = nn.Sequential(nn.Linear(64, 16), clamp(), nn.Linear(16, 2))
+    masks = Masks.ones_like(chain)
+    masks["0.weight"][1:] = False
+    masks["0.weight"][1:, 0] = True  # unit 0 reads 64 inputs, the others one: its count passes every bound
+    assert panning.effective_sparsity(chain, masks, input_shape=(64,)) == masks.sparsity()
     net = nn.Sequential(nn.Conv2d(3, 16, 3), clamp(), nn.Conv2d(16, 16, 3), clamp(), nn.Flatten(), nn.Linear(256, 4))
     assert panning.effective_sparsity(net, Masks.ones_like(net), input_shape=(3, 8, 8)) == 0.0
     masks = panning.prune(net, 0.9, "synflow", input_shape=(3, 8, 8))
@@ -126,8 +131,11 @@ def test_a_model_with_masks_applied_is_analysed_as_it_stands_and_left_as_it_is()
     first = next(iter(masks))
     masks[first][0] = False
     expected = panning.connectivity(_chain(), masks, input_shape=(3,))
+    inputs = torch.rand(16, 3)
+    signal = panning.input_signal(net, masks, inputs)
     panning.masks.apply(net, masks)
     assert panning.connectivity(net, masks, input_shape=(3,)) == expected
+    assert panning.input_signal(net, masks, inputs) == signal
     assert panning.masks.applied(net).kept() == masks.kept()  # still applied, still training-ready
 
 

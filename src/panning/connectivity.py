@@ -90,6 +90,14 @@ def _bind_pool(args: tuple, kwargs: dict) -> dict[str, Any]:
     return bound
 
 
+def _without_applied_masks(model: nn.Module) -> nn.Module:
+    """``model``, or a plain copy of it when masks are applied for training (the model stays as it is)."""
+    if len(masklib.applied(model)):
+        model = masklib.remove(masklib.copy_model(model))
+    _check_plain(model)
+    return model
+
+
 def _infer_shape(input_shape: Sequence[int] | None, inputs: torch.Tensor | None) -> tuple[int, ...]:
     if input_shape is not None:
         return tuple(int(d) for d in input_shape)
@@ -113,10 +121,7 @@ def effective_masks(
         True
     """
     shape = _infer_shape(input_shape, inputs)
-    if len(masklib.applied(model)):
-        # Masks applied for training: count paths on a plain copy, leaving the model as it is.
-        model = masklib.remove(masklib.copy_model(model))
-    _check_plain(model)
+    model = _without_applied_masks(model)
     weights = prunable_parameters(model, list(masks))
     _check_masks(weights, masks)
     device = next(iter(weights.values())).device
@@ -336,7 +341,7 @@ def input_signal(
     """
     if not isinstance(inputs, torch.Tensor) or inputs.dim() < 1 or len(inputs) < 2:
         raise UserError("input_signal needs a tensor of at least two inputs along its first dimension")
-    _check_plain(model)
+    model = _without_applied_masks(model)
     weights = prunable_parameters(model, list(masks))
     _check_masks(weights, masks)
     device = next(iter(weights.values())).device

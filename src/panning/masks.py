@@ -56,8 +56,10 @@ def _module_of(model: nn.Module, name: str) -> tuple[nn.Module, str]:
 def prunable_parameters(model: nn.Module, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
     """The prunable weights of ``model`` by parameter name, in module order.
 
-    By default the ``weight`` of every ``nn.Linear`` and ``nn.Conv1d/2d/3d``; a module that
-    appears twice is counted once. ``names`` selects parameters of the user's choice instead.
+    By default the ``weight`` of every ``nn.Linear`` and ``nn.Conv1d/2d/3d`` but the ``out_proj``
+    of an ``nn.MultiheadAttention`` (which reads that weight without calling the layer, so no mask
+    could hold there: refused by name too); a module that appears twice is counted once.
+    ``names`` selects parameters of the user's choice instead.
     If masks are applied to the model, the underlying ``<name>_orig`` parameter is returned
     under the plain name.
 
@@ -82,10 +84,13 @@ def prunable_parameters(model: nn.Module, names: Sequence[str] | None = None) ->
                 raise UserError(f"{name!r} is not a floating-point parameter of the model; valid: {valid}")
             selected[name] = tensor
         _refuse_unmaskable(model, selected)
+        _refuse_attention_output(model, selected)
         return selected
     found: dict[str, torch.Tensor] = {}
-    unhooked = _attention_output_projections(model)
+    unhooked: set[str] = set()  # named_modules() gives an attention module before its out_proj
     for module_name, module in model.named_modules():
+        if isinstance(module, nn.MultiheadAttention):
+            unhooked.add(f"{module_name}.out_proj" if module_name else "out_proj")
         if isinstance(module, PRUNABLE_TYPES) and module_name not in unhooked:
             tensor = getattr(module, "weight_orig", None)
             if tensor is None:
@@ -108,9 +113,20 @@ def _attention_output_projections(model: nn.Module) -> set[str]:
     }
 
 
+def _refuse_attention_output(model: nn.Module, chosen: Iterable[str]) -> None:
+    unhooked = _attention_output_projections(model)
+    for name in chosen:
+        if _split_name(name)[0] in unhooked:
+            raise UserError(
+                f"cannot mask {name!r}: nn.MultiheadAttention reads its out_proj weight without calling "
+                "out_proj, so the mask would not hold in training; leave it out of parameters=[...]"
+            )
+
+
 def dense_weights(model: nn.Module, chosen: Mapping[str, torch.Tensor]) -> dict[str, int]:
-    """Weights of two or more dimensions that ``chosen`` leaves out, with their sizes: the layers
-    a default screening leaves dense (embeddings, transposed convolutions, attention projections).
+    """Weights of two or more dimensions that ``chosen`` leaves out and a mask can cover, with their
+    sizes: the layers a default screening leaves dense (embeddings, transposed convolutions,
+    attention's ``in_proj_weight``).
 
     Examples:
         >>> net = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2))
@@ -118,10 +134,11 @@ def dense_weights(model: nn.Module, chosen: Mapping[str, torch.Tensor]) -> dict[
         {'0.weight': 40}
     """
     taken = {id(tensor) for tensor in chosen.values()}
+    unhooked = _attention_output_projections(model)
     return {
         name.removesuffix("_orig"): parameter.numel()
         for name, parameter in model.named_parameters()
-        if parameter.dim() >= 2 and id(parameter) not in taken
+        if parameter.dim() >= 2 and id(parameter) not in taken and _split_name(name)[0] not in unhooked
     }
 
 
@@ -571,13 +588,7 @@ def apply(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
     """
     masks = masks if isinstance(masks, Masks) else Masks(masks)
     masks.check_fits(model)
-    unhooked = _attention_output_projections(model)
-    for name in masks:
-        if _split_name(name)[0] in unhooked:
-            raise UserError(
-                f"cannot apply a mask to {name!r}: nn.MultiheadAttention reads its out_proj weight without "
-                "calling out_proj, so the mask would not hold in training; screen without it"
-            )
+    _refuse_attention_output(model, masks)
     for name, mask in masks.items():
         module, tensor_name = _module_of(model, name)
         existing = getattr(module, tensor_name + "_mask", None)

@@ -924,13 +924,14 @@ def prune(
         )
         masks.metadata.update(record.as_metadata(), **_files_read(chosen))
         if record.connectivity.collapsed:
-            warnings.warn(_COLLAPSED.format(method, sparsity), stacklevel=2)
+            empty = ", ".join(record.connectivity.collapsed_layers[:3])
+            warnings.warn(_COLLAPSED.format(method, sparsity, type(model).__name__, empty), stacklevel=2)
         return masks
 
 
 _COLLAPSED = (
-    "{} at sparsity {}: no kept weight lies on a path from the input to the output (layer collapse), so the "
-    "network cannot learn from its input; a lower sparsity or another method (panning, synflow) keeps a path"
+    "{} at sparsity {} leaves {} no path from input to output (layer collapse; no effective weight in {}): "
+    "its output cannot depend on the input"
 )
 
 
@@ -944,9 +945,8 @@ def _warn_before_screening(model: nn.Module, sparsity: float, parameters: Sequen
     if left_dense:
         names = ", ".join(list(left_dense)[:4]) + (", ..." if len(left_dense) > 4 else "")
         warnings.warn(
-            f"{sum(left_dense.values())} weights stay dense outside the layers screened by default "
-            f"(nn.Linear and nn.Conv1d/2d/3d but attention's out_proj): {names}; the sparsity counts only "
-            "the screened layers: name the weights to prune in parameters=[...]",
+            f"{sum(left_dense.values())} weights outside nn.Linear and nn.Conv1d/2d/3d stay dense ({names}); "
+            "the sparsity counts only the screened layers: name the weights to prune in parameters=[...]",
             stacklevel=3,
         )
 

@@ -41,7 +41,9 @@ GRASP_TEMPERATURE = 200.0
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 # Clamping activations as torch functions see them (nn.ReLU6 and nn.Hardtanh call hardtanh).
-_CLAMPS = frozenset({"hardtanh", "hardtanh_", "relu6", "hardsigmoid", "clamp", "clamp_", "clip", "clip_"})
+_CLAMPS = frozenset(
+    {"hardtanh", "hardtanh_", "relu6", "hardsigmoid", "clamp", "clamp_", "clip", "clip_", "clamp_max", "clamp_max_"}
+)
 
 
 def unclamped(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> torch.Tensor | None:
@@ -60,7 +62,9 @@ def unclamped(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> torc
     """
     if getattr(func, "__name__", "") not in _CLAMPS:
         return None
-    return cast(torch.Tensor, args[0] if args else kwargs["input"])
+    value = args[0] if args else kwargs.get("input")
+    # Only the flow itself: a clamp of indices or of anything not floating keeps its meaning.
+    return value if isinstance(value, torch.Tensor) and value.is_floating_point() else None
 
 
 class _UnclampedFlow(TorchFunctionMode):
