@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -137,12 +138,13 @@ def test_grasp_interval_reuses_the_last_grasp_scores_between_recomputations(lene
         return loss_aware_scores(*args, **kwargs)
 
     monkeypatch.setattr(panning.scores, "loss_aware_scores", spy)
-    steps = []
+    steps, reused = [], []
     for step, masks in enumerate([first, second, second], start=1):
         context = panning.screening.pruning.StepContext(step, 3, 0.1, masks, source, (1, 28, 28), generator, None)
         context.cache = cache
         steps.append(weighted_scores(lenet5, context, weights, grasp_interval=2))
-    assert computed == [True, False, True]
+        reused.append(context.info["grasp_reused"])
+    assert computed == [True, False, True] and reused == [False, True, False]
     # Step 2: SNIP and SynFlow of its own masks and batch, GraSP of step 1's.
     replay = panning.screening.pruning.BatchSource(batch, 2, torch.Generator().manual_seed(0))
     x1, y1 = replay.next()
@@ -170,6 +172,7 @@ def test_grasp_interval_one_is_the_default_and_keeps_the_identity(lenet5, batch)
         Panning(grasp_interval=0)
     with pytest.raises(TypeError, match="grasp_interval must be a positive integer .*got '2'"):
         Panning(grasp_interval="2")
+    assert Panning(grasp_interval=np.int64(2)).identity()["grasp_interval"] == 2
 
 
 def test_stages_follow_the_reference_boundaries_one_step_at_a_time() -> None:
