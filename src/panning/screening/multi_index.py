@@ -364,7 +364,7 @@ class Panning:
     default_iterations: int = field(init=False, default=100)
     # 2 examples per class: the 20-epoch grids scored it at least as high on validation as 10, and
     # one per class lower on two of three pairs (benchmarks/results/panning-tuning/). A step
-    # costs about half an SGD step on LeNet-5 (0.53 when last timed: benchmarks/panning_cost.py).
+    # costs about half an SGD step on LeNet-5 (0.52 when last timed: benchmarks/panning_cost.py).
     default_samples_per_class: int = field(init=False, default=2)
     data_driven: bool = field(init=False, default=True)
     table: StageTable = field(init=False)
