@@ -520,3 +520,19 @@ def test_a_cell_with_fewer_runs_than_seeds_says_how_many_it_has() -> None:
 
     table = report.results_table([row("a", 0), row("a", 1), row("b", 0)])
     assert "| b | **90.00 ± 0.00** (1 of 2 runs) |" in table and "| a | **90.00 ± 0.00** |" in table
+
+
+@pytest.mark.parametrize("damage", ["[]", "{}", "garbage"])
+def test_a_damaged_cell_result_is_pending_and_its_cell_runs_again(data_root: Path, tmp_path: Path, damage: str) -> None:
+    grid = bench.parse_grid(SMALL)
+    bench.run_grid(grid, tmp_path / "out", jobs=1)
+    damaged = grid.cells[0]
+    result = tmp_path / "out" / "cells" / damaged.key / "result.json"
+    result.write_text(damage)
+    with pytest.warns(UserWarning, match="the cell runs again"):
+        summary = bench.run_grid(grid, tmp_path / "collected", store=tmp_path / "out" / "cells", run=False)
+    rows = bench.read_results(summary.results_csv)
+    assert [row["status"] for row in rows] == ["pending", "ok", "ok", "ok"]
+    with pytest.warns(UserWarning, match="the cell runs again"):
+        bench.run_grid(grid, tmp_path / "out", jobs=1)
+    assert json.loads(result.read_text())["status"] == "ok"

@@ -91,3 +91,41 @@ def test_a_foreign_metrics_file_is_named_and_left_alone(data_root: Path, tmp_pat
         code, out = invoke(*TRAIN, "--epochs", "1", "--out", str(run), *extra)
         assert code == 2 and out.count("\n") == 1 and "not a JSON file written by panning" in out, out
     assert _files(run) == before
+
+
+def test_a_damaged_checkpoint_or_a_json_file_that_is_no_object_is_one_line_and_left_alone(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    monkeypatch.setattr(torch, "save", _save_failing_after_first(torch.save, OSError(errno.ENOSPC, "No space left")))
+    invoke(*TRAIN, "--epochs", "3", "--out", str(run))  # stops after epoch 1 with a checkpoint
+    monkeypatch.undo()
+    (run / "checkpoint.pt").write_bytes(b"garbage")
+    before = _files(run)
+    code, out = invoke(*TRAIN, "--epochs", "3", "--out", str(run), "--resume")
+    assert code == 2 and out.count("\n") == 1 and "checkpoint.pt is damaged or belongs to another run" in out, out
+    assert _files(run) == before
+    (run / "metrics.json").write_text("[]")
+    code, out = invoke(*TRAIN, "--epochs", "3", "--out", str(run), "--resume")
+    assert code == 2 and "holds a list, not an object" in out, out
+
+
+def test_an_existing_trace_file_is_refused_before_screening(data_root: Path, tmp_path: Path) -> None:
+    trace = tmp_path / "trace.csv"
+    trace.write_text("precious\n")
+    prune = [
+        "prune",
+        "--model",
+        "lenet300",
+        "--dataset",
+        "mnist",
+        "--method",
+        "synflow",
+        "--iterations",
+        "2",
+        "--val-size",
+        "50",
+    ]
+    code, out = invoke(*prune, "--sparsity", "0.9", "--trace", str(trace), "--out", str(tmp_path / "m.safetensors"))
+    assert code == 2 and "trace.csv already exists; choose another --trace" in out, out
+    assert trace.read_text() == "precious\n" and not (tmp_path / "m.safetensors").exists()

@@ -146,15 +146,22 @@ def changed_settings(
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file; an unreadable or foreign file is a one-line ``UserError``."""
+    """Read a JSON object (every file panning writes holds one); an unreadable or foreign file is a
+    one-line ``UserError``."""
     try:
-        return json.loads(Path(path).read_text())
+        value = json.loads(Path(path).read_text())
     except OSError as error:
         raise os_fault(path, error, "read") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(
             f"{path} is not a JSON file written by panning ({error}); move it away or choose another folder"
         ) from None
+    if not isinstance(value, dict):
+        raise UserError(
+            f"{path} is not a JSON file written by panning (it holds a {type(value).__name__}, not an object); "
+            "move it away or choose another folder"
+        )
+    return value
 
 
 _RESULTS_EXCLUDED = ":(top,exclude)benchmarks/results"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import multiprocessing
 import os
 import shutil
 import traceback
+import warnings
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -90,11 +92,9 @@ def run_cell(
         >>> row = run_cell(grid.cells[0], "runs/bench/cells")  # doctest: +SKIP
     """
     folder = Path(store) / cell.key
-    result_path = folder / "result.json"
-    if result_path.is_file():
-        saved = read_json(result_path)
-        if saved.get("status") == "ok":
-            return saved
+    saved = _saved_result(folder / "result.json")
+    if saved is not None and saved["status"] == "ok":
+        return saved
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "cell.json", {"key": cell.key, "label": cell.label, **cell.canonical()})
     run_dir = folder / "run"
@@ -121,7 +121,7 @@ def run_cell(
         message = f"{type(error).__name__}: {error}".splitlines()[0]
         write_atomic(folder / "error.txt", lambda tmp: tmp.write_text(traceback.format_exc()))
         row = _row(cell, commit, None, message, device)
-    write_json(result_path, row)
+    write_json(folder / "result.json", row)
     return row
 
 
@@ -149,9 +149,27 @@ class BenchSummary:
     results_jsonl: Path
 
 
+def _saved_result(path: Path) -> dict[str, Any] | None:
+    """A cell's saved row, or None when there is none or it is no row (a damaged file: the cell runs again)."""
+    if not path.is_file():
+        return None
+    try:
+        saved = read_json(path)
+    except UserError as error:
+        warnings.warn(f"{error}; the cell runs again", stacklevel=2)
+        return None
+    if not _ROW_FIELDS <= saved.keys() or saved["status"] not in ("ok", "failed"):
+        warnings.warn(f"{path} is not a cell result written by panning; the cell runs again", stacklevel=2)
+        return None
+    return saved
+
+
+_ROW_FIELDS = frozenset(field.name for field in dataclasses.fields(ResultRow))
+
+
 def _is_done(store: Path, cell: Cell) -> bool:
-    path = store / cell.key / "result.json"
-    return path.is_file() and read_json(path).get("status") == "ok"
+    saved = _saved_result(store / cell.key / "result.json")
+    return saved is not None and saved["status"] == "ok"
 
 
 def run_grid(
@@ -248,7 +266,7 @@ def _chosen_keys(grid: Grid, only: Collection[str] | None) -> set[str]:
 
 
 def _saved_row(store: Path, cell: Cell, commit: str) -> dict[str, Any]:
-    path = store / cell.key / "result.json"
-    if path.is_file():
-        return dict(read_json(path))
+    saved = _saved_result(store / cell.key / "result.json")
+    if saved is not None:
+        return saved
     return {**_row(cell, commit, None, None), "status": "pending"}

@@ -359,7 +359,7 @@ def parse_option(text: str) -> tuple[str, Any]:
     return name.strip(), value
 
 
-def check_new_file(path: Path) -> None:
+def check_new_file(path: Path, option: str = "--out") -> None:
     """Refuse, before any work, an output file that exists or cannot be written.
 
     Examples:
@@ -372,12 +372,12 @@ def check_new_file(path: Path) -> None:
         panning.errors.UserError: .../m.safetensors already exists; choose another --out or delete it first (...)
     """
     if path.exists():
-        raise UserError(f"{path} already exists; choose another --out or delete it first (nothing was changed)")
+        raise UserError(f"{path} already exists; choose another {option} or delete it first (nothing was changed)")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise UserError(f"the folder of --out {path} does not exist; create {folder} first")
+        raise UserError(f"the folder of {option} {path} does not exist; create {folder} first")
     if not os.access(folder, os.W_OK):
-        raise UserError(f"cannot write into {folder}; choose an --out in a writable folder")
+        raise UserError(f"cannot write into {folder}; choose a {option} in a writable folder")
 
 
 def architecture(model_name: str, dataset: str) -> tuple[torch.nn.Module, tuple[int, ...]]:

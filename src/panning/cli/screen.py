@@ -50,6 +50,8 @@ def _screen(
     init: str,
     progress: bool,
 ) -> masklib.Masks:
+    if kw.get("trace"):
+        check_new_file(Path(kw["trace"]), "--trace")
     trace = ScreeningTrace(model, dataset.input_shape)
     masks = prune(
         model,

@@ -877,8 +877,8 @@ def prune(
     bar on a terminal (none when the output is not one). ``data`` feeds the data-driven methods and
     gives the input shape. ``method`` is a registered name, whose ``options`` go to it (e.g.
     ``temperature=200``), or a :class:`Method` object (e.g. a wrapped one). The model is
-    left unchanged. Warnings name weights a default screening leaves dense, and layer collapse. The masks' ``metadata`` records the settings, the screening time and the
-    nominal and effective sparsity; ``masks.screening`` reads them back typed (:class:`ScreeningRecord`).
+    left unchanged; warnings name weights left dense and layer collapse. The masks' ``metadata`` records
+    the settings, screening time and sparsities; ``masks.screening`` reads them typed (:class:`ScreeningRecord`).
 
     Examples:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,8 +15,8 @@ from tqdm.auto import tqdm
 from panning import masks as masklib
 from panning.compaction import compact_with_plan
 from panning.compaction.sparse import model_costs, save_sparse, use_sparse_kernels
-from panning.errors import UserTypeError
-from panning.io import read_json, write_atomic, write_json
+from panning.errors import UserError, UserTypeError
+from panning.io import os_fault, read_json, write_atomic, write_json
 from panning.masks import Masks
 from panning.training.config import TrainConfig
 from panning.training.run import (
@@ -148,14 +149,7 @@ class Checkpoints(TrainingCallback):
         assert run.optimizer is not None and run.scheduler is not None and run.generator is not None
         path = run.run_dir / CHECKPOINT
         if run.resume and path.is_file():
-            state = torch.load(path, map_location=run.device, weights_only=False)
-            run.model.load_state_dict(state["model"])
-            run.optimizer.load_state_dict(state["optimizer"])
-            run.scheduler.load_state_dict(state["scheduler"])
-            run.generator.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
-            run.history = state["history"]
-            run.start_epoch = state["epoch"]
+            _restore(run, path)
             continue_with(run.optimizer, run.scheduler, run.config.lr)
         if self.changed and self.write:
             config_path = run.run_dir / "config.json"
@@ -179,6 +173,28 @@ class Checkpoints(TrainingCallback):
         if self.write:
             write_json(run.run_dir / "metrics.json", metrics)
             (run.run_dir / CHECKPOINT).unlink(missing_ok=True)
+
+
+def _restore(run: Run, path: Path) -> None:
+    """The model, optimiser, schedule, generators and history of the checkpoint at ``path``; a
+    damaged or foreign checkpoint is a one-line ``UserError`` (nothing on disk is changed)."""
+    assert run.optimizer is not None and run.scheduler is not None and run.generator is not None
+    try:
+        state = torch.load(path, map_location=run.device, weights_only=False)
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        run.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        run.history, run.start_epoch = state["history"], int(state["epoch"])
+    except OSError as error:
+        raise os_fault(path, error, "read") from None
+    except Exception as error:  # torch.load and load_state_dict raise many kinds on a damaged file
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(
+            f"{path} is damaged or belongs to another run ({first}); delete it to restart the run from "
+            "epoch 1, or choose another --out"
+        ) from None
 
 
 class Export(TrainingCallback):
