@@ -536,3 +536,14 @@ def test_a_damaged_cell_result_is_pending_and_its_cell_runs_again(data_root: Pat
     with pytest.warns(UserWarning, match="the cell runs again"):
         bench.run_grid(grid, tmp_path / "out", jobs=1)
     assert json.loads(result.read_text())["status"] == "ok"
+
+
+def test_a_typo_in_quick_or_a_label_that_only_cannot_name_is_refused_without_quick() -> None:
+    with pytest.raises(UserError, match=r"\[quick\]"):
+        bench.parse_grid({**SMALL, "quick": {"bogus": 1}})
+    with pytest.raises(UserError, match="epoks"):
+        bench.parse_grid({**SMALL, "quick": {"training": {"epoks": 1}}})
+    for label in ("", "a,b"):
+        with pytest.raises(UserError, match=r"methods\[0\].label must be a non-empty name without commas"):
+            bench.parse_grid({**SMALL, "methods": [{"name": "random", "label": label}]})
+    assert len(bench.parse_grid({**SMALL, "quick": {"seeds": [1]}}).cells) == len(bench.parse_grid(SMALL).cells)

@@ -249,6 +249,7 @@ def test_run_resume_checks_the_screening_it_resumes(data_root: Path, tmp_path: P
         ([*first, "--seed", "3"], "seed = 0, not 3"),
         ([*first, "--no-regrowth"], "regrowth = True, not False"),
         (["--method", "synflow", "--sparsity", "0.9", "--iterations", "3"], "iterations = 2, not 3"),
+        ([*first, "--model", "lenet5"], "model = 'lenet300', not 'lenet5'"),
     ):
         code, out = invoke(*run, *other, "--resume")
         assert code == 2 and field in out and out.count("\n") == 1, out
@@ -266,6 +267,9 @@ def test_prune_never_overwrites_a_mask_file_and_checks_before_screening(data_roo
     assert existing.read_bytes() == b"precious"
     code, out = invoke(*prune, "--out", str(tmp_path / "no" / "such" / "m.safetensors"))
     assert code == 2 and "does not exist" in out
+    code, out = invoke(*prune, "--out", str(tmp_path / "new") + "/")
+    assert code == 2 and "names a folder; give a file name" in out, out
+    assert not (tmp_path / "new").exists()
 
 
 def test_info_and_export_say_what_a_file_or_folder_is(data_root: Path, tmp_path: Path) -> None:

@@ -177,7 +177,12 @@ def _methods(entries: Any) -> list[tuple[str, str, dict[str, Any], dict[str, Any
                 raise UserError(f"{where}.sparsities must be a non-empty list, e.g. sparsities = [0.99]")
             screening["sparsities"] = [check_sparsity(s) for s in sparsities]
         default_label = name if variant == "as-found" else f"{name}-{variant}"
-        out.append((name, str(entry.get("label", default_label)), dict(options), screening))
+        label = str(entry.get("label", default_label))
+        if not label.strip() or "," in label:
+            raise UserError(
+                f"{where}.label must be a non-empty name without commas (--only lists labels), got {label!r}"
+            )
+        out.append((name, label, dict(options), screening))
     labels = [label for _, label, _, _ in out]
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
@@ -242,6 +247,8 @@ def parse_grid(config: Mapping[str, Any], quick: bool = False, name: str = "grid
         (4, 'random')
     """
     _check_keys(config, CONFIG_KEYS, "the config")
+    if not quick and "quick" in config:
+        parse_grid(config, quick=True, name=name, source=source)  # a typo in [quick] is found now, not on --quick
     merged = {key: config[key] for key in GRID_KEYS if key in config}
     if quick:
         if "quick" not in config:

@@ -260,7 +260,11 @@ class _OneLineErrors(click.Group):
             error.show()
             sys.exit(error.exit_code)
         except click.Abort:
-            click.echo("aborted: rerun with --resume to continue a run (a grid: rerun the same command)", err=True)
+            click.echo(
+                "aborted: nothing half-written is left; a run continues with --resume, a grid with the same "
+                "command, a screening starts anew",
+                err=True,
+            )
             sys.exit(130)
         sys.exit(result if isinstance(result, int) else 0)
 
@@ -359,7 +363,7 @@ def parse_option(text: str) -> tuple[str, Any]:
     return name.strip(), value
 
 
-def check_new_file(path: Path, option: str = "--out") -> None:
+def check_new_file(target: str | os.PathLike[str], option: str = "--out") -> None:
     """Refuse, before any work, an output file that exists or cannot be written.
 
     Examples:
@@ -371,6 +375,9 @@ def check_new_file(path: Path, option: str = "--out") -> None:
         ...
         panning.errors.UserError: .../m.safetensors already exists; choose another --out or delete it first (...)
     """
+    raw, path = os.fspath(target), Path(target)
+    if raw.endswith(("/", os.sep)) or path.is_dir():
+        raise UserError(f"{option} {raw} names a folder; give a file name, e.g. {path / 'masks.safetensors'}")
     if path.exists():
         raise UserError(f"{path} already exists; choose another {option} or delete it first (nothing was changed)")
     folder = path.parent if str(path.parent) else Path(".")

@@ -39,7 +39,7 @@ def compact_command(
     model_name: str, dataset: str, masks_path: str, seed: int | None, out: str, time_batch: int | None
 ) -> None:
     """Remove the dead units a mask leaves: a smaller model computing the same function."""
-    check_new_file(Path(out))
+    check_new_file(out)
     masks = masklib.load(masks_path)
     screened_seed = masks.metadata.get("init_seed")
     if seed is None:
@@ -81,7 +81,7 @@ def export_command(run: str, out: str) -> None:
     from panning.io import read_json
 
     run_dir = Path(run)
-    check_new_file(Path(out))
+    check_new_file(out)
     weights = run_dir / "model.safetensors"
     if not (run_dir / "config.json").is_file():
         raise UserError(f"{run_dir} holds no run (no config.json); pass the folder of a finished run")

@@ -51,7 +51,7 @@ def _screen(
     progress: bool,
 ) -> masklib.Masks:
     if kw.get("trace"):
-        check_new_file(Path(kw["trace"]), "--trace")
+        check_new_file(kw["trace"], "--trace")
     trace = ScreeningTrace(model, dataset.input_shape)
     masks = prune(
         model,
@@ -102,7 +102,7 @@ def prune_command(
 ) -> None:
     """Screen a model at initialisation and save its masks."""
     check_sparsity(kw["sparsity"])
-    check_new_file(Path(out))
+    check_new_file(out)
     config = TrainConfig(
         model=model_name,
         dataset=dataset,
@@ -201,7 +201,7 @@ def run_command(
         run_dir = Path(out)
         masks = masks_to_resume(run_dir) if resume else None
         if masks is not None:
-            _check_same_screening(run_dir, masks, kw, seed, config.init)
+            _check_same_screening(run_dir, masks, kw, seed, config.init, model_name, dataset)
         else:
             check_out_dir(run_dir, resume)
             model.to(distributed.device_for(resolve_device(device), workers))
@@ -234,9 +234,13 @@ def _warn_about_mask_origin(masks: masklib.Masks, model: torch.nn.Module, datase
         )
 
 
-def _check_same_screening(run_dir: Path, masks: masklib.Masks, kw: dict[str, Any], seed: int, init: str) -> None:
+def _check_same_screening(
+    run_dir: Path, masks: masklib.Masks, kw: dict[str, Any], seed: int, init: str, model: str, dataset: str
+) -> None:
     """Refuse to resume a run whose masks were screened with other settings than those asked for now."""
     asked: dict[str, Any] = {
+        "model": model,
+        "dataset": dataset,
         "method": kw["method"],
         "sparsity": kw["sparsity"],
         "options": method_options(kw),
