@@ -213,3 +213,28 @@ def recorded_command(program: str, arguments: Sequence[str], environ: Mapping[st
         else:
             words.append(shlex.quote(argument))
     return " ".join(words)
+
+
+def check_new_file(target: str | os.PathLike[str], option: str = "--out") -> None:
+    """Refuse, before any work, an output file (named by the command-line ``option``) that exists
+    or cannot be written.
+
+    Examples:
+        >>> import tempfile
+        >>> existing = Path(tempfile.mkdtemp()) / "m.safetensors"
+        >>> _ = existing.write_bytes(b"")
+        >>> check_new_file(existing)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        panning.errors.UserError: .../m.safetensors already exists; choose another --out or delete it first (...)
+    """
+    raw, path = os.fspath(target), Path(target)
+    if raw.endswith(("/", os.sep)) or path.is_dir():
+        raise UserError(f"{option} {raw} names a folder; give a file name, e.g. {path / 'masks.safetensors'}")
+    if path.exists():
+        raise UserError(f"{path} already exists; choose another {option} or delete it first (nothing was changed)")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise UserError(f"the folder of {option} {path} does not exist; create {folder} first")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"cannot write into {folder}; choose a {option} in a writable folder")

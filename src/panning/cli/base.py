@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import click
@@ -260,11 +258,7 @@ class _OneLineErrors(click.Group):
             error.show()
             sys.exit(error.exit_code)
         except click.Abort:
-            click.echo(
-                "aborted: nothing half-written is left; a run continues with --resume, a grid with the same "
-                "command, a screening starts anew",
-                err=True,
-            )
+            click.echo("aborted: a run continues with --resume, a grid with the same command", err=True)
             sys.exit(130)
         sys.exit(result if isinstance(result, int) else 0)
 
@@ -361,30 +355,6 @@ def parse_option(text: str) -> tuple[str, Any]:
     except tomllib.TOMLDecodeError:
         value = raw.strip()
     return name.strip(), value
-
-
-def check_new_file(target: str | os.PathLike[str], option: str = "--out") -> None:
-    """Refuse, before any work, an output file that exists or cannot be written.
-
-    Examples:
-        >>> import tempfile
-        >>> existing = Path(tempfile.mkdtemp()) / "m.safetensors"
-        >>> _ = existing.write_bytes(b"")
-        >>> check_new_file(existing)  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        panning.errors.UserError: .../m.safetensors already exists; choose another --out or delete it first (...)
-    """
-    raw, path = os.fspath(target), Path(target)
-    if raw.endswith(("/", os.sep)) or path.is_dir():
-        raise UserError(f"{option} {raw} names a folder; give a file name, e.g. {path / 'masks.safetensors'}")
-    if path.exists():
-        raise UserError(f"{path} already exists; choose another {option} or delete it first (nothing was changed)")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise UserError(f"the folder of {option} {path} does not exist; create {folder} first")
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"cannot write into {folder}; choose a {option} in a writable folder")
 
 
 def architecture(model_name: str, dataset: str) -> tuple[torch.nn.Module, tuple[int, ...]]:

@@ -13,11 +13,12 @@ from safetensors.torch import load_file
 from panning import data as datasets
 from panning import masks as masklib
 from panning import models
-from panning.cli.base import architecture, check_new_file, cli, cost_lines, user_errors
+from panning.cli.base import architecture, cli, cost_lines, user_errors
 from panning.compaction import compact_with_plan
 from panning.compaction.inference import fastest_inference
 from panning.compaction.sparse import load_sparse, model_costs, read_sparse_metadata, save_sparse
 from panning.errors import UserError, check_seed
+from panning.io import check_new_file
 
 
 @cli.command("compact")

@@ -16,7 +16,6 @@ from panning import distributed, models
 from panning import masks as masklib
 from panning.cli.base import (
     architecture,
-    check_new_file,
     cli,
     common_options,
     method_options,
@@ -27,7 +26,7 @@ from panning.cli.base import (
 )
 from panning.connectivity import connectivity
 from panning.errors import UserError, check_sparsity
-from panning.io import changed_settings
+from panning.io import changed_settings, check_new_file
 from panning.report import ScreeningTrace, mask_table
 from panning.screening.pruning import prune, resolved_screening
 from panning.training import (
