@@ -129,3 +129,19 @@ def test_an_existing_trace_file_is_refused_before_screening(data_root: Path, tmp
     code, out = invoke(*prune, "--sparsity", "0.9", "--trace", str(trace), "--out", str(tmp_path / "m.safetensors"))
     assert code == 2 and "trace.csv already exists; choose another --trace" in out, out
     assert trace.read_text() == "precious\n" and not (tmp_path / "m.safetensors").exists()
+
+
+def test_resuming_in_a_read_only_run_folder_is_refused_before_training(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    monkeypatch.setattr(torch, "save", _save_failing_after_first(torch.save, OSError(errno.ENOSPC, "No space left")))
+    invoke(*TRAIN, "--epochs", "3", "--out", str(run))  # stops after epoch 1 with a checkpoint
+    monkeypatch.undo()
+    before = _files(run)
+    access = os.access
+    read_only = lambda path, mode: False if Path(path) == run and mode == os.W_OK else access(path, mode)  # noqa: E731
+    monkeypatch.setattr(os, "access", read_only)
+    code, out = invoke(*TRAIN, "--epochs", "3", "--out", str(run), "--resume")
+    assert code == 2 and out.count("\n") == 1 and f"cannot write into {run}" in out, out
+    assert _files(run) == before

@@ -248,6 +248,8 @@ def _open_run(
             finished = read_json(run_dir / "metrics.json")
             if finished.get("finished"):
                 return cast(RunResult, finished)
+        if workers.main and not os.access(run_dir, os.W_OK):
+            raise UserError(f"cannot write into {run_dir}, so no epoch could be saved; make it writable to resume")
     elif workers.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(config_path, record)
