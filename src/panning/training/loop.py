@@ -188,17 +188,7 @@ def _open_run(
 
     Returns the run and the settings changed on resume, or the metrics of a finished run.
     """
-    if not isinstance(config, TrainConfig):
-        raise UserTypeError(f"config must be a panning.training.TrainConfig, got {type(config).__name__}")
-    config.validate()
-    if not isinstance(model, nn.Module):
-        raise UserTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(dataset, datasets.Dataset):
-        raise UserTypeError(
-            f"dataset must be a panning.data.Dataset (panning.data.load or panning.data.from_tensors), "
-            f"got {type(dataset).__name__}"
-        )
-    _check_output(model, dataset)
+    _check_arguments(model, dataset, config)
     if (config.compact or config.sparse_kernels) and masks is None:
         raise UserError("compact and sparse kernels need masks: pass the masks of a screening, or train dense")
     if workers.distributed and (config.compact or config.sparse_kernels):
@@ -257,6 +247,21 @@ def _open_run(
             masklib.save(masks, run_dir / "masks.safetensors")
     model.to(device)
     return Run(config, run_dir, model, dataset, device, masks, resume, facts, workers=workers), changed
+
+
+def _check_arguments(model: nn.Module, dataset: datasets.Dataset, config: TrainConfig) -> None:
+    """Refuse arguments of the wrong type, an invalid config, or a model whose output does not fit the data."""
+    if not isinstance(config, TrainConfig):
+        raise UserTypeError(f"config must be a panning.training.TrainConfig, got {type(config).__name__}")
+    config.validate()
+    if not isinstance(model, nn.Module):
+        raise UserTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(dataset, datasets.Dataset):
+        raise UserTypeError(
+            f"dataset must be a panning.data.Dataset (panning.data.load or panning.data.from_tensors), "
+            f"got {type(dataset).__name__}"
+        )
+    _check_output(model, dataset)
 
 
 def _check_output(model: nn.Module, dataset: datasets.Dataset) -> None:
