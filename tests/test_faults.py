@@ -97,9 +97,10 @@ def test_a_damaged_checkpoint_or_a_json_file_that_is_no_object_is_one_line_and_l
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = tmp_path / "run"
-    monkeypatch.setattr(torch, "save", _save_failing_after_first(torch.save, OSError(errno.ENOSPC, "No space left")))
+    save = torch.save
+    monkeypatch.setattr(torch, "save", _save_failing_after_first(save, OSError(errno.ENOSPC, "No space left")))
     invoke(*TRAIN, "--epochs", "3", "--out", str(run))  # stops after epoch 1 with a checkpoint
-    monkeypatch.undo()
+    monkeypatch.setattr(torch, "save", save)  # (undo() would also drop data_root's PANNING_DATA)
     (run / "checkpoint.pt").write_bytes(b"garbage")
     before = _files(run)
     code, out = invoke(*TRAIN, "--epochs", "3", "--out", str(run), "--resume")
@@ -135,9 +136,10 @@ def test_resuming_in_a_read_only_run_folder_is_refused_before_training(
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = tmp_path / "run"
-    monkeypatch.setattr(torch, "save", _save_failing_after_first(torch.save, OSError(errno.ENOSPC, "No space left")))
+    save = torch.save
+    monkeypatch.setattr(torch, "save", _save_failing_after_first(save, OSError(errno.ENOSPC, "No space left")))
     invoke(*TRAIN, "--epochs", "3", "--out", str(run))  # stops after epoch 1 with a checkpoint
-    monkeypatch.undo()
+    monkeypatch.setattr(torch, "save", save)  # (undo() would also drop data_root's PANNING_DATA)
     before = _files(run)
     access = os.access
     read_only = lambda path, mode: False if Path(path) == run and mode == os.W_OK else access(path, mode)  # noqa: E731
