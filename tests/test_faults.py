@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,13 @@ def test_resuming_in_a_read_only_run_folder_is_refused_before_training(
     code, out = invoke(*TRAIN, "--epochs", "3", "--out", str(run), "--resume")
     assert code == 2 and out.count("\n") == 1 and f"cannot write into {run}" in out, out
     assert _files(run) == before
+
+
+def test_resume_in_a_folder_without_a_run_says_a_new_one_starts(tmp_path: Path) -> None:
+    from panning.training.run import check_out_dir
+
+    with pytest.warns(UserWarning, match="--resume: .* holds no run yet, so a new one starts there"):
+        check_out_dir(tmp_path / "typo", resume=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_out_dir(tmp_path / "new", resume=False)

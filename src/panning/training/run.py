@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,6 +200,9 @@ def check_out_dir(out: Path, resume: bool) -> None:
         existing = next(parent for parent in out.absolute().parents if parent.exists())
         if not existing.is_dir() or not os.access(existing, os.W_OK):
             raise UserError(f"cannot create {out}: {existing} is not a writable folder; choose another --out")
+        if resume:
+            # Said once however many checks a command makes (the warning's place is this line).
+            warnings.warn(f"--resume: {out} holds no run yet, so a new one starts there", stacklevel=1)
         return
     if not out.is_dir():
         raise UserError(f"--out {out} is a file; choose a folder for the run")
