@@ -94,14 +94,19 @@ def test_a_foreign_metrics_file_is_named_and_left_alone(data_root: Path, tmp_pat
     assert _files(run) == before
 
 
+def _stopped_after_one_epoch(run: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A 3-epoch run stopped by a full disk after epoch 1: a checkpoint to resume from."""
+    save = torch.save
+    monkeypatch.setattr(torch, "save", _save_failing_after_first(save, OSError(errno.ENOSPC, "No space left")))
+    invoke(*TRAIN, "--epochs", "3", "--out", str(run))
+    monkeypatch.setattr(torch, "save", save)  # (undo() would also drop data_root's PANNING_DATA)
+    return run
+
+
 def test_a_damaged_checkpoint_or_a_json_file_that_is_no_object_is_one_line_and_left_alone(
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run = tmp_path / "run"
-    save = torch.save
-    monkeypatch.setattr(torch, "save", _save_failing_after_first(save, OSError(errno.ENOSPC, "No space left")))
-    invoke(*TRAIN, "--epochs", "3", "--out", str(run))  # stops after epoch 1 with a checkpoint
-    monkeypatch.setattr(torch, "save", save)  # (undo() would also drop data_root's PANNING_DATA)
+    run = _stopped_after_one_epoch(tmp_path / "run", monkeypatch)
     (run / "checkpoint.pt").write_bytes(b"garbage")
     before = _files(run)
     code, out = invoke(*TRAIN, "--epochs", "3", "--out", str(run), "--resume")
@@ -115,19 +120,7 @@ def test_a_damaged_checkpoint_or_a_json_file_that_is_no_object_is_one_line_and_l
 def test_an_existing_trace_file_is_refused_before_screening(data_root: Path, tmp_path: Path) -> None:
     trace = tmp_path / "trace.csv"
     trace.write_text("precious\n")
-    prune = [
-        "prune",
-        "--model",
-        "lenet300",
-        "--dataset",
-        "mnist",
-        "--method",
-        "synflow",
-        "--iterations",
-        "2",
-        "--val-size",
-        "50",
-    ]
+    prune = "prune --model lenet300 --dataset mnist --method synflow --iterations 2 --val-size 50".split()
     code, out = invoke(*prune, "--sparsity", "0.9", "--trace", str(trace), "--out", str(tmp_path / "m.safetensors"))
     assert code == 2 and "trace.csv already exists; choose another --trace" in out, out
     assert trace.read_text() == "precious\n" and not (tmp_path / "m.safetensors").exists()
@@ -136,11 +129,7 @@ def test_an_existing_trace_file_is_refused_before_screening(data_root: Path, tmp
 def test_resuming_in_a_read_only_run_folder_is_refused_before_training(
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run = tmp_path / "run"
-    save = torch.save
-    monkeypatch.setattr(torch, "save", _save_failing_after_first(save, OSError(errno.ENOSPC, "No space left")))
-    invoke(*TRAIN, "--epochs", "3", "--out", str(run))  # stops after epoch 1 with a checkpoint
-    monkeypatch.setattr(torch, "save", save)  # (undo() would also drop data_root's PANNING_DATA)
+    run = _stopped_after_one_epoch(tmp_path / "run", monkeypatch)
     before = _files(run)
     access = os.access
     read_only = lambda path, mode: False if Path(path) == run and mode == os.W_OK else access(path, mode)  # noqa: E731
