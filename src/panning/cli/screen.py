@@ -52,7 +52,26 @@ def _screen(
     if kw.get("trace"):
         check_new_file(kw["trace"], "--trace")
     trace = ScreeningTrace(model, dataset.input_shape)
-    masks = prune(
+    with warnings.catch_warnings():
+        # The mask table printed next says LAYER COLLAPSE where prune() would warn of it.
+        warnings.filterwarnings("ignore", message=".*layer collapse")
+        masks = _prune(model, kw, dataset, seed, trace, progress)
+    record_origin(masks, model_name, dataset, seed, init)
+    if kw.get("trace"):
+        trace.write(kw["trace"])
+        click.echo(f"wrote the per-step trace to {kw['trace']}")
+    return masks
+
+
+def _prune(
+    model: torch.nn.Module,
+    kw: dict[str, Any],
+    dataset: datasets.Dataset,
+    seed: int,
+    trace: ScreeningTrace,
+    progress: bool,
+) -> masklib.Masks:
+    return prune(
         model,
         kw["sparsity"],
         kw["method"],
@@ -67,11 +86,6 @@ def _screen(
         progress=progress,
         **method_options(kw),
     )
-    record_origin(masks, model_name, dataset, seed, init)
-    if kw.get("trace"):
-        trace.write(kw["trace"])
-        click.echo(f"wrote the per-step trace to {kw['trace']}")
-    return masks
 
 
 def _print_masks(model: torch.nn.Module, masks: masklib.Masks, input_shape: tuple[int, ...]) -> None:
