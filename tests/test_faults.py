@@ -115,6 +115,10 @@ def test_a_damaged_checkpoint_or_a_json_file_that_is_no_object_is_one_line_and_l
     (run / "metrics.json").write_text("[]")
     code, out = invoke(*TRAIN, "--epochs", "3", "--out", str(run), "--resume")
     assert code == 2 and "holds a list, not an object" in out, out
+    (run / "metrics.json").unlink()
+    (run / "config.json").write_text("{}")
+    code, out = invoke(*TRAIN, "--epochs", "3", "--out", str(run), "--resume")
+    assert code == 2 and "config.json is not the config of a panning run" in out, out
 
 
 def test_an_existing_trace_file_is_refused_before_screening(data_root: Path, tmp_path: Path) -> None:

@@ -316,7 +316,12 @@ def resume_changes(run_dir: Path, saved: dict[str, Any], record: dict[str, Any])
         >>> resume_changes(Path("runs/x"), saved, {"train": TrainConfig(lr=0.01).as_dict()})
         {'lr': [0.1, 0.01]}
     """
-    before = {**LEGACY_TRAINING, **saved.get("train", {})}
+    if not isinstance(saved.get("train"), dict):
+        raise UserError(
+            f"{run_dir / 'config.json'} is not the config of a panning run (it has no training settings); "
+            "move it away or choose another --out"
+        )
+    before = {**LEGACY_TRAINING, **saved["train"]}
     now = record["train"]
     differing = changed_settings(before, now, [*now, *(name for name in before if name not in now)])
     for name, (was, asked) in differing.items():
