@@ -151,3 +151,16 @@ def test_resume_in_a_folder_without_a_run_says_a_new_one_starts(tmp_path: Path) 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_out_dir(tmp_path / "new", resume=False)
+
+
+def test_a_damaged_mask_file_of_a_run_says_the_run_cannot_resume(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = ["run", "--model", "lenet300", "--dataset", "mnist", "--method", "synflow", "--sparsity", "0.9", *FAST]
+    save = torch.save
+    monkeypatch.setattr(torch, "save", _save_failing_after_first(save, OSError(errno.ENOSPC, "No space left")))
+    invoke(*run, "--iterations", "2", "--epochs", "3", "--out", str(tmp_path / "r"))
+    monkeypatch.setattr(torch, "save", save)
+    (tmp_path / "r" / "masks.safetensors").write_bytes(b"garbage")
+    code, out = invoke(*run, "--iterations", "2", "--epochs", "3", "--out", str(tmp_path / "r"), "--resume")
+    assert code == 2 and "the run cannot resume: start it anew in another --out" in out, out

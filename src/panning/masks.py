@@ -743,7 +743,12 @@ def load(path: str | os.PathLike[str]) -> Masks:
         if not isinstance(metadata, dict):
             raise ValueError("its metadata is not a JSON object")
     except (SafetensorError, OSError, ValueError) as error:
-        raise UserError(f"{file} is not a readable mask file ({error}); recreate it with `panning prune`") from None
+        remedy = (
+            "the run cannot resume: start it anew in another --out"
+            if Path(file).name == "masks.safetensors" and (Path(file).parent / "config.json").is_file()
+            else "recreate it with `panning prune`"
+        )
+        raise UserError(f"{file} is not a readable mask file ({error}); {remedy}") from None
     if any(t.is_floating_point() and not bool(((t == 0) | (t == 1)).all()) for t in tensors.values()):
         hint = " (it looks like a model's weights)" if any(n.endswith(".bias") for n in tensors) else ""
         raise UserError(
