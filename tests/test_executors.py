@@ -67,3 +67,16 @@ def test_the_ray_executor_without_ray_says_how_to_install_it(monkeypatch: pytest
     config.write_text(grid + '[[methods]]\nname = "random"\n')
     result = CliRunner().invoke(cli, ["bench", str(config), "--executor", "ray", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "pip install 'panning[ray]'" in result.output
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [("127.0.0.1:1", "nothing answers at the Ray address 127.0.0.1:1"), ("garbage", "cannot join the Ray cluster at")],
+)
+def test_a_ray_address_nothing_answers_at_or_a_malformed_one_is_one_line(address: str, message: str) -> None:
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'panning[ray]')")
+    if ray.is_initialized():
+        ray.shutdown()
+    with pytest.raises(UserError, match=message):
+        RayExecutor(address=address)
+    assert not ray.is_initialized()

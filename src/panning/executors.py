@@ -12,6 +12,7 @@ Examples:
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,23 @@ from panning.errors import UserError
 def executor_names() -> list[str]:
     """The executors ``panning bench --executor`` knows."""
     return ["local", "ray"]
+
+
+def _check_reachable(address: str | None, seconds: float = 10.0) -> None:
+    """Refuse, within ``seconds``, a ``host:port`` address nothing answers at (Ray itself retries
+    for minutes); other forms (``auto``, ``ray://...``) are left to Ray."""
+    if not address or address == "auto" or "://" in address or address.count(":") != 1:
+        return
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=seconds).close()
+    except OSError as error:
+        raise UserError(
+            f"nothing answers at the Ray address {address} ({error.strerror or error}); check --address "
+            "(host:port of the cluster's head, from `ray start --head`)"
+        ) from None
 
 
 class RayExecutor:
@@ -50,7 +68,15 @@ class RayExecutor:
         self._ray: Any = ray
         self._started = not ray.is_initialized()
         if self._started:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, **init)
+            _check_reachable(address)
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, **init)
+            except (ValueError, ConnectionError, RuntimeError) as error:
+                first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                raise UserError(
+                    f"cannot join the Ray cluster at {address}: {first}; check --address (host:port of its head, "
+                    "or leave it out for a local cluster)"
+                ) from None
         resources = ray.cluster_resources()
         cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
         if gpus_per_cell is None:
