@@ -33,6 +33,7 @@ from panning.training import (
     TrainConfig,
     build,
     check_out_dir,
+    check_single_process_options,
     masks_to_resume,
     record_origin,
     resolve_device,
@@ -210,6 +211,7 @@ def run_command(
     check_sparsity(kw["sparsity"])
     config = train_config(model_name, dataset, seed, device, **kw)
     with distributed.joined(device) as workers:
+        check_single_process_options(config, workers)  # before screening, which may take minutes
         model, data = build(config, data_dir)
         run_dir = Path(out)
         masks = masks_to_resume(run_dir) if resume else None

@@ -41,6 +41,7 @@ from panning.training.config import (
 )
 from panning.training.loop import (
     SCREENING_FACTS,
+    check_single_process_options,
     train,
 )
 from panning.training.run import (
@@ -82,6 +83,7 @@ __all__ = [
     "Validation",
     "build",
     "check_out_dir",
+    "check_single_process_options",
     "create_model",
     "device_kind",
     "evaluate",

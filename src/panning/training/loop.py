@@ -191,11 +191,7 @@ def _open_run(
     _check_arguments(model, dataset, config)
     if (config.compact or config.sparse_kernels) and masks is None:
         raise UserError("compact and sparse kernels need masks: pass the masks of a screening, or train dense")
-    if workers.distributed and (config.compact or config.sparse_kernels):
-        raise UserError(
-            "--compact and --sparse-kernels change the network on each rank and are not supported on "
-            "several processes; leave them out under torchrun (the masked network trains the same)"
-        )
+    check_single_process_options(config, workers)
     check_out_dir(run_dir, resume)
     distributed.barrier(workers)  # every rank has looked at the folder before rank 0 writes in it
     device = distributed.device_for(resolve_device(config.device), workers)
@@ -247,6 +243,19 @@ def _open_run(
             masklib.save(masks, run_dir / "masks.safetensors")
     model.to(device)
     return Run(config, run_dir, model, dataset, device, masks, resume, facts, workers=workers), changed
+
+
+def check_single_process_options(config: TrainConfig, workers: Workers) -> None:
+    """Refuse, before any work, the options that change the network on each rank (under torchrun).
+
+    Examples:
+        >>> check_single_process_options(TrainConfig(compact=True), distributed.current())  # one process: fine
+    """
+    if workers.distributed and (config.compact or config.sparse_kernels):
+        raise UserError(
+            "--compact and --sparse-kernels change the network on each rank and are not supported on "
+            "several processes; leave them out under torchrun (the masked network trains the same)"
+        )
 
 
 def _check_arguments(model: nn.Module, dataset: datasets.Dataset, config: TrainConfig) -> None:
