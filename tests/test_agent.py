@@ -186,6 +186,10 @@ def test_training_resumes_from_its_last_checkpoint(trained: Path, tiny_data) -> 
     resumed = load_agent(trained)[1]
     assert resumed.timesteps == 60
     assert resumed.seconds > before  # the checkpoint's seconds carry over into the resumed run
+    finished = trained.read_bytes()
+    with pytest.raises(panning.UserError, match="already holds the agent of all 60 steps"):
+        train_agent(env, 60, trained, record(4), resume=True, progress=False, checkpoint_every=20)
+    assert trained.read_bytes() == finished  # the finished agent, not its last checkpoint
     other_targets = dataclasses.replace(record(4), targets=[[0.9, 0.99]])
     for changed, message in ((record(5), "iterations = 4, not 5"), (other_targets, r"targets = \[\[0.5, 0.9\]\]")):
         with pytest.raises(panning.UserError, match=message):

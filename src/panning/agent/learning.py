@@ -651,6 +651,12 @@ def train_agent(
         assert latest is not None
         agent = _resumed_agent(latest, monitored, folder, record)
         done = agent.num_timesteps
+        if done >= timesteps and out_path.is_file():
+            # The last checkpoint precedes the final update: saving it would replace the finished agent.
+            raise UserError(
+                f"{out_path} already holds the agent of all {timesteps} steps: nothing to resume (nothing was "
+                "changed); pass more --timesteps to train on, or choose another --out"
+            )
     else:
         starts = min(2000, timesteps // 4) if learning_starts is None else int(learning_starts)
         tensorboard_log = None if tensorboard is None else str(tensorboard)
