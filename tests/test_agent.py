@@ -335,3 +335,10 @@ def test_a_resumed_training_keeps_the_earlier_evaluations(tiny_data, tmp_path: P
     train_agent(env(False), 60, out, record(4), eval_env=env(True), eval_episodes=1, resume=True, **settings)
     with np.load(tmp_path / "agent-training" / "evaluations.npz") as saved:
         assert saved["timesteps"].tolist() == [20, 40, 60]
+
+
+def test_the_agent_says_so_on_data_it_was_not_trained_on(lenet5) -> None:
+    images, labels = torch.rand(60, 1, 28, 28), torch.arange(60) % 10
+    own = panning.data.from_tensors((images, labels), (images[:10], labels[:10]), val_size=10)
+    with pytest.warns(UserWarning, match="the agent was trained on mnist .*, not custom"):
+        panning.prune(lenet5, 0.9, "rl-panning", data=own, iterations=2)

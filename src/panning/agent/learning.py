@@ -472,6 +472,21 @@ class RLPanning:
         self._scoring = Panning(self.info.normalization, self.info.combination, temperature=self.info.temperature)
         self._probe: _Probe | None = None
 
+    def _warn_if_other_data(self, context: StepContext) -> None:
+        """Say so when a library dataset is not the one (or not preprocessed as) the agent was trained on."""
+        from panning.data import Dataset
+
+        data = context.batches.data if context.batches is not None else None
+        if not isinstance(data, Dataset):
+            return
+        trained = self.info.input_normalization
+        if data.name != self.info.dataset or (trained is not None and data.normalization != trained):
+            warnings.warn(
+                f"the agent was trained on {self.info.dataset} ({trained or 'standard'} inputs), not {data.name} "
+                f"({data.normalization}): its policy may not carry over (train one there with `panning agent train`)",
+                stacklevel=3,
+            )
+
     def files(self) -> dict[str, Path]:
         """The agent file this method reads (its digest is part of a grid cell's identity)."""
         return {"agent": agent_file(self.agent)}
@@ -486,6 +501,7 @@ class RLPanning:
                     "its progress observations follow a path it never saw; leave iterations out to use its own",
                     stacklevel=2,
                 )
+            self._warn_if_other_data(context)
             self._probe = _Probe.start(model, context.batch(), names)
             observation = self._probe.observation(0.0, 0.0, 0.0, next_sparsity, 0.0)
         else:
