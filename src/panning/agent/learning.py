@@ -641,9 +641,9 @@ def train_agent(
     ``learning_starts`` random steps first (default the reference's 2000, at most a quarter of
     ``timesteps``). The networks are 64-64 (the observation has 7 numbers; the file stays
     small). Every ``checkpoint_every`` steps the agent and its replay buffer are saved in
-    :func:`checkpoint_dir`; ``resume`` continues from the latest. Every ``eval_every`` steps
-    ``eval_episodes`` deterministic episodes of ``eval_env`` are scored (``evaluations.npz``).
-    The final agent is written atomically, with ``record`` inside.
+    :func:`checkpoint_dir`; ``resume`` continues from the latest (not past a finished agent). Every
+    ``eval_every`` steps ``eval_episodes`` deterministic episodes of ``eval_env`` are scored
+    (``evaluations.npz``). The final agent is written atomically, with ``record`` inside.
 
     Examples:
         >>> env = PanningEnv(lambda: panning.models.create("lenet5"), panning.data.load("mnist"))  # doctest: +SKIP
@@ -666,13 +666,7 @@ def train_agent(
     if resume:
         assert latest is not None
         agent = _resumed_agent(latest, monitored, folder, record)
-        done = agent.num_timesteps
-        if done >= timesteps and out_path.is_file():
-            # The last checkpoint precedes the final update: saving it would replace the finished agent.
-            raise UserError(
-                f"{out_path} already holds the agent of all {timesteps} steps: nothing to resume (nothing was "
-                "changed); pass more --timesteps to train on, or choose another --out"
-            )
+        done = _refuse_finished(out_path, agent.num_timesteps, timesteps)
     else:
         starts = min(2000, timesteps // 4) if learning_starts is None else int(learning_starts)
         tensorboard_log = None if tensorboard is None else str(tensorboard)
@@ -702,6 +696,17 @@ def train_agent(
     setattr(agent, AGENT_RECORD, asdict(record))
     save_agent(agent, out_path)
     return agent
+
+
+def _refuse_finished(out_path: Path, done: int, timesteps: int) -> int:
+    """``done`` (the steps a checkpoint holds), unless the agent is finished: its last checkpoint
+    precedes the final update, and saving it would replace the finished agent."""
+    if done >= timesteps and out_path.is_file():
+        raise UserError(
+            f"{out_path} already holds the agent of all {timesteps} steps: nothing to resume (nothing was "
+            "changed); pass more --timesteps to train on, or choose another --out"
+        )
+    return done
 
 
 def _resumed_agent(latest: tuple[Path, Path], env: Any, folder: Path, record: AgentInfo) -> Any:
