@@ -49,6 +49,18 @@ class TrainingDiverged(UserError):
     """
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none), for a one-line report
+    of an error raised deep inside a library.
+
+    Examples:
+        >>> first_line(RuntimeError("shapes differ")), first_line(KeyError())
+        ('shapes differ', 'KeyError')
+    """
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def check_sparsity(sparsity: float) -> float:
     """Return ``sparsity`` as a float after checking that it lies in [0, 1).
 

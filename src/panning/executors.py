@@ -16,7 +16,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from panning.errors import UserError
+from panning.errors import UserError, first_line
 
 
 def executor_names() -> list[str]:
@@ -72,7 +72,7 @@ class RayExecutor:
             try:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False, **init)
             except (ValueError, ConnectionError, RuntimeError) as error:
-                first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                first = first_line(error)
                 raise UserError(
                     f"cannot join the Ray cluster at {address}: {first}; check --address (host:port of its head, "
                     "or leave it out for a local cluster)"

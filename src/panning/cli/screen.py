@@ -56,37 +56,26 @@ def _screen(
     with warnings.catch_warnings():
         # The mask table printed next says LAYER COLLAPSE where prune() would warn of it.
         warnings.filterwarnings("ignore", message=".*layer collapse")
-        masks = _prune(model, kw, dataset, seed, trace, progress)
+        masks = prune(
+            model,
+            kw["sparsity"],
+            kw["method"],
+            data=dataset,
+            iterations=kw["iterations"],
+            schedule=kw["schedule"],
+            regrowth=kw["regrowth"],
+            samples_per_class=kw["samples_per_class"],
+            seed=seed,
+            scope=kw["scope"],
+            callback=trace if kw.get("trace") else None,
+            progress=progress,
+            **method_options(kw),
+        )
     record_origin(masks, model_name, dataset, seed, init)
     if kw.get("trace"):
         trace.write(kw["trace"])
         click.echo(f"wrote the per-step trace to {kw['trace']}")
     return masks
-
-
-def _prune(
-    model: torch.nn.Module,
-    kw: dict[str, Any],
-    dataset: datasets.Dataset,
-    seed: int,
-    trace: ScreeningTrace,
-    progress: bool,
-) -> masklib.Masks:
-    return prune(
-        model,
-        kw["sparsity"],
-        kw["method"],
-        data=dataset,
-        iterations=kw["iterations"],
-        schedule=kw["schedule"],
-        regrowth=kw["regrowth"],
-        samples_per_class=kw["samples_per_class"],
-        seed=seed,
-        scope=kw["scope"],
-        callback=trace if kw.get("trace") else None,
-        progress=progress,
-        **method_options(kw),
-    )
 
 
 def _print_masks(model: torch.nn.Module, masks: masklib.Masks, input_shape: tuple[int, ...]) -> None:

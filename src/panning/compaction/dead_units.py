@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from panning import masks as masklib
-from panning.errors import UserError, UserTypeError
+from panning.errors import UserError, UserTypeError, first_line
 from panning.masks import Masks
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -194,7 +194,7 @@ class _Tracer:
         try:
             self.graph = torch.fx.symbolic_trace(model).graph
         except Exception as error:  # fx raises many kinds of errors on untraceable code
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            first = first_line(error)
             raise UserError(
                 f"cannot compact {type(model).__name__}: torch.fx cannot trace its forward ({first}); "
                 "compaction needs a forward without data-dependent control flow"

@@ -465,7 +465,7 @@ def check_grasp_interval(value: Any) -> int:
 def _loss_aware_step(
     model: nn.Module, context: StepContext, weights: Mapping[str, float], temperature: float, grasp_interval: int
 ) -> tuple[indices.LossAwareScores, indices.Scores | None]:
-    """A step's SNIP and GraSP scores, and the last GraSP scores when this step reuses them
+    """A step's loss-aware scores and the GraSP scores it uses: its own, or the last ones computed
     (``grasp_interval`` > 1: computed at most every that many steps, kept in ``context.cache``)."""
     grasp_interval = check_grasp_interval(grasp_interval)
     reused_grasp = None
@@ -488,7 +488,7 @@ def _loss_aware_step(
         context.cache[_GRASP_CACHE] = (context.step, loss_aware.grasp)
     if grasp_interval > 1:
         context.info["grasp_reused"] = reused_grasp is not None
-    return loss_aware, reused_grasp
+    return loss_aware, loss_aware.grasp if reused_grasp is None else reused_grasp
 
 
 def weighted_scores(
@@ -523,7 +523,7 @@ def weighted_scores(
     """
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-    loss_aware, reused_grasp = _loss_aware_step(model, context, weights, temperature, grasp_interval)
+    loss_aware, grasp_scores = _loss_aware_step(model, context, weights, temperature, grasp_interval)
     raw: dict[str, Mapping[str, torch.Tensor]] = {}
     if weights["synflow"] != 0:
         raw["synflow"] = indices.synflow(
@@ -536,7 +536,6 @@ def weighted_scores(
         )
     if loss_aware.snip is not None:
         raw["snip"] = loss_aware.snip
-    grasp_scores = loss_aware.grasp if reused_grasp is None else reused_grasp
     if grasp_scores is not None:
         raw["grasp"] = grasp_scores
     # Each index becomes one vector that this step owns, normalised and combined in place.

@@ -24,7 +24,15 @@ from tqdm.auto import tqdm
 
 from panning.connectivity import Connectivity, connectivity
 from panning.data import Dataset, class_balanced_batch
-from panning.errors import UserError, UserTypeError, check_literal_fields, check_positive, check_seed, check_sparsity
+from panning.errors import (
+    UserError,
+    UserTypeError,
+    check_literal_fields,
+    check_positive,
+    check_seed,
+    check_sparsity,
+    first_line,
+)
 from panning.io import file_sha256
 from panning.masks import (
     Masks,
@@ -772,7 +780,7 @@ def probe_model(model: nn.Module, inputs: torch.Tensor, what: str) -> Any:
         with torch.no_grad(), indices.preserved_modes(model, train=False):
             return model(inputs)
     except (RuntimeError, ValueError, TypeError, IndexError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise UserError(f"{what}: {first}") from None
 
 

@@ -21,7 +21,6 @@ Examples:
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -278,13 +277,6 @@ class _DataConvolutions(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _twice_differentiable_attention(wanted: bool) -> contextlib.AbstractContextManager[None]:
-    """Scaled dot-product attention on its math kernel, whose double backward exists (when ``wanted``)."""
-    if not wanted:
-        return nullcontext()
-    return sdpa_kernel(SDPBackend.MATH)
-
-
 @dataclass
 class LossAwareScores:
     """SNIP and GraSP scores from one forward pass, with the batch loss and ``gᵀg``."""
@@ -326,7 +318,8 @@ def loss_aware_scores(
     masked = {n: _masked(w, masks.get(n) if masks else None) for n, w in weights.items()}
     # Only GraSP's double backward gains from skipping the data input's unused gradient; it also
     # needs attention's math kernel, as the fused ones have no second derivative.
-    with _DataConvolutions() if want_grasp else nullcontext(), _twice_differentiable_attention(want_grasp):
+    math_attention = sdpa_kernel(SDPBackend.MATH) if want_grasp else nullcontext()
+    with _DataConvolutions() if want_grasp else nullcontext(), math_attention:
         logits = functional_call(model, {**_buffers(model), **masked}, (inputs,))
     _check_logits(logits, targets, index)
     loss = nn.functional.cross_entropy(logits / temperature, targets.long())

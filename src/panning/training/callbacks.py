@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from panning import masks as masklib
 from panning.compaction import compact_with_plan
 from panning.compaction.sparse import model_costs, save_sparse, use_sparse_kernels
-from panning.errors import UserError, UserTypeError
+from panning.errors import UserError, UserTypeError, first_line
 from panning.io import os_fault, read_json, write_atomic, write_json
 from panning.masks import Masks
 from panning.training.config import TrainConfig
@@ -190,7 +190,7 @@ def _restore(run: Run, path: Path) -> None:
     except OSError as error:
         raise os_fault(path, error, "read") from None
     except Exception as error:  # torch.load and load_state_dict raise many kinds on a damaged file
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise UserError(
             f"{path} is damaged or belongs to another run ({first}); delete it to restart the run from "
             "epoch 1, or choose another --out"
