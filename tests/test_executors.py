@@ -80,3 +80,20 @@ def test_a_ray_address_nothing_answers_at_or_a_malformed_one_is_one_line(address
     with pytest.raises(UserError, match=message):
         RayExecutor(address=address)
     assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--executor", "ray", "--jobs", "2"], "--jobs sets local processes; under --executor ray"),
+        (["--address", "auto"], "--address applies to --executor ray only"),
+        (["--jobs", "2", "--cpus-per-cell", "2"], "--cpus-per-cell applies to --executor ray only"),
+    ],
+)
+def test_an_option_the_executor_would_ignore_is_refused(tmp_path: Path, options: list[str], message: str) -> None:
+    config = tmp_path / "g.toml"
+    grid = 'models = ["lenet300"]\ndatasets = ["mnist"]\nsparsities = [0.9]\nseeds = [0]\n'
+    config.write_text(grid + '[[methods]]\nname = "random"\n')
+    result = CliRunner().invoke(cli, ["bench", str(config), "--out", str(tmp_path / "o"), *options])
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "o").exists()

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from panning import data as datasets
 from panning import masks as masklib
@@ -70,6 +71,7 @@ def bench_command(
     """Run a benchmark grid (TOML): each cell screened and trained once, results in one table."""
     from panning import bench
 
+    _check_executor_options(executor, collect)
     grid = bench.load_grid(config, quick=quick)
     # Cells on a cluster run on its workers: the driver (a login node, a GPU-less head) need not
     # have their device; a local grid does.
@@ -117,6 +119,22 @@ def bench_command(
         + f"; wrote {summary.results_csv} and {summary.results_jsonl}"
     )
     _fail_if_cells_failed(summary.failed, summary.results_csv)
+
+
+def _check_executor_options(executor: str, collect: bool) -> None:
+    """Refuse an option the chosen executor would ignore: --jobs is for local processes, --address
+    and --cpus-per-cell for Ray (a grid run with them ignored is not the grid the user asked for)."""
+    given = click.get_current_context().get_parameter_source
+    explicit = {name for name in ("jobs", "address", "cpus_per_cell") if given(name) is ParameterSource.COMMANDLINE}
+    if executor == "ray" and "jobs" in explicit and not collect:
+        raise UserError(
+            "--jobs sets local processes; under --executor ray each cell is a Ray task: "
+            "drop --jobs (the cluster runs as many cells at once as its CPUs allow, see --cpus-per-cell)"
+        )
+    ignored = sorted(f"--{name.replace('_', '-')}" for name in explicit - {"jobs"})
+    if executor == "local" and ignored:
+        verb, them = ("applies", "it") if len(ignored) == 1 else ("apply", "them")
+        raise UserError(f"{' and '.join(ignored)} {verb} to --executor ray only: add --executor ray or drop {them}")
 
 
 def _fail_if_cells_failed(failed: int, results: Path | str) -> None:
