@@ -584,31 +584,31 @@ def _agent_folder(
 def _new_td3(
     env: Any,
     timesteps: int,
-    learning_starts: int,
-    net_arch: Sequence[int],
-    learning_rate: float,
-    batch_size: int,
+    asked: Mapping[str, Any],
     tensorboard_log: str | None,
     seed: int,
 ) -> Any:
-    """TD3 with the reference's settings where they fit (see :func:`train_agent`)."""
+    """TD3 with the reference's settings where they fit (see :func:`train_agent`) and the learner's
+    settings ``asked`` (None: the defaults)."""
     from stable_baselines3 import TD3
     from stable_baselines3.common.noise import NormalActionNoise
 
+    defaults = {"learning_starts": min(2000, timesteps // 4), "net_arch": (64, 64), "learning_rate": 2e-4}
+    learner = {**defaults, "batch_size": 256, **{name: value for name, value in asked.items() if value is not None}}
     return TD3(
         "MlpPolicy",
         env,
-        learning_rate=learning_rate,
+        learning_rate=learner["learning_rate"],
         buffer_size=timesteps,
-        learning_starts=learning_starts,
-        batch_size=batch_size,
+        learning_starts=int(learner["learning_starts"]),
+        batch_size=learner["batch_size"],
         tau=0.01,
         gamma=0.99,
         policy_delay=2,
         target_policy_noise=0.2,
         target_noise_clip=0.5,
         action_noise=NormalActionNoise(np.zeros(3), 0.1 * np.ones(3)),
-        policy_kwargs={"net_arch": list(net_arch)},
+        policy_kwargs={"net_arch": list(learner["net_arch"])},
         tensorboard_log=tensorboard_log,
         seed=seed,
         device="cpu",
@@ -630,9 +630,9 @@ def train_agent(
     resume: bool = False,
     tensorboard: str | os.PathLike[str] | None = None,
     progress: bool = True,
-    net_arch: Sequence[int] = (64, 64),
-    learning_rate: float = 2e-4,
-    batch_size: int = 256,
+    net_arch: Sequence[int] | None = None,
+    learning_rate: float | None = None,
+    batch_size: int | None = None,
 ) -> Any:
     """Train Stable-Baselines3's TD3 on ``env`` for ``timesteps`` steps and save it to ``out``.
 
@@ -640,7 +640,9 @@ def train_agent(
     0.2 clipped at 0.5, policy delay 2, Gaussian exploration noise 0.1, learning rate 2e-4;
     ``learning_starts`` random steps first (default the reference's 2000, at most a quarter of
     ``timesteps``). The networks are 64-64 (the observation has 7 numbers; the file stays
-    small). Every ``checkpoint_every`` steps the agent and its replay buffer are saved in
+    small). The learner's settings (``learning_starts``, ``net_arch``, ``learning_rate``,
+    ``batch_size``; None: these defaults) are the checkpoint's on ``resume``: others are
+    refused. Every ``checkpoint_every`` steps the agent and its replay buffer are saved in
     :func:`checkpoint_dir`; ``resume`` continues from the latest (not past a finished agent). Every
     ``eval_every`` steps ``eval_episodes`` deterministic episodes of ``eval_env`` are scored
     (``evaluations.npz``). The final agent is written atomically, with ``record`` inside.
@@ -652,25 +654,20 @@ def train_agent(
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
     from stable_baselines3.common.monitor import Monitor
 
-    if learning_starts is not None and not 0 <= learning_starts < timesteps:
-        raise UserError(
-            f"--learning-starts must be at least 0 and below --timesteps ({timesteps}), got {learning_starts}: "
-            "TD3 learns nothing before it"
-        )
-    if checkpoint_every < 1:
-        raise UserError(f"--checkpoint-every must be a positive number of steps, got {checkpoint_every}")
+    _check_steps(learning_starts, timesteps, checkpoint_every)
+    asked: dict[str, Any] = {"learning_starts": learning_starts, "learning_rate": learning_rate}
+    asked.update(batch_size=batch_size, net_arch=net_arch)
     folder, latest = _agent_folder(out, timesteps, resume, tensorboard)
     out_path = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     monitored = Monitor(env)
     if resume:
         assert latest is not None
-        agent = _resumed_agent(latest, monitored, folder, record)
+        agent = _resumed_agent(latest, monitored, folder, record, asked)
         done = _refuse_finished(out_path, agent.num_timesteps, timesteps)
     else:
-        starts = min(2000, timesteps // 4) if learning_starts is None else int(learning_starts)
         tensorboard_log = None if tensorboard is None else str(tensorboard)
-        agent = _new_td3(monitored, timesteps, starts, net_arch, learning_rate, batch_size, tensorboard_log, seed)
+        agent = _new_td3(monitored, timesteps, asked, tensorboard_log, seed)
         done = 0
     callbacks: list[Any] = [
         _bookkeeping(record, timesteps, progress),  # first, so each checkpoint carries the current record
@@ -698,6 +695,17 @@ def train_agent(
     return agent
 
 
+def _check_steps(learning_starts: int | None, timesteps: int, checkpoint_every: int) -> None:
+    """Refuse step counts TD3 cannot use."""
+    if learning_starts is not None and not 0 <= learning_starts < timesteps:
+        raise UserError(
+            f"--learning-starts must be at least 0 and below --timesteps ({timesteps}), got {learning_starts}: "
+            "TD3 learns nothing before it"
+        )
+    if checkpoint_every < 1:
+        raise UserError(f"--checkpoint-every must be a positive number of steps, got {checkpoint_every}")
+
+
 def _refuse_finished(out_path: Path, done: int, timesteps: int) -> int:
     """``done`` (the steps a checkpoint holds), unless the agent is finished: its last checkpoint
     precedes the final update, and saving it would replace the finished agent."""
@@ -709,9 +717,11 @@ def _refuse_finished(out_path: Path, done: int, timesteps: int) -> int:
     return done
 
 
-def _resumed_agent(latest: tuple[Path, Path], env: Any, folder: Path, record: AgentInfo) -> Any:
+def _resumed_agent(
+    latest: tuple[Path, Path], env: Any, folder: Path, record: AgentInfo, asked: Mapping[str, Any]
+) -> Any:
     """The agent and replay buffer of the latest checkpoint, its settings checked against ``record``
-    (whose seconds carry on from the checkpoint's)."""
+    (whose seconds carry on from the checkpoint's) and its learner's against ``asked`` (None: any)."""
     from stable_baselines3 import TD3
 
     try:
@@ -722,11 +732,30 @@ def _resumed_agent(latest: tuple[Path, Path], env: Any, folder: Path, record: Ag
             f"the checkpoint {latest[0].name} in {folder} cannot be read ({type(error).__name__}: {error}); "
             "it was probably cut short: delete it and its replay buffer to resume from the one before"
         ) from None
+    _check_same_learner(folder, agent, asked)
     earlier = getattr(agent, AGENT_RECORD, None)  # the checkpoint's record: settings, seconds so far
     if isinstance(earlier, Mapping):
         _check_same_training(folder, earlier, record)
     record.seconds = float(earlier.get("seconds", 0.0)) if isinstance(earlier, Mapping) else 0.0
     return agent
+
+
+def _check_same_learner(folder: Path, agent: Any, asked: Mapping[str, Any]) -> None:
+    """Refuse learner settings other than the checkpoint's: the loaded TD3 keeps its own, and
+    would silently ignore the new ones."""
+    kept = {
+        "learning_starts": agent.learning_starts,
+        "learning_rate": agent.learning_rate,
+        "batch_size": agent.batch_size,
+        "net_arch": list(agent.policy_kwargs.get("net_arch", [])),
+    }
+    for name, value in asked.items():
+        if value is not None and (list(value) if name == "net_arch" else value) != kept[name]:
+            flag = name.replace("_", "-")
+            raise UserError(
+                f"the training in {folder} was started with {flag} {kept[name]!r}, not {value!r}; the checkpoint "
+                f"keeps its own: resume without --{flag} (or with the same value), or remove the folder to start anew"
+            )
 
 
 def save_agent(agent: Any, out: str | os.PathLike[str]) -> None:
