@@ -387,6 +387,20 @@ def test_a_run_from_before_a_new_field_resumes_only_with_its_old_value(data_root
     assert metrics["finished"]
 
 
+def test_a_run_of_two_processes_resumed_on_one_says_so_in_its_config(data_root: Path, tmp_path: Path) -> None:
+    config = _config(epochs=2)
+    model, data = build(config)
+    with pytest.raises(Interrupt):
+        train(model, data, config, tmp_path / "run", progress=False, callbacks=[_interrupt])
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    record["distributed"] = {"world_size": 2, "backend": "gloo", "global_batch": 16, "batch_per_process": 8}
+    (tmp_path / "run" / "config.json").write_text(json.dumps(record))  # as rank 0 of two writes it
+    train(build(config)[0], data, config, tmp_path / "run", resume=True, progress=False)
+    resumed = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert "distributed" not in resumed  # one process from epoch 2 on: the record no longer says two
+    assert resumed["changes"] == [{"from_epoch": 2, "processes": [2, 1]}]
+
+
 @pytest.mark.filterwarnings("ignore:the masked network gives the same output")  # SynFlow in 3 steps cuts it
 def test_a_user_callback_sees_every_hook_in_order_and_the_compacted_model(data_root: Path, tmp_path: Path) -> None:
     config = _config(epochs=2, compact=True)

@@ -236,6 +236,7 @@ def _open_run(
                 return cast(RunResult, finished)
         if workers.main and not os.access(run_dir, os.W_OK):
             raise UserError(f"cannot write into {run_dir}, so no epoch could be saved; make it writable to resume")
+        changed.update(_resumed_on_other_processes(config_path, saved, record, workers))
     elif workers.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(config_path, record)
@@ -243,6 +244,21 @@ def _open_run(
             masklib.save(masks, run_dir / "masks.safetensors")
     model.to(device)
     return Run(config, run_dir, model, dataset, device, masks, resume, facts, workers=workers), changed
+
+
+def _resumed_on_other_processes(
+    config_path: Path, saved: dict[str, Any], record: dict[str, Any], workers: Workers
+) -> dict[str, list[Any]]:
+    """A resume on another number of processes (the global batch stays): config.json describes the
+    processes from now on, and the change is returned to be recorded with the epoch it starts at."""
+    before = saved.get("distributed")
+    processes = int(before.get("world_size", 1)) if isinstance(before, dict) else 1
+    if processes == workers.world_size:
+        return {}
+    if workers.main:
+        now = {key: value for key, value in saved.items() if key != "distributed"}
+        write_json(config_path, {**now, **({"distributed": record["distributed"]} if "distributed" in record else {})})
+    return {"processes": [processes, workers.world_size]}
 
 
 def check_single_process_options(config: TrainConfig, workers: Workers) -> None:
