@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -345,3 +346,12 @@ def test_the_agent_says_so_on_data_it_was_not_trained_on(lenet5) -> None:
     own = panning.data.from_tensors((images, labels), (images[:10], labels[:10]), val_size=10)
     with pytest.warns(UserWarning, match="the agent was trained on mnist .*, not custom"):
         panning.prune(lenet5, 0.9, "rl-panning", data=own, iterations=2)
+
+
+def test_the_agent_says_so_on_a_model_it_was_not_trained_on(lenet5, batch) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # LeNet-5 on MNIST is one of the shipped agent's models: silence
+        panning.prune(lenet5, 0.9, "rl-panning", data=batch, seed=0, iterations=20)
+    own = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
+    with pytest.warns(UserWarning, match=r"trained on lenet5, lenet300 \(mnist\); this Sequential's layers match none"):
+        panning.prune(own, 0.9, "rl-panning", data=batch, seed=0, iterations=20)

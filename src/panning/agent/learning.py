@@ -487,6 +487,26 @@ class RLPanning:
                 stacklevel=3,
             )
 
+    def _warn_if_other_model(self, model: nn.Module, names: Sequence[str] | None) -> None:
+        """Say so when the screened weights have the shapes of none of the models the agent was
+        trained on (a user's own network, or a registered one at another input size)."""
+        from panning import models as registry
+        from panning.masks import prunable_parameters
+
+        shapes = sorted(tuple(weight.shape) for weight in prunable_parameters(model, names).values())
+        for name in self.info.models:
+            if name not in registry.names():
+                return  # trained on a model registered elsewhere: nothing to compare with
+            trained = prunable_parameters(registry.for_dataset(name, self.info.dataset)).values()
+            if sorted(tuple(weight.shape) for weight in trained) == shapes:
+                return
+        warnings.warn(
+            f"the agent was trained on {', '.join(self.info.models)} ({self.info.dataset}); this "
+            f"{type(model).__name__}'s layers match none of them: its policy may not carry over "
+            "(train one on this model with `panning agent train`, or register it first)",
+            stacklevel=3,
+        )
+
     def files(self) -> dict[str, Path]:
         """The agent file this method reads (its digest is part of a grid cell's identity)."""
         return {"agent": agent_file(self.agent)}
@@ -502,6 +522,7 @@ class RLPanning:
                     stacklevel=2,
                 )
             self._warn_if_other_data(context)
+            self._warn_if_other_model(model, names)
             self._probe = _Probe.start(model, context.batch(), names)
             observation = self._probe.observation(0.0, 0.0, 0.0, next_sparsity, 0.0)
         else:
