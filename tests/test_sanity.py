@@ -81,6 +81,14 @@ def test_sanity_of_a_mask_file_trains_it_from_its_own_initialisation(data_root: 
         panning.prune(
             panning.models.create("lenet300"), 0.95, "mask-file", path=str(mask_file), input_shape=(1, 28, 28)
         )
+    # A file screened on the reference initialisation trains from it as found.
+    assert CliRunner().invoke(cli, [*prune, "--init", "reference", "--out", str(tmp_path / "ref.st")]).exit_code == 0
+    check = ["sanity", "--model", "lenet300", "--dataset", "mnist", "--masks", str(tmp_path / "ref.st")]
+    check += ["--epochs", "1", "--variants", "as-found"]
+    result = CliRunner().invoke(cli, [*check, "--out", str(tmp_path / "s"), "--cells", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    cell = bench.read_results(tmp_path / "s" / "results.csv")[0]["cell"]
+    assert json.loads((tmp_path / "c" / cell / "run" / "config.json").read_text())["train"]["init"] == "reference"
 
 
 def test_a_grid_with_a_failed_cell_exits_with_status_1_after_writing_its_results(

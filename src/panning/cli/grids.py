@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +221,7 @@ def sanity_command(
         raise UserError(f"--seeds must be comma-separated integers, e.g. 0,1,2; got {seeds!r}") from None
     chosen = [v.strip() for v in variants.split(",") if v.strip()]
     options: dict[str, Any] = {}
+    training: dict[str, Any] = {"epochs": epochs}
     if (method is None) == (masks_path is None):
         raise UserError("give either --method (screen, then check) or --masks FILE (check a mask file)")
     if masks_path is not None:
@@ -238,6 +240,9 @@ def sanity_command(
             seed_list = [int(init_seed)]
         if "inverted" in chosen:
             chosen.remove("inverted")  # a file holds a mask, not scores to invert
+        # As found means on the weights it was screened on: the file's initialisation scheme too.
+        if found.metadata.get("init", "pytorch") != "pytorch":
+            training["init"] = str(found.metadata["init"])
     if sparsity is None:
         raise UserError("--sparsity is needed with --method, e.g. --sparsity 0.99")
     assert method is not None
@@ -249,7 +254,7 @@ def sanity_command(
         seed_list,
         options=options,
         variants=chosen,
-        training={"epochs": epochs},
+        training=training,
     )
     resolve_device(device)
     folder = Path(out) if out else Path("runs/sanity") / config["name"]
@@ -271,6 +276,9 @@ def sanity_command(
 def _check_mask_file(path: str, model_name: str, dataset: str, sparsity: float | None) -> masklib.Masks:
     """The masks of a file; refused, before any cell runs, if they do not fit the model or the asked sparsity."""
     masks = masklib.load(path)
+    screened_on = masks.metadata.get("dataset")
+    if screened_on is not None and screened_on != dataset:
+        warnings.warn(f"{path} was screened on {screened_on}, the sanity runs train on {dataset}", stacklevel=1)
     info = datasets.spec(dataset)
     masks.check_fits(models.create(model_name, info.in_channels, info.num_classes, info.image_size))
     if sparsity is not None:
