@@ -164,3 +164,34 @@ def test_a_damaged_mask_file_of_a_run_says_the_run_cannot_resume(
     (tmp_path / "r" / "masks.safetensors").write_bytes(b"garbage")
     code, out = invoke(*run, "--iterations", "2", "--epochs", "3", "--out", str(tmp_path / "r"), "--resume")
     assert code == 2 and "the run cannot resume: start it anew in another --out" in out, out
+
+
+def test_a_full_disk_under_safetensors_is_one_line_and_leaves_no_file(
+    data_root: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from safetensors import SafetensorError
+
+    import panning.masks
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(panning.masks, "save_file", full_disk)
+    out = tmp_path / "masks" / "m.safetensors"
+    out.parent.mkdir()
+    prune = [
+        "prune",
+        "--model",
+        "lenet300",
+        "--dataset",
+        "mnist",
+        "--method",
+        "random",
+        "--sparsity",
+        "0.9",
+        "--val-size",
+        "50",
+    ]
+    code, output = invoke(*prune, "--out", str(out))
+    assert code == 2 and "no space left on its device" in output and "Traceback" not in output
+    assert list(out.parent.iterdir()) == []  # neither the file nor a temporary one

@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -71,12 +72,18 @@ def write_atomic(path: str | os.PathLike[str], writer: Callable[[Path], Any]) ->
     An operating-system fault (a full disk, a read-only folder) becomes a one-line ``UserError``;
     the file that was there before stays as it was.
     """
+    from safetensors import SafetensorError
+
     try:
         with atomic_path(path) as tmp:
             try:
                 writer(tmp)
-            except RuntimeError as error:
-                # torch.save reports a failed write as a RuntimeError; a full disk is the usual cause.
+            except (RuntimeError, SafetensorError) as error:
+                # torch.save reports a failed write as a RuntimeError, safetensors as its own error
+                # ("I/O error: ... (os error 28)"); a full disk is the usual cause.
+                code = re.search(r"\(os error (\d+)\)", str(error))
+                if code is not None:
+                    raise OSError(int(code.group(1)), os.strerror(int(code.group(1)))) from error
                 if shutil.disk_usage(tmp.parent).free < 1 << 20:
                     raise OSError(errno.ENOSPC, "No space left on device") from error
                 raise
