@@ -280,9 +280,20 @@ def test_info_and_export_say_what_a_file_or_folder_is(data_root: Path, tmp_path:
     assert code == 0, out
     code, out = invoke("info", str(run / "model.safetensors"))
     assert code == 2 and "is not a mask file (it looks like a model's weights)" in out, out
+    (run / "model.safetensors").write_bytes(b"garbage")
+    code, out = invoke("export", str(run), "--out", str(tmp_path / "small.safetensors"))
+    assert code == 2 and "is not a readable safetensors file" in out and "damaged" in out, out
     (run / "model.safetensors").unlink()
     code, out = invoke("export", str(run), "--out", str(tmp_path / "small.safetensors"))
     assert code == 2 and "unfinished run" in out and "--resume" in out, out
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "train": {**config["train"], "dataset": "custom"}}))
+    (run / "model.safetensors").write_bytes(b"")
+    code, out = invoke("export", str(run), "--out", str(tmp_path / "small.safetensors"))
+    assert code == 2 and "export it from Python with panning.compaction.save_sparse" in out, out
+    (run / "config.json").write_text("{}")
+    code, out = invoke("export", str(run), "--out", str(tmp_path / "small.safetensors"))
+    assert code == 2 and "is not the config of a panning run" in out, out
 
 
 def test_masks_from_other_data_or_missing_a_layer_are_flagged(data_root: Path, tmp_path: Path) -> None:

@@ -178,6 +178,11 @@ def test_corrupt_mask_file_is_a_user_error(tmp_path: Path) -> None:
         masklib.load(path)
     with pytest.raises(panning.UserError, match="no mask file"):
         masklib.load(tmp_path / "missing.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({}, str(path))  # a valid file with no tensors: each command would fail its own way
+    with pytest.raises(panning.UserError, match="holds no masks"):
+        masklib.load(path)
 
 
 def test_a_failed_save_leaves_the_old_file_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

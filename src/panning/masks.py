@@ -749,6 +749,13 @@ def load(path: str | os.PathLike[str]) -> Masks:
             else "recreate it with `panning prune`"
         )
         raise UserError(f"{file} is not a readable mask file ({error}); {remedy}") from None
+    if not tensors:
+        raise UserError(f"{file} holds no masks; recreate it with `panning prune`")
+    if str(metadata.get("format", "")).startswith("panning-sparse"):
+        raise UserError(
+            f"{file} is a sparse model written by `panning export`, not a mask file; load it with "
+            "panning.compaction.load_sparse(path, model)"
+        )
     if any(t.is_floating_point() and not bool(((t == 0) | (t == 1)).all()) for t in tensors.values()):
         hint = " (it looks like a model's weights)" if any(n.endswith(".bias") for n in tensors) else ""
         raise UserError(

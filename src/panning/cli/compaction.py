@@ -16,7 +16,7 @@ from panning import models
 from panning.cli.base import architecture, cli, cost_lines, user_errors
 from panning.compaction import compact_with_plan
 from panning.compaction.inference import fastest_inference
-from panning.compaction.sparse import load_sparse, model_costs, read_sparse_metadata, save_sparse
+from panning.compaction.sparse import NotSparseFile, load_sparse, model_costs, read_sparse_metadata, save_sparse
 from panning.errors import UserError, check_seed
 from panning.io import check_new_file
 
@@ -88,13 +88,22 @@ def export_command(run: str, out: str) -> None:
         raise UserError(f"{run_dir} holds no run (no config.json); pass the folder of a finished run")
     if not weights.is_file():
         raise UserError(f"{run_dir} holds an unfinished run (no model.safetensors yet); finish it with --resume first")
-    saved_training = read_json(run_dir / "config.json")["train"]
+    saved_training = read_json(run_dir / "config.json").get("train")
+    if not isinstance(saved_training, dict) or not {"model", "dataset"} <= saved_training.keys():
+        raise UserError(f"{run_dir / 'config.json'} is not the config of a panning run; pass the folder of a run")
+    if saved_training["model"] not in models.names() or saved_training["dataset"] not in datasets.names():
+        raise UserError(
+            f"{run_dir} trained {saved_training['model']} on {saved_training['dataset']}, which this command cannot "
+            "rebuild (not registered); export it from Python with panning.compaction.save_sparse"
+        )
     model, shape = architecture(saved_training["model"], saved_training["dataset"])
     origin = {"model": saved_training["model"], "dataset": saved_training["dataset"], "run": str(run_dir)}
     try:
         info: dict[str, Any] | None = read_sparse_metadata(weights)
-    except UserError:  # a plain safetensors file: a masked run, compacted here
+    except NotSparseFile:  # a plain safetensors file: a masked run, compacted here
         info = None
+    except UserError as error:
+        raise UserError(f"{error}: the run folder is damaged; train the run again") from None
     if info is not None:
         small, _ = load_sparse(weights, model)
         save_sparse(small, out, info.get("plan"), {**info, **origin})

@@ -401,6 +401,10 @@ def _pattern(module: SparseLinear) -> torch.Tensor:
     return mask
 
 
+class NotSparseFile(UserError):
+    """A readable safetensors file that :func:`save_sparse` did not write (a run's plain weights)."""
+
+
 def read_sparse_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The metadata :func:`save_sparse` wrote (``format``, ``plan``, ``shapes`` and the caller's).
 
@@ -421,7 +425,7 @@ def read_sparse_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (SafetensorError, OSError, ValueError) as error:
         raise UserError(f"{file} is not a readable safetensors file ({error})") from None
     if not isinstance(info, dict) or info.get("format") != SPARSE_FORMAT:
-        raise UserError(f"{file} was not written by save_sparse (`panning export`); export the run first")
+        raise NotSparseFile(f"{file} was not written by save_sparse (`panning export`); export the run first")
     return info
 
 
