@@ -472,6 +472,20 @@ def test_report_plots_a_screening_trace(data_root: Path, tmp_path: Path) -> None
     code, text = invoke("report", str(trace))
     assert code == 0, text
     assert (tmp_path / "trace.png").read_bytes()[:4] == b"\x89PNG"
+    lines = trace.read_text().splitlines()
+    damaged = tmp_path / "damaged.csv"
+    for content, message in (
+        ("\n".join([lines[0], "garbage" + lines[1][1:]]), "line 2: step is 'garbage"),
+        (lines[0] + "\n", "holds no steps"),
+    ):
+        damaged.write_text(content)
+        code, text = invoke("report", str(damaged))
+        assert code == 2 and message in text and not (tmp_path / "damaged.png").exists(), text
+    damaged.write_bytes(lines[0].encode() + b"\n1,\xff\xfe\n")
+    code, text = invoke("report", str(damaged))
+    assert code == 2 and "not UTF-8" in text, text
+    code, text = invoke("report", str(trace), "--no-plots")
+    assert code == 2 and "drop --no-plots" in text
 
 
 def test_registry_model_in_grid_is_created_at_its_seed(data_root: Path, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from panning.connectivity import Connectivity, connectivity
+from panning.errors import UserError
 from panning.io import write_atomic
 
 if TYPE_CHECKING:
@@ -439,8 +440,32 @@ def read_trace(path: str | os.PathLike[str]) -> list[dict[str, str]]:
         >>> read_trace(path)[0]["kept"]
         '3'
     """
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text CSV (it is not UTF-8); pass the file `--trace` wrote") from None
+    if not rows:
+        raise UserError(f"{path} holds no steps; screen with `panning prune ... --trace {path}` to write one")
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        for name in _TRACE_NUMBERS:
+            value = row.get(name)
+            if value not in (None, "") and not _is_number(value):
+                raise UserError(f"{path}, line {number}: {name} is {value!r}, not a number; the trace is damaged")
+    return rows
+
+
+# The columns of a trace that plot_trace draws.
+_TRACE_NUMBERS = ("step", "nominal_sparsity", "effective_sparsity", "w_synflow", "w_snip", "w_grasp", "loss")
+_TRACE_NUMBERS += ("grad_norm_sq",)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def plot_trace(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> None:

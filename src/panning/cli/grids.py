@@ -162,6 +162,8 @@ def report_command(results: str, out: str | None, no_plots: bool) -> None:
         with path.open("rb") as handle:
             header = handle.readline().decode("utf-8", "replace").strip().split(",")
         if "step" in header and "density" in header:
+            if no_plots:
+                raise UserError(f"{path} is a screening trace, whose report is its plot: drop --no-plots")
             target = folder / f"{path.stem}.png"
             report.plot_trace(report.read_trace(path), target)
             click.echo(f"wrote {target}")
