@@ -426,6 +426,17 @@ def test_report_marks_the_best_mean_per_column_and_regenerates_identically(tmp_p
     assert {p: p.read_bytes() for p in tmp_path.glob("*.png")} == images
 
 
+def test_report_plots_stay_in_their_folder_and_tell_many_methods_apart(tmp_path: Path) -> None:
+    rows = [{**row, "model": "../../escaped"} for row in _rows()]
+    plots = report.plot_results(rows, tmp_path / "plots")
+    assert plots and all(Path(plot).parent == tmp_path / "plots" for plot in plots)
+    assert not list(tmp_path.glob("*.png"))
+    labels = [f"method-{i}" for i in range(15)]  # the real-budget grids plot up to 15 methods
+    styles = report._styles(labels)
+    assert len({(style["color"], style["marker"]) for style in styles.values()}) == 15
+    assert len({style["color"] for style in report._styles(labels[:10]).values()}) == 10
+
+
 def test_results_of_an_older_layout_read_and_a_newer_one_is_refused(tmp_path: Path) -> None:
     old = tmp_path / "old.csv"
     old.write_text("model,dataset,method,sparsity,seed,test_accuracy,status\nlenet5,mnist,snip,0.99,0,0.9,ok\n")
@@ -448,6 +459,9 @@ def test_results_of_an_older_layout_read_and_a_newer_one_is_refused(tmp_path: Pa
         ("lenet5,mnist,snip,,0,0.9,ok,{}", "row 2: no sparsity"),
         ("lenet5,mnist,snip,0.99,0,high,ok,{}", "row 2: column test_accuracy holds 'high', which is not a float"),
         ("lenet5,mnist,snip,0.99,0,0.9,ok,{oops", "row 2: column layer_density is not JSON"),
+        ("lenet5,mnist,snip,0.99,0,97.5,ok,{}", "row 2: column test_accuracy holds 97.5, which is not a fraction"),
+        ("lenet5,mnist,snip,1.5,0,0.9,ok,{}", "row 2: column sparsity holds 1.5, which is not a fraction"),
+        ("lenet5,mnist,snip,0.99,0,nan,ok,{}", "row 2: column test_accuracy holds nan, which is not a fraction"),
     ],
 )
 def test_a_damaged_results_file_is_one_line_naming_row_and_column(tmp_path: Path, line: str, message: str) -> None:
@@ -459,6 +473,16 @@ def test_a_damaged_results_file_is_one_line_naming_row_and_column(tmp_path: Path
     damaged.write_bytes(b"model,method,sparsity,test_accuracy\n\xff\xfe\n")
     code, text = invoke("report", str(damaged), "--no-plots")
     assert code == 2 and "is not a text file" in text
+
+
+def test_a_results_file_saved_by_a_spreadsheet_keeps_its_dead_runs(tmp_path: Path) -> None:
+    saved = tmp_path / "results.csv"
+    header = "model,dataset,method,sparsity,seed,test_accuracy,status,dead"
+    saved.write_text(f"{header}\nlenet5,mnist,snip,0.99,0,0.1135,ok,TRUE\nlenet5,mnist,snip,0.99,1,0.98,ok,FALSE\n")
+    assert [row["dead"] for row in bench.read_results(saved)] == [True, False]
+    saved.write_text(f"{header}\nlenet5,mnist,snip,0.99,0,0.1135,ok,perhaps\n")
+    with pytest.raises(UserError, match="column dead holds 'perhaps', which is not a bool"):
+        bench.read_results(saved)
 
 
 def test_report_plots_a_screening_trace(data_root: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -335,7 +336,7 @@ def plot_results(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[s
             continue
         labels = _ordered([r["label"] for r in members])
         sparsities = sorted(_ordered([r["sparsity"] for r in ok]))
-        stem, title = folder / f"{model}-{dataset}", f"{model} on {dataset}"
+        stem, title = folder / _file_stem(f"{model}-{dataset}"), f"{model} on {dataset}"
         written.append(_plot_accuracy(plt, ok, labels, sparsities, title, f"{stem}-accuracy.png"))
         written.append(_plot_effective(plt, ok, labels, sparsities, title, f"{stem}-effective.png"))
         layers = _plot_layers(plt, ok, labels, sparsities[-1], title, f"{stem}-layers.png")
@@ -344,11 +345,31 @@ def plot_results(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[s
     return written
 
 
+def _file_stem(text: str) -> str:
+    """``text`` as a file name in the plot folder: a results file's model or dataset may hold
+    separators or dots that would write elsewhere."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text).lstrip(".") or "results"
+
+
+def _styles(labels: Sequence[str]) -> dict[str, dict[str, str]]:
+    """A colour and marker per method label, all different as far as the eye goes: matplotlib's
+    cycle repeats its 10 colours, and a grid has up to 15 methods."""
+    import matplotlib
+
+    palette = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    markers = "os^DvPX*<>ph"
+    return {
+        label: {"color": matplotlib.colors.to_hex(palette(i % palette.N)), "marker": markers[i % len(markers)]}
+        for i, label in enumerate(labels)
+    }
+
+
 def _plot_accuracy(
     plt: Any, ok: Sequence[Mapping[str, Any]], labels: list[str], sparsities: list[float], title: str, path: str
 ) -> str:
     accuracy = _summarise(ok, "test_accuracy")
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    styles = _styles(labels)
     for label in labels:
         points = [(s, *accuracy[(label, s)][:2]) for s in sparsities if (label, s) in accuracy]
         if points:
@@ -356,9 +377,9 @@ def _plot_accuracy(
                 [_position(s) for s, _, _ in points],
                 [100 * m for _, m, _ in points],
                 yerr=[100 * d for _, _, d in points],
-                marker="o",
                 capsize=3,
                 label=label,
+                **styles[label],
             )
     ax.set_xticks([_position(s) for s in sparsities], [f"{s:g}" for s in sparsities])
     ax.set_xlabel("sparsity (log scale of the kept fraction)")
@@ -373,10 +394,12 @@ def _plot_effective(
     plt: Any, ok: Sequence[Mapping[str, Any]], labels: list[str], sparsities: list[float], title: str, path: str
 ) -> str:
     fig, ax = plt.subplots(figsize=(6, 4.5))
+    styles = _styles(labels)
     for label in labels:
         pts = [(r["nominal_sparsity"], r["effective_sparsity"]) for r in ok if r["label"] == label]
         if pts:
-            ax.scatter([_position(n) for n, _ in pts], [_position(min(e, 1 - 1e-7)) for _, e in pts], label=label, s=14)
+            x, y = [_position(n) for n, _ in pts], [_position(min(e, 1 - 1e-7)) for _, e in pts]
+            ax.scatter(x, y, label=label, s=14, c=styles[label]["color"], marker=styles[label]["marker"])
     ticks = [_position(s) for s in sparsities]
     ax.plot([min(ticks), max(ticks)], [min(ticks), max(ticks)], color="grey", linewidth=0.8, linestyle="--")
     ax.set_xticks(ticks, [f"{s:g}" for s in sparsities])
@@ -399,12 +422,14 @@ def _plot_layers(
     layer_names = list(json.loads(layer_rows[0]["layer_density"]))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     width = 0.8 / max(1, len(labels))
+    styles = _styles(labels)
     for i, label in enumerate(labels):
         densities = [json.loads(r["layer_density"]) for r in layer_rows if r["label"] == label]
         if not densities:
             continue
         means = [sum(d[name] for d in densities) / len(densities) for name in layer_names]
-        ax.bar([j + i * width for j in range(len(layer_names))], [max(m, 1e-6) for m in means], width, label=label)
+        bars = [j + i * width for j in range(len(layer_names))]
+        ax.bar(bars, [max(m, 1e-6) for m in means], width, label=label, color=styles[label]["color"])
     ax.set_xticks(
         [j + 0.4 - width / 2 for j in range(len(layer_names))],
         [n.removesuffix(".weight") for n in layer_names],
@@ -456,8 +481,8 @@ def read_trace(path: str | os.PathLike[str]) -> list[dict[str, str]]:
 
 
 # The columns of a trace that plot_trace draws.
-_TRACE_NUMBERS = ("step", "nominal_sparsity", "effective_sparsity", "w_synflow", "w_snip", "w_grasp", "loss")
-_TRACE_NUMBERS += ("grad_norm_sq",)
+_TRACE_NUMBERS: tuple[str, ...] = ("step", "nominal_sparsity", "effective_sparsity", "loss", "grad_norm_sq")
+_TRACE_NUMBERS += ("w_synflow", "w_snip", "w_grasp")
 
 
 def _is_number(text: str) -> bool:

@@ -71,9 +71,13 @@ class ResultRow:
         for column in RESULT_COLUMNS:
             try:
                 parsed[column] = _parse_value(_COLUMN_TYPES[column], values.get(column))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, KeyError):
                 kind = _COLUMN_TYPES[column].__name__
                 raise UserError(f"column {column} holds {values.get(column)!r}, which is not a {kind}") from None
+        for column in _FRACTIONS:
+            value = parsed[column]
+            if value is not None and not 0 <= value <= 1:  # NaN fails too
+                raise UserError(f"column {column} holds {value!r}, which is not a fraction in [0, 1]")
         return cls(**parsed)
 
     def as_dict(self) -> dict[str, Any]:
@@ -81,6 +85,7 @@ class ResultRow:
 
 
 RESULT_COLUMNS = tuple(f.name for f in dataclasses.fields(ResultRow))
+_FRACTIONS = ("sparsity", "nominal_sparsity", "effective_sparsity", "test_accuracy", "val_accuracy")
 
 # The columns a run's metrics fill (the fields of RunResult of the same name), where the cell
 # itself does not say: model, method, options, epochs... come from the cell.
@@ -98,7 +103,10 @@ def _parse_value(kind: type, value: Any) -> Any:
     if value is None or value == "":
         return None
     if kind is bool:
-        return value if isinstance(value, bool) else str(value) == "True"
+        if isinstance(value, bool):
+            return value
+        # A spreadsheet saves True/False as TRUE/FALSE; anything else is no bool (not silently False).
+        return {"true": True, "false": False}[str(value).strip().lower()]
     if kind is int:
         return int(float(value))
     return float(value) if kind is float else value
