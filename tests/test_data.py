@@ -129,6 +129,24 @@ def test_cifar_pickles(data_root: Path, name: str) -> None:
     assert data.spec.augment
 
 
+@pytest.mark.parametrize(
+    ("batch", "message"),
+    [
+        ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [3, -1]}, "test label -1 is out of range"),
+        ({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}, "the test split holds no examples"),
+        ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [1.0, float("nan")]}, "labels must be a list of integers"),
+        ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [[1], [2]]}, "labels must be a list of integers"),
+        ({b"data": np.full((2, 3072), 0.5), b"labels": [1, 2]}, "data must be bytes 0-255, got float64"),
+        ({b"data": np.full((2, 3072), 300), b"labels": [1, 2]}, "data must be bytes 0-255"),
+    ],
+)
+def test_a_damaged_cifar_batch_is_one_line(data_root: Path, batch: dict[bytes, Any], message: str) -> None:
+    _write_cifar(data_root / "cifar10", "cifar10")
+    (data_root / "cifar10" / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps(batch))
+    with pytest.raises(ValueError, match=message):
+        datasets.load("cifar10", val_size=10)
+
+
 def test_tiny_imagenet_folder_layout(data_root: Path) -> None:
     from PIL import Image
 

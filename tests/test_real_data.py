@@ -96,3 +96,13 @@ def test_random_mask_at_0_9_stays_applied_through_training(tmp_path: Path) -> No
     for name, mask in masks.items():
         assert not weights[name][~mask].any()
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test_accuracy"] > 0.9
+
+
+def test_a_folder_of_one_mnist_passes_not_for_the_other() -> None:
+    """MNIST and Fashion-MNIST share file names: a --data-dir of one must not load as the other."""
+    if not (_available("mnist") and _available("fashion-mnist")):
+        pytest.skip("needs MNIST and Fashion-MNIST on this machine")
+    for asked, other in (("mnist", "fashion-mnist"), ("fashion-mnist", "mnist")):
+        folder = panning.data.locate(other, download=False)
+        with pytest.raises(ValueError, match=f"holds {other}, not {asked}"):
+            panning.data.load(asked, data_dir=folder)

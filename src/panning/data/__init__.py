@@ -13,9 +13,10 @@ Examples:
 
 from __future__ import annotations
 
+import hashlib
 import numbers
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
@@ -52,6 +53,9 @@ class DatasetSpec:
     remote: tuple[RemoteFile, ...] = ()
     system_dirs: tuple[str, ...] = ()
     how_to_get: str = ""
+    # MD5 of the training labels as bytes, in file order: MNIST and Fashion-MNIST share file names,
+    # so a folder of one passes for the other; their labels tell them apart.
+    label_digest: str | None = None
 
 
 def _mnist_like(folder: Path) -> Path | None:
@@ -93,6 +97,7 @@ SPECS: dict[str, DatasetSpec] = {
             ),
             system_dirs=("/usr/share/datasets/mnist",),
             how_to_get="put the four IDX .gz files of MNIST in $PANNING_DATA/mnist",
+            label_digest="e86ee40d66677c011a9abda399ec8c4d",
         ),
         DatasetSpec(
             "fashion-mnist",
@@ -117,6 +122,7 @@ SPECS: dict[str, DatasetSpec] = {
             system_dirs=("/usr/share/datasets/fashion-mnist",),
             how_to_get="`apt-get install dataset-fashion-mnist`, or put the four IDX .gz files in "
             "$PANNING_DATA/fashion-mnist",
+            label_digest="3236f6424fc25388b2834cb19942cf7e",
         ),
         DatasetSpec(
             "cifar10",
@@ -424,14 +430,29 @@ def load(
     info = spec(name)
     folder = locate(name, data_dir, download=download)
     arrays = info.read(folder)
-    train_labels = arrays["train"][1]
-    labels_max = int(max(train_labels.max(), arrays["test"][1].max()))
-    if labels_max >= info.num_classes:
-        raise UserError(
-            f"{folder}: label {labels_max} is out of range for {info.num_classes} classes; the files are corrupt"
-        )
+    _check_labels(info, folder, arrays)
     train, val = _split_off_validation(arrays["train"], val_size, split_seed)
     return Dataset(info, train, val, arrays["test"], normalization, split_seed, source=str(folder))
+
+
+def _check_labels(info: DatasetSpec, folder: Path, arrays: Mapping[str, Split]) -> None:
+    """Refuse files whose labels cannot be the dataset's: empty, out of range, or another dataset's."""
+    for split, (_, labels) in arrays.items():
+        if len(labels) == 0:
+            raise UserError(f"{folder}: the {split} split holds no examples; the files are corrupt")
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= info.num_classes:
+            label = low if low < 0 else high
+            raise UserError(
+                f"{folder}: {split} label {label} is out of range for {info.num_classes} classes; the files are corrupt"
+            )
+    digest = hashlib.md5(arrays["train"][1].to(torch.uint8).numpy().tobytes(), usedforsecurity=False).hexdigest()
+    for other in SPECS.values():
+        if other.name != info.name and other.label_digest == digest:
+            raise UserError(
+                f"{folder} holds {other.name}, not {info.name} (its labels are {other.name}'s); point --data-dir "
+                f"or $PANNING_DATA at the folder holding {info.name}/, or ask for --dataset {other.name}"
+            )
 
 
 def _split_off_validation(train: Split, val_size: int, split_seed: int) -> tuple[Split, Split]:

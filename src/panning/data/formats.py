@@ -122,13 +122,20 @@ def _read_pickle(path: Path, label_key: bytes) -> Arrays:
     try:
         with path.open("rb") as handle:
             batch = pickle.load(handle, encoding="bytes")
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
-        labels = np.asarray(batch[label_key], dtype=np.int64)
+        data, labels = np.asarray(batch[b"data"]), np.asarray(batch[label_key])
     except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as error:
         raise _unreadable_or_corrupt(path, error) from None
+    except (ImportError, AttributeError) as error:  # a pickle of objects this Python cannot rebuild
+        raise _corrupt(path, f"not a batch of plain arrays ({error})") from None
+    # Checked before any cast: floats in [0, 1] would become zeros, NaN labels a huge negative class.
+    if data.dtype.kind not in "ui" or (data.size and (data.min() < 0 or data.max() > 255)):
+        raise _corrupt(path, f"its data must be bytes 0-255, got {data.dtype} values")
+    if (labels.dtype.kind not in "ui" and labels.size) or labels.ndim != 1:  # [] reads as float64
+        raise _corrupt(path, f"its labels must be a list of integers, got {labels.dtype} of shape {labels.shape}")
     if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
         raise _corrupt(path, f"data of shape {data.shape} with {len(labels)} labels")
-    return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
+    images = torch.from_numpy(data.astype(np.uint8).reshape(-1, 3, 32, 32))
+    return images, torch.from_numpy(labels.astype(np.int64))
 
 
 def read_cifar(folder: Path, name: str) -> dict[str, Arrays]:
