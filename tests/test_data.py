@@ -280,6 +280,7 @@ def test_own_tensors_split_like_a_named_dataset_and_normalise_by_their_own_stati
         ),
         ((torch.rand(10, 1, 9, 9), torch.arange(10) % 3), None, {"name": "mnist"}, ValueError, "other than a built-in"),
         ((torch.rand(10, 1, 9, 9) * float("nan"), torch.arange(10) % 3), None, {}, ValueError, "NaN or infinite"),
+        ((torch.rand(10, 1, 9, 9) * 255, torch.arange(10) % 3), None, {}, ValueError, r"not \[0, 1\]: give uint8"),
         ((torch.rand(10, 1, 9, 9), torch.arange(10) % 3), None, {"augment": "no"}, TypeError, "augment must be"),
         ((torch.rand(10, 1, 9, 9), torch.arange(10) % 3), None, {"split_seed": "a"}, TypeError, "split_seed must"),
     ],
@@ -289,6 +290,15 @@ def test_own_tensors_that_cannot_be_a_dataset_are_refused_with_the_reason(
 ) -> None:
     with pytest.raises(error, match=message):
         datasets.from_tensors(train, test or (torch.rand(4, 1, 9, 9), torch.arange(4) % 3), **options)
+
+
+def test_own_tensors_that_look_mislaid_are_warned_about() -> None:
+    images, labels = torch.rand(20, 1, 8, 8), torch.arange(20) % 3
+    with pytest.warns(UserWarning, match=r"if they are N x H x W x C, pass images.permute\(0, 3, 1, 2\)"):
+        datasets.from_tensors((images.permute(0, 2, 3, 1), labels), (images[:4].permute(0, 2, 3, 1), labels[:4]))
+    with pytest.warns(UserWarning, match="if the labels count from 1, pass labels - 1"):
+        data = datasets.from_tensors((images, labels + 1), (images[:4], labels[:4] + 1))
+    assert data.num_classes == 4  # still as given: a class may be absent on purpose
 
 
 def test_a_model_and_data_of_ones_own_are_screened_and_trained_with_pruned_weights_kept_at_zero(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import numbers
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -484,6 +485,17 @@ def _checked_split(role: str, split: Split) -> Split:
         raise UserTypeError(f"{role} images must be uint8 or floats in [0, 1], got {images.dtype}")
     if images.dtype.is_floating_point and not bool(torch.isfinite(images).all()):
         raise UserError(f"{role} images hold NaN or infinite values")
+    if images.dtype.is_floating_point and len(images) and not 0 <= float(images.min()) <= float(images.max()) <= 1:
+        raise UserError(
+            f"{role} images are floats in [{float(images.min()):g}, {float(images.max()):g}], not [0, 1]: "
+            "give uint8 pixels or floats in [0, 1] (e.g. divide by 255); the library normalises them itself"
+        )
+    if images.dim() == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
+        warnings.warn(
+            f"{role} images of shape {tuple(images.shape)} are read as {images.shape[1]} channels of "
+            f"{images.shape[2]} x {images.shape[3]}; if they are N x H x W x C, pass images.permute(0, 3, 1, 2)",
+            stacklevel=3,
+        )
     if labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise UserTypeError(f"{role} labels must be a 1-D tensor of integer class labels")
     if len(images) != len(labels) or not len(labels):
@@ -533,6 +545,12 @@ def from_tensors(
     classes = labels_max + 1 if num_classes is None else int(num_classes)
     if classes <= labels_max:
         raise UserError(f"num_classes must be an integer above the largest label {labels_max}, got {num_classes!r}")
+    if int(train[1].min()) > 0:
+        warnings.warn(
+            f"no training label is 0 (the smallest is {int(train[1].min())}), so class 0 never occurs: "
+            "if the labels count from 1, pass labels - 1",
+            stacklevel=2,
+        )
     kept, val = _split_off_validation(train, val_size, int(split_seed))
     pixels = kept[0].float() / 255.0 if kept[0].dtype == torch.uint8 else kept[0].float()
     channels, height, width = (int(d) for d in kept[0].shape[1:])
