@@ -585,3 +585,18 @@ def test_a_typo_in_quick_or_a_label_that_only_cannot_name_is_refused_without_qui
         with pytest.raises(UserError, match=r"methods\[0\].label must be a non-empty name without commas"):
             bench.parse_grid({**SMALL, "methods": [{"name": "random", "label": label}]})
     assert len(bench.parse_grid({**SMALL, "quick": {"seeds": [1]}}).cells) == len(bench.parse_grid(SMALL).cells)
+
+
+def test_a_data_dir_without_the_grids_data_is_refused_before_any_cell(data_root: Path, tmp_path: Path) -> None:
+    config = tmp_path / "g.toml"
+    grid = 'models = ["lenet300"]\ndatasets = ["mnist"]\nsparsities = [0.9, 0.95]\nseeds = [0]\n'
+    config.write_text(grid + '[[methods]]\nname = "random"\n')
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = ["--cells", str(tmp_path / "c"), "--out", str(tmp_path / "o"), "--data-dir", str(empty)]
+    code, text = invoke("bench", str(config), *args)
+    assert code == 2 and f"--data-dir {empty} holds no mnist" in text, text
+    assert not list((tmp_path / "c").iterdir())  # no cell ran, none failed one by one
+    sanity = ["sanity", "--model", "lenet300", "--dataset", "mnist", "--method", "random", "--sparsity", "0.9"]
+    code, text = invoke(*sanity, *args)
+    assert code == 2 and "holds no mnist" in text, text

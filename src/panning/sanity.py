@@ -209,7 +209,7 @@ def verdict(summaries: Sequence[VariantSummary]) -> str:
         >>> for finding in verdict([found, shuffled, reinit]).split("; "):
         ...     print(finding)
         carries information beyond its layer-wise densities (beats shuffled)
-        not tied to its initial weights (reinit trains as well)
+        is not tied to its initial weights (reinit trains as well)
     """
     by = {s.variant: s for s in summaries}
     found = by.get("as-found")
@@ -226,12 +226,12 @@ def verdict(summaries: Sequence[VariantSummary]) -> str:
     positions = (
         "carries information beyond its layer-wise densities (beats shuffled)"
         if beats("shuffled")
-        else "no more than its layer-wise densities (shuffled trains as well)"
+        else "carries no more than its layer-wise densities (shuffled trains as well)"
     )
     weights = (
-        "tied to its initial weights (beats reinit)"
+        "is tied to its initial weights (beats reinit)"
         if beats("reinit")
-        else "not tied to its initial weights (reinit trains as well)"
+        else "is not tied to its initial weights (reinit trains as well)"
     )
     return f"{positions}; {weights}"
 
@@ -248,7 +248,9 @@ def table(summaries: Sequence[VariantSummary]) -> str:
     for s in summaries:
         delta = "–" if found is None or s is found else f"{100 * (s.mean - found.mean):+.2f}"
         lines.append(f"| {s.variant} | {s.runs} | {100 * s.mean:.2f} ± {100 * s.std:.2f} | {delta} |")
-    return "\n".join([*lines, "", f"Verdict: the mask {verdict(summaries)}."])
+    finding = verdict(summaries)
+    subject = "" if finding.startswith("undecided") else "the mask "
+    return "\n".join([*lines, "", f"Verdict: {subject}{finding}."])
 
 
 def sanity_config(

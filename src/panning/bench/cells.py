@@ -215,6 +215,10 @@ def run_grid(
     done = 0
 
     to_run = [cell for cell in pending if cell.key in chosen] if run else []
+    if executor is None and data_dir is not None:
+        # Here, an explicit folder that lacks a dataset would fail every cell of it, one by one.
+        for name in sorted({cell.dataset for cell in to_run}):
+            datasets.locate(name, data_dir)
 
     def report(cell: Cell, row: dict[str, Any]) -> None:
         nonlocal done

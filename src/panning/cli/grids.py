@@ -242,6 +242,8 @@ def sanity_command(
             seed_list = [int(init_seed)]
         if "inverted" in chosen:
             chosen.remove("inverted")  # a file holds a mask, not scores to invert
+            if not chosen:
+                raise UserError("inverted needs a method's scores, which a mask file has not; use --method")
         # As found means on the weights it was screened on: the file's initialisation scheme too.
         if found.metadata.get("init", "pytorch") != "pytorch":
             training["init"] = str(found.metadata["init"])
