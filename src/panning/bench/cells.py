@@ -215,8 +215,7 @@ def run_grid(
     done = 0
 
     to_run = [cell for cell in pending if cell.key in chosen] if run else []
-    if executor is None and data_dir is not None:
-        # Here, an explicit folder that lacks a dataset would fail every cell of it, one by one.
+    if executor is None and data_dir is not None:  # else a folder lacking a dataset fails its cells one by one
         for name in sorted({cell.dataset for cell in to_run}):
             datasets.locate(name, data_dir)
 
