@@ -178,6 +178,11 @@ def test_corrupt_mask_file_is_a_user_error(tmp_path: Path) -> None:
         masklib.load(path)
     with pytest.raises(panning.UserError, match="no mask file"):
         masklib.load(tmp_path / "missing.safetensors")
+    run = tmp_path / "run"
+    run.mkdir()
+    masklib.save(Masks({"w": torch.tensor([True])}), run / "masks.safetensors")
+    with pytest.raises(panning.UserError, match=f"is a folder, not a mask file; pass {run / 'masks.safetensors'}"):
+        masklib.load(run)  # a run folder
     from safetensors.torch import save_file
 
     save_file({}, str(path))  # a valid file with no tensors: each command would fail its own way

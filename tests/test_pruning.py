@@ -162,8 +162,10 @@ def test_user_mistakes(lenet5, batch) -> None:
         panning.prune(lenet5, 0.9, "synflow")
     with pytest.raises(ValueError, match="unknown option 'colour' for method 'snip'; valid: temperature$"):
         panning.prune(lenet5, 0.9, "snip", data=batch, colour="red")
-    with pytest.raises(ValueError, match="unknown option 'iteratons' for method 'panning'; valid: .*stages"):
+    with pytest.raises(ValueError, match="'iteratons' for method 'panning'; valid: .*stages.*did you mean iterations"):
         panning.prune(lenet5, 0.9, "panning", data=batch, iteratons=5)
+    with pytest.raises(ValueError, match="valid: temperature; did you mean temperature[?]$"):
+        panning.prune(lenet5, 0.9, "snip", data=batch, temprature=5)
     with pytest.raises(ValueError, match="class 10 but the model has 10 outputs"):
         panning.prune(lenet5, 0.9, "grasp", data=(batch[0][:11], torch.arange(11)))
     with pytest.raises(ValueError, match="iterations"):

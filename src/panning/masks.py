@@ -731,6 +731,10 @@ def load(path: str | os.PathLike[str]) -> Masks:
         [True, False]
     """
     file = Path(path)
+    if file.is_dir():
+        inside = file / "masks.safetensors"
+        hint = f"pass {inside}" if inside.is_file() else "pass the mask file (`panning prune ... --out FILE`)"
+        raise UserError(f"{file} is a folder, not a mask file; {hint}")
     if not file.is_file():
         raise UserError(f"no mask file at {file}: create one with `panning prune ... --out {file}`")
     try:
@@ -753,7 +757,7 @@ def load(path: str | os.PathLike[str]) -> Masks:
         raise UserError(f"{file} holds no masks; recreate it with `panning prune`")
     if str(metadata.get("format", "")).startswith("panning-sparse"):
         raise UserError(
-            f"{file} is a sparse model written by `panning export`, not a mask file; load it with "
+            f"{file} is a sparse model (from `panning export` or `panning compact`), not a mask file; load it with "
             "panning.compaction.load_sparse(path, model)"
         )
     if any(t.is_floating_point() and not bool(((t == 0) | (t == 1)).all()) for t in tensors.values()):

@@ -7,6 +7,7 @@ weights at step ``t`` and exactly ``K = max(1, round((1 - s) * N))`` at the end.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import json
 import numbers
@@ -469,6 +470,11 @@ def method_option_names(name: str) -> list[str] | None:
     return _applicable_options(_METHODS.get(name))
 
 
+# The screening's own settings (prune's keywords): a misspelt one reaches a method as an option.
+_SCREENING_SETTINGS: tuple[str, ...] = ("iterations", "schedule", "regrowth", "samples_per_class", "scope", "seed")
+_SCREENING_SETTINGS += ("parameters", "input_shape", "data", "callback", "progress")
+
+
 def create_method(name: str, **options: Any) -> Method:
     """Build a registered method with its options; unknown names and options are user errors.
 
@@ -486,7 +492,11 @@ def create_method(name: str, **options: Any) -> Method:
     if unknown:
         named = _applicable_options(factory) or []
         valid = ", ".join(named) if named else "none"
-        raise UserError(f"unknown option {unknown[0]!r} for method {name!r}; valid: {valid}")
+        close = difflib.get_close_matches(unknown[0], [*named, *_SCREENING_SETTINGS], n=1)
+        hint = f"; did you mean {close[0]}?" if close and close[0] in named else ""
+        if close and close[0] not in named:
+            hint = f"; did you mean {close[0]} (a setting of the screening, not an option of the method)?"
+        raise UserError(f"unknown option {unknown[0]!r} for method {name!r}; valid: {valid}{hint}")
     needed = [option for option in _required_options(factory) if option not in options]
     if needed:
         raise UserError(
