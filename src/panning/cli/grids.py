@@ -114,8 +114,9 @@ def bench_command(
             remote.shutdown()
     click.echo(report.results_table(summary.rows))
     pending = sum(row.get("status") == "pending" for row in summary.rows)
+    cells = f"{len(summary.rows)} cell{'s' if len(summary.rows) != 1 else ''}"
     click.echo(
-        f"{len(summary.rows)} cells: {summary.ran} run now, {summary.reused} already done, {summary.failed} failed"
+        f"{cells}: {summary.ran} run now, {summary.reused} already done, {summary.failed} failed"
         + (f", {pending} pending" if pending else "")
         + f"; wrote {summary.results_csv} and {summary.results_jsonl}"
     )

@@ -368,7 +368,8 @@ def _diverged(
     kept = (
         f"the checkpoint of epoch {last_good} is kept in {run_dir}"
         if last_good
-        else f"no epoch had finished; {run_dir} keeps the masks and config"
+        else f"no epoch had finished; {run_dir} keeps the config"
+        + (" and masks" if (run_dir / "masks.safetensors").is_file() else "")
     )
     return (
         f"training diverged at epoch {epoch}, step {step}/{steps} (loss {loss}); {kept}: "
