@@ -327,6 +327,22 @@ def test_numpy_and_other_real_sparsities_are_accepted(lenet5: torch.nn.Module) -
     assert masks.kept() == round(0.1 * masks.total()) and isinstance(masks.metadata["sparsity"], float)
 
 
+def test_a_method_of_ones_own_that_is_not_one_is_named() -> None:
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    with pytest.raises(TypeError, match="needs data_driven and default_iterations.*fn.data_driven = False"):
+        panning.prune(net, 0.5, lambda model, context: {}, input_shape=(1, 2, 2))
+
+    def listing(model: nn.Module, context: object) -> list[int]:
+        return [1]
+
+    listing.data_driven, listing.default_iterations = False, 1  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match="scores must map parameter names to score tensors .* got list"):
+        panning.prune(net, 0.5, listing, input_shape=(1, 2, 2))
+    with pytest.raises(TypeError, match="decorates a factory"):
+        panning.register_method("not-a-factory")(5)
+    assert "not-a-factory" not in panning.method_names()
+
+
 def test_a_taken_method_or_model_name_is_refused_and_the_first_entry_kept() -> None:
     with pytest.raises(panning.UserError, match="a method named 'snip' is already registered"):
         panning.register_method("snip")(lambda **options: panning.screening.pruning.SingleIndex("magnitude"))

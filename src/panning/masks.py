@@ -384,6 +384,10 @@ def kept_schedule(total: int, sparsity: float, iterations: int, schedule: str = 
 
 
 def _check_scores(scores: Mapping[str, torch.Tensor]) -> None:
+    if not isinstance(scores, Mapping):
+        raise UserTypeError(
+            f"scores must map parameter names to score tensors (what a method returns), got {type(scores).__name__}"
+        )
     if not scores:
         raise UserError("no scores given: there is nothing to select from")
     for name, score in scores.items():

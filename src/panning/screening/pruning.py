@@ -373,7 +373,14 @@ def register_method(name: str) -> Callable[[MethodFactory], MethodFactory]:
         True
         >>> unregister_method("negative-magnitude")
     """
-    return _METHODS.register(name)
+    register = _METHODS.register(name)
+
+    def checked(factory: MethodFactory) -> MethodFactory:
+        if not callable(factory):
+            raise UserTypeError(f"register_method({name!r}) decorates a factory(**options) -> Method, got {factory!r}")
+        return register(factory)
+
+    return checked
 
 
 def unregister_method(name: str) -> None:
@@ -993,6 +1000,13 @@ def _chosen_method(method: str | Method, options: Mapping[str, Any]) -> tuple[Me
         )
     if options:
         raise UserError("options go to a method given by name; a Method object carries its own")
+    missing = [attribute for attribute in ("data_driven", "default_iterations") if not hasattr(method, attribute)]
+    if missing:
+        raise UserTypeError(
+            f"a method object needs {' and '.join(missing)} besides __call__(model, context) -> scores "
+            "(see panning.screening.pruning.Method); a function can carry them: fn.data_driven = False, "
+            "fn.default_iterations = 1"
+        )
     return method, str(getattr(method, "name", type(method).__name__))
 
 
