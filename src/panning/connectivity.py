@@ -29,7 +29,7 @@ from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
 
 from panning import masks as masklib
-from panning.errors import UserError
+from panning.errors import UserError, UserTypeError, check_module, first_line
 from panning.masks import Masks, prunable_parameters
 from panning.screening.scores import _NORM_TYPES, _check_masks, _check_plain, preserved_modes, unclamped
 
@@ -98,6 +98,26 @@ def _without_applied_masks(model: nn.Module) -> nn.Module:
     return model
 
 
+def _check_model_and_masks(model: Any, masks: Any) -> None:
+    check_module(model)
+    if not isinstance(masks, Mapping):
+        raise UserTypeError(
+            f"masks must be a panning.Masks (or a mapping of parameter name -> bool tensor), got {type(masks).__name__}"
+        )
+
+
+def _forward(model: nn.Module, substitutes: Mapping[str, torch.Tensor], inputs: torch.Tensor) -> Any:
+    """The model's output on ``inputs`` with ``substitutes`` for its tensors; a model that cannot
+    take inputs of that shape is a one-line error, not torch's."""
+    try:
+        return functional_call(model, dict(substitutes), (inputs,))
+    except RuntimeError as error:
+        raise UserError(
+            f"the model cannot take inputs of shape {tuple(inputs.shape[1:])} ({first_line(error)}); "
+            "pass the shape of one input it takes (input_shape=(C, H, W)) or inputs it takes"
+        ) from None
+
+
 def _infer_shape(input_shape: Sequence[int] | None, inputs: torch.Tensor | None) -> tuple[int, ...]:
     if input_shape is not None:
         return tuple(int(d) for d in input_shape)
@@ -120,6 +140,7 @@ def effective_masks(
         >>> effective_masks(net, full, input_shape=(3,)).kept() == full.kept()
         True
     """
+    _check_model_and_masks(model, masks)
     shape = _infer_shape(input_shape, inputs)
     model = _without_applied_masks(model)
     weights = prunable_parameters(model, list(masks))
@@ -153,7 +174,7 @@ def effective_masks(
     substitutes.update(leaves)
     ones = torch.ones((1, *shape), dtype=torch.float64, device=device)
     with preserved_modes(model, train=False), _PathCounting():
-        output = functional_call(model, substitutes, (ones,))
+        output = _forward(model, substitutes, ones)
     names = list(leaves)
     grads = torch.autograd.grad(output.sum(), [leaves[n] for n in names], allow_unused=True)
     result = Masks(metadata=getattr(masks, "metadata", {}))
@@ -339,8 +360,11 @@ def input_signal(
         >>> 0 < input_signal(net, half, torch.rand(8, 2)) < 1
         True
     """
+    _check_model_and_masks(model, masks)
     if not isinstance(inputs, torch.Tensor) or inputs.dim() < 1 or len(inputs) < 2:
         raise UserError("input_signal needs a tensor of at least two inputs along its first dimension")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
     model = _without_applied_masks(model)
     weights = prunable_parameters(model, list(masks))
     _check_masks(weights, masks)
@@ -352,7 +376,7 @@ def input_signal(
     def spread(network: nn.Module, substitutes: Mapping[str, torch.Tensor]) -> float:
         outputs = []
         for start in range(0, len(inputs), batch_size):
-            output = functional_call(network, dict(substitutes), (inputs[start : start + batch_size].to(device),))
+            output = _forward(network, substitutes, inputs[start : start + batch_size].to(device))
             if not isinstance(output, torch.Tensor):
                 raise UserError(f"input_signal needs a model that returns one tensor, got {type(output).__name__}")
             outputs.append(output.double().reshape(len(output), -1))

@@ -49,6 +49,21 @@ class TrainingDiverged(UserError):
     """
 
 
+def check_module(model: Any, role: str = "model") -> None:
+    """Refuse anything but a ``torch.nn.Module`` with a one-line ``TypeError``.
+
+    Examples:
+        >>> check_module("lenet5")
+        Traceback (most recent call last):
+        ...
+        panning.errors.UserTypeError: model must be a torch.nn.Module, got str
+    """
+    from torch import nn
+
+    if not isinstance(model, nn.Module):
+        raise UserTypeError(f"{role} must be a torch.nn.Module, got {type(model).__name__}")
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an error's message (its type's name when it has none), for a one-line report
     of an error raised deep inside a library.

@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils import prune as torch_prune
 
-from panning.errors import UserError, UserTypeError, check_sparsity
+from panning.errors import UserError, UserTypeError, check_module, check_sparsity
 from panning.io import write_atomic
 
 if TYPE_CHECKING:
@@ -342,6 +342,7 @@ class Masks(MutableMapping[str, torch.Tensor]):
         Examples:
             >>> Masks.ones_like(nn.Linear(3, 2)).check_fits(nn.Linear(3, 2))
         """
+        check_module(model)
         params = dict(model.named_parameters())
         for name, mask in self._masks.items():
             module_name, tensor_name = _split_name(name)
@@ -590,6 +591,12 @@ def apply(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
         >>> float(net.weight[0, 1]) == 0.0
         True
     """
+    check_module(model)
+    if not isinstance(masks, Mapping):
+        raise UserTypeError(
+            f"masks must be a panning.Masks or a mapping of parameter name -> bool tensor, got {type(masks).__name__}"
+            + ("; read a file with panning.masks.load(path)" if isinstance(masks, (str, os.PathLike)) else "")
+        )
     masks = masks if isinstance(masks, Masks) else Masks(masks)
     masks.check_fits(model)
     _refuse_attention_output(model, masks)

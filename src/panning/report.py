@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from panning.connectivity import Connectivity, connectivity
-from panning.errors import UserError
+from panning.errors import UserError, UserTypeError
 from panning.io import write_atomic
 
 if TYPE_CHECKING:
@@ -242,6 +242,8 @@ def results_table(rows: Sequence[Mapping[str, Any]]) -> str:
         >>> print(results_table(rows).splitlines()[4])
         | a | **55.00 ± 7.07** |
     """
+    if any(not isinstance(row, Mapping) for row in rows):
+        raise UserTypeError("rows must be result rows (mappings), e.g. panning.bench.read_results(path)")
     sections = []
     pending = [r for r in rows if r.get("status") == "pending"]
     rows = [r for r in rows if r.get("status") != "pending"]

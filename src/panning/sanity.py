@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from panning.connectivity import SUMMARY_KEYS
-from panning.errors import UserError, UserTypeError
+from panning.errors import UserError, UserTypeError, check_sparsity
 from panning.io import write_atomic
 from panning.masks import Masks
 from panning.masks import load as load_masks
@@ -64,6 +64,8 @@ def shuffle_within_layers(masks: Masks, seed: int = 0) -> Masks:
         >>> int(shuffle_within_layers(m, seed=1)["w"].sum())
         1
     """
+    if not isinstance(masks, Masks):
+        raise UserTypeError(f"masks must be a panning.Masks, got {type(masks).__name__}")
     generator = torch.Generator().manual_seed(int(seed))
     shuffled = {}
     for name, mask in masks.items():
@@ -273,6 +275,7 @@ def sanity_config(
         >>> [m.get("variant", "as-found") for m in config["methods"]]
         ['as-found', 'shuffled', 'reinit', 'inverted']
     """
+    sparsity = check_sparsity(sparsity)
     methods = [
         {"name": method, "options": dict(options or {}), **({} if v == "as-found" else {"variant": check_variant(v)})}
         for v in variants

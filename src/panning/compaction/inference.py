@@ -37,7 +37,7 @@ from torch import nn
 
 from panning import masks as masklib
 from panning.compaction.sparse import _time_ms
-from panning.errors import UserError, UserTypeError
+from panning.errors import UserError, check_module
 
 MODES = ("eager", "channels-last", "compiled")
 
@@ -158,8 +158,7 @@ def fastest_inference(
         >>> sorted(timing.milliseconds), fast.mode == timing.chosen
         (['channels-last', 'eager'], True)
     """
-    if not isinstance(model, nn.Module):
-        raise UserTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
     if isinstance(modes, str):

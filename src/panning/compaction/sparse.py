@@ -38,7 +38,7 @@ from torch import nn
 
 from panning import masks as masklib
 from panning.compaction.dead_units import apply_plan
-from panning.errors import UserError, UserTypeError
+from panning.errors import UserError, UserTypeError, check_module
 from panning.io import write_atomic
 from panning.masks import Masks
 
@@ -367,6 +367,7 @@ def save_sparse(
         >>> torch.equal(small.weight, net.weight)
         True
     """
+    check_module(model)
     work = densify(masklib.copy_model(model))
     masks = masklib.applied(work)
     for name, module in model.named_modules():

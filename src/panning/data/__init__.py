@@ -373,6 +373,8 @@ class Dataset:
         Augmentation (random crop with 4-pixel zero padding and horizontal flip) draws from
         ``generator`` too, so a saved generator state replays the same epoch.
         """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
         images, labels = self.split(split)
         count = len(labels)
         order = torch.randperm(count, generator=generator) if generator is not None else torch.arange(count)
@@ -429,6 +431,10 @@ def load(
         (55000, 5000, 10000)
     """
     info = spec(name)
+    if isinstance(split_seed, bool) or not isinstance(split_seed, numbers.Integral):
+        raise UserTypeError(f"split_seed must be an integer, got {split_seed!r}")
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise UserTypeError(f"data_dir must be a path, got {type(data_dir).__name__}")
     folder = locate(name, data_dir, download=download)
     arrays = info.read(folder)
     _check_labels(info, folder, arrays)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 import torch
 from torch import nn
 
-from panning.errors import UserError
+from panning.errors import UserError, check_module
 from panning.models.lenet import LeNet5Caffe, LeNet300
 from panning.models.resnet import CifarResNet, ResNet18
 from panning.models.vgg import VGG
@@ -92,7 +92,29 @@ def create(name: str, in_channels: int = 1, num_classes: int = 10, image_size: i
     for label, value in (("in_channels", in_channels), ("num_classes", num_classes), ("image_size", image_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserError(f"{label} must be a positive integer, got {value!r}")
-    return factory(in_channels=in_channels, num_classes=num_classes, image_size=image_size)
+    model = factory(in_channels=in_channels, num_classes=num_classes, image_size=image_size)
+    _check_takes(model, name, in_channels, image_size)
+    return model
+
+
+def _check_takes(model: nn.Module, name: str, in_channels: int, image_size: int) -> None:
+    """Refuse, here rather than at the first batch, an image size the architecture cannot take
+    (VGG's five poolings need at least 32 pixels)."""
+    import torch
+
+    from panning.errors import first_line
+
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, in_channels, image_size, image_size))
+    except RuntimeError as error:
+        raise UserError(
+            f"{name} cannot take {in_channels} x {image_size} x {image_size} images ({first_line(error)}); "
+            "choose a model made for that size"
+        ) from None
+    finally:
+        model.train(was_training)
 
 
 # The initialisations a registered model can be drawn with (see initialize).
@@ -115,6 +137,7 @@ def initialize(model: nn.Module, scheme: Init = "reference") -> nn.Module:
         >>> float(net[2].bias.detach().abs().sum())
         0.0
     """
+    check_module(model)
     if scheme not in INITS:
         raise UserError(f"unknown init {scheme!r}; valid: {', '.join(INITS)}")
     if scheme == "pytorch":

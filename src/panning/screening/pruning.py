@@ -29,6 +29,7 @@ from panning.errors import (
     UserError,
     UserTypeError,
     check_literal_fields,
+    check_module,
     check_positive,
     check_seed,
     check_sparsity,
@@ -488,10 +489,10 @@ def create_method(name: str, **options: Any) -> Method:
     Examples:
         >>> create_method("synflow", biases=False).data_driven
         False
-        >>> create_method("prospr", steps=2)
+        >>> create_method("snip", temp=2)
         Traceback (most recent call last):
         ...
-        panning.errors.UserError: unknown option 'steps' for method 'prospr'; valid: inner_steps, inner_lr
+        panning.errors.UserError: unknown option 'temp' for method 'snip'; valid: temperature; did you mean temperature?
     """
     factory = _METHODS.get(name)
     accepted = _option_names(factory)
@@ -979,8 +980,7 @@ def _warn_before_screening(model: nn.Module, sparsity: float, parameters: Sequen
 def _checked_arguments(model: object, seed: object, input_shape: object) -> tuple[int, tuple[int, ...] | None]:
     """prune()'s seed and ``input_shape`` (a tuple of positive integers: one example, without the
     batch), after checking them and the model's type."""
-    if not isinstance(model, nn.Module):
-        raise UserTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     if input_shape is None:
         return check_seed(seed), None
     if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):

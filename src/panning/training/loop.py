@@ -22,7 +22,7 @@ from panning import distributed
 from panning import masks as masklib
 from panning.connectivity import connectivity, input_signal
 from panning.distributed import Workers
-from panning.errors import TrainingDiverged, UserError, UserTypeError
+from panning.errors import TrainingDiverged, UserError, UserTypeError, check_module
 from panning.io import read_json, write_json
 from panning.masks import Masks
 from panning.screening.pruning import probe_model
@@ -279,8 +279,7 @@ def _check_arguments(model: nn.Module, dataset: datasets.Dataset, config: TrainC
     if not isinstance(config, TrainConfig):
         raise UserTypeError(f"config must be a panning.training.TrainConfig, got {type(config).__name__}")
     config.validate()
-    if not isinstance(model, nn.Module):
-        raise UserTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     if not isinstance(dataset, datasets.Dataset):
         raise UserTypeError(
             f"dataset must be a panning.data.Dataset (panning.data.load or panning.data.from_tensors), "
