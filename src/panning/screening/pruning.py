@@ -489,10 +489,10 @@ def create_method(name: str, **options: Any) -> Method:
     Examples:
         >>> create_method("synflow", biases=False).data_driven
         False
-        >>> create_method("snip", temp=2)
+        >>> create_method("snip", colour="red")
         Traceback (most recent call last):
         ...
-        panning.errors.UserError: unknown option 'temp' for method 'snip'; valid: temperature; did you mean temperature?
+        panning.errors.UserError: unknown option 'colour' for method 'snip'; valid: temperature
     """
     factory = _METHODS.get(name)
     accepted = _option_names(factory)
