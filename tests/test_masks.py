@@ -185,6 +185,10 @@ def test_corrupt_mask_file_is_a_user_error(tmp_path: Path) -> None:
         masklib.load(run)  # a run folder
     from safetensors.torch import save_file
 
+    agent = tmp_path / "agent.zip"
+    agent.write_bytes(b"PK\x03\x04 an agent")
+    with pytest.raises(panning.UserError, match="an agent[?] show it with `panning agent info`"):
+        masklib.load(agent)
     save_file({}, str(path))  # a valid file with no tensors: each command would fail its own way
     with pytest.raises(panning.UserError, match="holds no masks"):
         masklib.load(path)

@@ -761,6 +761,8 @@ def load(path: str | os.PathLike[str]) -> Masks:
         remedy = (
             "the run cannot resume: start it anew in another --out"
             if Path(file).name == "masks.safetensors" and (Path(file).parent / "config.json").is_file()
+            else "an agent? show it with `panning agent info`"
+            if file.suffix == ".zip"
             else "recreate it with `panning prune`"
         )
         raise UserError(f"{file} is not a readable mask file ({error}); {remedy}") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -215,6 +216,9 @@ def user_errors(function: F) -> F:
         except UserError as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(2)
+        except BrokenPipeError:  # the reader stopped (`| head`): no error of ours to report
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            sys.exit(1)
         except OSError as error:  # a fault of the operating system, not of the library: one line too
             click.echo(f"error: {os_fault(error.filename or '?', error, 'use')}", err=True)
             sys.exit(2)

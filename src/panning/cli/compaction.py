@@ -51,6 +51,11 @@ def compact_command(
             f"{seed}'s; leave --seed out to use theirs",
             stacklevel=1,
         )
+    screened_on = masks.metadata.get("dataset")
+    if screened_on is not None and screened_on != dataset:
+        warnings.warn(
+            f"the masks were screened on {screened_on}, not {dataset}; pass --dataset {screened_on}", stacklevel=1
+        )
     torch.manual_seed(check_seed(seed))
     model, shape = architecture(model_name, dataset)
     models.initialize(model, masks.metadata.get("init", "pytorch"))  # the weights the masks were screened on
