@@ -4,6 +4,7 @@ grid cells, and the command reports a verdict."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,17 @@ def test_the_verdict_reads_each_check_on_its_own() -> None:
     assert "beyond its layer-wise densities (beats shuffled)" in both and "tied to its initial weights (beats" in both
     neither = sanity.verdict(summaries(0.895, 0.905))  # inside two standard errors (0.016)
     assert "no more than its layer-wise densities" in neither and "not tied to its initial weights" in neither
+
+
+def test_a_grid_training_a_mask_file_from_another_initialisation_says_so(tmp_path: Path) -> None:
+    model = panning.models.initialize(panning.models.create("lenet300"), "reference")
+    masks = panning.prune(model, 0.9, "magnitude", input_shape=(1, 28, 28))
+    masks.metadata["init"] = "reference"  # as `panning prune --init reference` records it
+    panning.masks.save(masks, tmp_path / "m.safetensors")
+    method = {"name": "mask-file", "options": {"path": str(tmp_path / "m.safetensors")}}
+    config = {"models": ["lenet300"], "datasets": ["mnist"], "sparsities": [0.9], "seeds": [0], "methods": [method]}
+    with pytest.warns(UserWarning, match='screened on the reference initialisation.*set init = "reference"'):
+        bench.parse_grid(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bench.parse_grid({**config, "training": {"init": "reference"}})

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,6 +217,22 @@ def _training(table: Any, layout: int) -> dict[str, Any]:
     return resolved
 
 
+def _warn_about_mask_file_inits(methods: Sequence[tuple[str, str, dict[str, Any], Any]], init: str) -> None:
+    """A mask file belongs to the initialisation it was screened on: say so when the grid trains
+    it from another scheme (as ``panning train --masks`` does)."""
+    from panning.masks import load as load_masks
+
+    for method, label, options, _ in methods:
+        if method == "mask-file" and isinstance(options.get("path"), str) and Path(options["path"]).is_file():
+            screened = load_masks(options["path"]).metadata.get("init", "pytorch")
+            if screened != init:
+                warnings.warn(
+                    f"method {label!r}: {options['path']} was screened on the {screened} initialisation, the grid "
+                    f'trains from the {init} one; set init = "{screened}" in [training]',
+                    stacklevel=3,
+                )
+
+
 def _identity(
     method: str, options: dict[str, Any], screening: dict[str, Any], layout: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -281,6 +298,7 @@ def parse_grid(config: Mapping[str, Any], quick: bool = False, name: str = "grid
             f"format must be 1 to {RESULTS_FORMAT} (the cell-key layout), got {layout!r}; omit it for the latest"
         )
     resolved_training = _training(merged.get("training", {}), layout)
+    _warn_about_mask_file_inits(methods, resolved_training.get("init", "pytorch"))
     files = {label: _method_files(method, options) for method, label, options, _ in methods}
     identities = {
         label: _identity(method, options, {**screening, **own}, layout) for method, label, options, own in methods
