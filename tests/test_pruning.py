@@ -352,6 +352,11 @@ def test_a_taken_method_or_model_name_is_refused_and_the_first_entry_kept() -> N
     assert isinstance(panning.models.create("lenet5"), panning.models.LeNet5Caffe)
     with pytest.raises(panning.UserError, match="no model 'never-added' is registered"):
         panning.models.unregister("never-added")
+    with pytest.raises(panning.UserError, match="method 'random' is built into panning and cannot be unregistered"):
+        panning.unregister_method("random")
+    with pytest.raises(panning.UserError, match="model 'lenet5' is built into panning"):
+        panning.models.unregister("lenet5")
+    assert "random" in panning.method_names() and "lenet5" in panning.models.names()
 
 
 def test_import_panning_leaves_the_agents_libraries_unloaded_until_used() -> None:

@@ -56,6 +56,10 @@ for _old, _module in {
     sys.modules.setdefault(_old, _module)
 del _old, _module
 
+# What the package registers itself stays: unregister is for plug-ins' and tests' own entries.
+pruning._METHODS.mark_built_in()
+models._REGISTRY.mark_built_in()
+
 # Modules that pull in heavier dependencies (plots, grids, executors) load on first use, so that
 # ``panning.report.ScreeningTrace`` or ``panning.bench.run_grid`` work after a plain ``import panning``.
 _ON_FIRST_USE = {"bench", "executors", "report"}

@@ -27,6 +27,11 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._built_in: frozenset[str] = frozenset()
+
+    def mark_built_in(self) -> None:
+        """Protect the entries registered so far (the package's own) from :meth:`unregister`."""
+        self._built_in = frozenset(self._entries)
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator adding ``entry`` under ``name``; returns the entry unchanged."""
@@ -47,6 +52,8 @@ class Registry(Generic[T]):
         """Remove an entry (a plug-in's or a test's clean-up)."""
         if name not in self._entries:
             raise UserError(f"no {self.kind} {name!r} is registered; registered: {', '.join(self.names())}")
+        if name in self._built_in:
+            raise UserError(f"{self.kind} {name!r} is built into panning and cannot be unregistered")
         del self._entries[name]
 
     def get(self, name: str) -> T:
