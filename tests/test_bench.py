@@ -475,6 +475,14 @@ def test_a_damaged_results_file_is_one_line_naming_row_and_column(tmp_path: Path
     assert code == 2 and "is not a text file" in text
 
 
+def test_a_cut_results_jsonl_names_its_line(tmp_path: Path) -> None:
+    bench.write_results(tmp_path, _rows())
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    (tmp_path / "results.jsonl").write_text("\n".join([*lines[:2], lines[2][:20]]) + "\n")
+    with pytest.raises(UserError, match="results.jsonl, line 3: not JSON"):
+        bench.read_results(tmp_path / "results.jsonl")
+
+
 def test_a_results_file_saved_by_a_spreadsheet_keeps_its_dead_runs(tmp_path: Path) -> None:
     saved = tmp_path / "results.csv"
     header = "model,dataset,method,sparsity,seed,test_accuracy,status,dead"

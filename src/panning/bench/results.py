@@ -159,10 +159,14 @@ def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             f"{file} is not a text file; pass the results.csv or results.jsonl of `panning bench`"
         ) from None
     if file.suffix == ".jsonl":
-        try:
-            raw = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as error:
-            raise UserError(f"{file} is not JSON lines: {error}") from None
+        raw = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            try:
+                raw += [json.loads(line)] if line.strip() else []
+            except json.JSONDecodeError as error:
+                raise UserError(
+                    f"{file}, line {number}: not JSON ({error.msg}); rerun `panning bench ... --collect`"
+                ) from None
     elif file.suffix == ".csv":
         raw = list(csv.DictReader(io.StringIO(text)))
     else:
