@@ -608,3 +608,19 @@ def test_a_data_dir_without_the_grids_data_is_refused_before_any_cell(data_root:
     sanity = ["sanity", "--model", "lenet300", "--dataset", "mnist", "--method", "random", "--sparsity", "0.9"]
     code, text = invoke(*sanity, *args)
     assert code == 2 and "holds no mnist" in text, text
+
+
+def test_a_cell_pinned_to_float64_screens_in_float64(data_root: Path, tmp_path: Path) -> None:
+    """Panning's key names float64 by leaving it out (so cells from before keep their keys); the
+    cell must still run in float64, not in today's default."""
+    methods = [
+        {"name": "panning", "label": "p64", "iterations": 3, "options": {"precision": "float64"}},
+        {"name": "panning", "label": "p32", "iterations": 3},
+    ]
+    grid = bench.parse_grid({**SMALL, "sparsities": [0.99], "methods": methods})
+    pinned, default = grid.cells
+    assert "precision" not in pinned.options and pinned.method_options()["precision"] == "float64"
+    for cell, precision in ((pinned, "float64"), (default, "float32")):
+        assert bench.run_cell(cell, tmp_path)["status"] == "ok"
+        masks = panning.masks.load(tmp_path / cell.key / "run" / "masks.safetensors")
+        assert masks.metadata["options"]["precision"] == precision, cell.label

@@ -42,7 +42,9 @@ SCREENING_KEYS = SCREENING_ARGUMENTS
 # grid's sparsities (a reference method at one sparsity only).
 METHOD_KEYS = ("name", "label", "options", "sparsities", "variant", *SCREENING_KEYS)
 # Method options whose default changed after format 1 (whose keys hold options as written), with
-# the value every format-1 cell ran with: a format-1 key without the option means that value.
+# the value every format-1 cell ran with: a format-1 key without the option means that value. A
+# format-2 key leaves the same value out (Panning's identity names float64 only by omission, so
+# the cells from before keep their keys): there too its absence means that value.
 LEGACY_OPTIONS: dict[str, dict[str, Any]] = {"panning": {"precision": "float64"}}
 # The cell fixes model, dataset and seed; the device is a property of the machine, not of the cell.
 TRAINING_KEYS = tuple(
@@ -114,9 +116,16 @@ class Cell:
         return TrainConfig(model=self.model, dataset=self.dataset, seed=self.seed, device=device, **training)
 
     def method_options(self) -> dict[str, Any]:
-        """The options the cell's method runs with (a format-1 cell: with the defaults of its time)."""
-        legacy = LEGACY_OPTIONS.get(self.method, {}) if self.format == 1 else {}
-        return {**legacy, **dict(self.options)}
+        """The options the cell's method runs with: its key's, and the values a key names by
+        leaving them out (:data:`LEGACY_OPTIONS`; a run with the default of today names it).
+
+        Examples:
+            >>> pinned = parse_grid({"models": ["lenet5"], "datasets": ["mnist"], "sparsities": [0.99], "seeds": [0],
+            ...     "methods": [{"name": "panning", "options": {"precision": "float64"}}]}).cells[0]
+            >>> "precision" in pinned.options, pinned.method_options()["precision"]
+            (False, 'float64')
+        """
+        return {**LEGACY_OPTIONS.get(self.method, {}), **dict(self.options)}
 
     def describe(self) -> str:
         return f"{self.model}/{self.dataset} {self.label} s={self.sparsity} seed={self.seed}"
