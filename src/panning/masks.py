@@ -703,7 +703,9 @@ def save(
     """Save ``masks`` to a safetensors file, atomically, with metadata.
 
     The metadata holds ``masks.metadata``, then ``metadata``, plus the kept and total counts,
-    the sparsity, per-parameter shapes and the package version.
+    per-parameter shapes and the package version; ``sparsity`` stays the one the masks were
+    screened for (``kept``/``total`` give the one reached, which rounding to whole weights moves),
+    and is the reached one for masks that name none.
 
     Examples:
         >>> import tempfile, pathlib
@@ -719,10 +721,10 @@ def save(
         raise UserError("there are no masks to save")
     info: dict[str, Any] = dict(masks.metadata)
     info.update(metadata or {})
+    info.setdefault("sparsity", masks.sparsity())
     info.update(
         kept=masks.kept(),
         total=masks.total(),
-        sparsity=masks.sparsity(),
         shapes={n: list(m.shape) for n, m in masks.items()},
         version=__version__,
     )

@@ -246,7 +246,6 @@ def _check_same_screening(
         "model": model,
         "dataset": dataset,
         "method": kw["method"],
-        "sparsity": kw["sparsity"],
         "options": method_options(kw),
         "schedule": kw["schedule"],
         "regrowth": kw["regrowth"],
@@ -259,6 +258,14 @@ def _check_same_screening(
     }
     if kw["iterations"] is not None:
         asked["iterations"] = kw["iterations"]
+    if (
+        masklib.kept_count(masks.total(), kw["sparsity"]) != masks.kept()
+    ):  # files before 2026-12-04 hold the reached one
+        raise UserError(
+            f"{run_dir} was screened to keep {masks.kept()} of {masks.total()} weights (sparsity "
+            f"{masks.metadata.get('sparsity')}), not at --sparsity {kw['sparsity']}; resume with the same --sparsity "
+            "or choose another --out"
+        )
     saved = {**masks.metadata, "init": masks.metadata.get("init", "pytorch")}
     for field, (was, value) in changed_settings(saved, asked, asked).items():
         what = "method options" if field == "options" else "--" + field.replace("_", "-")
