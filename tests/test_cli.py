@@ -300,6 +300,31 @@ def test_info_and_export_say_what_a_file_or_folder_is(data_root: Path, tmp_path:
     assert code == 2 and "is not the config of a panning run" in out, out
 
 
+def test_masks_of_another_registered_model_are_refused_even_where_their_names_fit(
+    data_root: Path, tmp_path: Path
+) -> None:
+    masks = panning.prune(panning.models.create("lenet300"), 0.9, "magnitude", input_shape=(1, 28, 28))
+    masks.metadata["model"] = "resnet20"  # as if screened on a smaller relative whose names fit
+    panning.masks.save(masks, tmp_path / "m.safetensors")
+    for command in (
+        [
+            "train",
+            "--model",
+            "lenet300",
+            "--dataset",
+            "mnist",
+            "--masks",
+            str(tmp_path / "m.safetensors"),
+            "--epochs",
+            "1",
+        ],
+        ["compact", "--model", "lenet300", "--dataset", "mnist", "--masks", str(tmp_path / "m.safetensors")],
+    ):
+        code, out = invoke(*command, "--out", str(tmp_path / "out"))
+        assert code == 2 and "holds masks of resnet20, not lenet300; pass --model resnet20" in out, out
+        assert not (tmp_path / "out").exists()
+
+
 def test_masks_from_other_data_or_missing_a_layer_are_flagged(data_root: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = panning.models.create("lenet300")

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from panning import data as datasets
 from panning import masks as masklib
 from panning import models
-from panning.cli.base import architecture, cli, cost_lines, user_errors
+from panning.cli.base import architecture, cli, cost_lines, refuse_other_model, user_errors
 from panning.compaction import compact_with_plan
 from panning.compaction.inference import fastest_inference
 from panning.compaction.sparse import NotSparseFile, load_sparse, model_costs, read_sparse_metadata, save_sparse
@@ -42,6 +42,7 @@ def compact_command(
     """Remove the dead units a mask leaves: a smaller model computing the same function."""
     check_new_file(out)
     masks = masklib.load(masks_path)
+    refuse_other_model(masks, model_name, masks_path)
     screened_seed = masks.metadata.get("init_seed")
     if seed is None:
         seed = 0 if screened_seed is None else int(screened_seed)

@@ -13,7 +13,7 @@ from click.core import ParameterSource
 from panning import data as datasets
 from panning import masks as masklib
 from panning import models, report
-from panning.cli.base import cli, user_errors
+from panning.cli.base import cli, refuse_other_model, user_errors
 from panning.errors import UserError, check_sparsity
 from panning.executors import RayExecutor, executor_names
 from panning.io import write_atomic
@@ -281,6 +281,7 @@ def sanity_command(
 def _check_mask_file(path: str, model_name: str, dataset: str, sparsity: float | None) -> masklib.Masks:
     """The masks of a file; refused, before any cell runs, if they do not fit the model or the asked sparsity."""
     masks = masklib.load(path)
+    refuse_other_model(masks, model_name, path)
     screened_on = masks.metadata.get("dataset")
     if screened_on is not None and screened_on != dataset:
         warnings.warn(f"{path} was screened on {screened_on}, the sanity runs train on {dataset}", stacklevel=1)

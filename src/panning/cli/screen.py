@@ -20,6 +20,7 @@ from panning.cli.base import (
     common_options,
     method_options,
     prune_options,
+    refuse_other_model,
     train_config,
     train_options,
     user_errors,
@@ -169,6 +170,8 @@ def _train_from_file(
             f"training starts from seed {seed}'s",
             stacklevel=1,
         )
+    if masks is not None:
+        refuse_other_model(masks, config.model, str(masks_path))
     model, data = build(config, data_dir)
     if masks is not None:
         masks.check_fits(model)
