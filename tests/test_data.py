@@ -165,6 +165,9 @@ def test_tiny_imagenet_folder_layout(data_root: Path) -> None:
     (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
     data = datasets.load("tiny-imagenet", val_size=2)
     assert data.train[0].shape == (4, 3, 64, 64) and data.test[1].tolist() == [0, 1]
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "train" / "n02" / "images" / "n02_1.JPEG", "JPEG")
+    with pytest.raises(ValueError, match=r"n02_1.JPEG is corrupt or truncated \(a 32 x 32 image, not 64 x 64\)"):
+        datasets.load("tiny-imagenet", val_size=2)
 
 
 def test_crop_and_flip_are_seeded_and_shape_preserving() -> None:

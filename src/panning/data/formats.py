@@ -161,9 +161,17 @@ def _read_image(path: Path) -> np.ndarray:
 
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+            pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
     except (OSError, UnidentifiedImageError) as error:
         raise _unreadable_or_corrupt(path, error) from None
+    if pixels.shape != (TINY_IMAGENET_SIZE, TINY_IMAGENET_SIZE, 3):
+        raise _corrupt(
+            path, f"a {pixels.shape[1]} x {pixels.shape[0]} image, not {TINY_IMAGENET_SIZE} x {TINY_IMAGENET_SIZE}"
+        )
+    return pixels
+
+
+TINY_IMAGENET_SIZE = 64
 
 
 def read_tiny_imagenet(folder: Path) -> dict[str, Arrays]:
