@@ -414,3 +414,11 @@ def test_tied_and_parametrized_weights_are_refused_and_a_reused_module_is_pruned
     shared = nn.Linear(16, 16)
     reused = nn.Sequential(nn.Flatten(), shared, nn.ReLU(), shared, nn.ReLU(), nn.Linear(16, 2))
     assert list(panning.prune(reused, 0.5, "synflow", input_shape=(1, 4, 4), iterations=2)) == ["1.weight", "5.weight"]
+
+
+def test_classes_absent_from_the_scoring_data_are_named() -> None:
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 5))
+    images, labels = torch.rand(20, 1, 2, 2), torch.tensor([0, 1, 3] * 6 + [0, 1])
+    data = panning.data.from_tensors((images, labels), (images[:4], labels[:4]), num_classes=5, val_size=2)
+    with pytest.warns(UserWarning, match=r"2 of 5 classes have no example in the scoring data \(2, 4\)"):
+        panning.prune(net, 0.5, "snip", data=data, samples_per_class=2)

@@ -42,12 +42,15 @@ def test_the_variants_train_the_masks_they_promise(data_root: Path, tmp_path: Pa
 
 
 def test_sanity_command_and_bad_variants(data_root: Path, tmp_path: Path) -> None:
-    write_mnist(data_root / "mnist", train=5200, test=200)  # the command holds out 5,000 for validation
     args = ["sanity", "--model", "lenet300", "--dataset", "mnist", "--method", "magnitude", "--sparsity", "0.9"]
-    args += ["--seeds", "0", "--epochs", "1", "--variants", "as-found,shuffled", "--out", str(tmp_path / "o")]
+    args += ["--seeds", "0", "--epochs", "1", "--val-size", "50", "--batch-size", "32"]
+    args += ["--variants", "as-found,shuffled", "--out", str(tmp_path / "o")]
     result = CliRunner().invoke(cli, [*args, "--cells", str(tmp_path / "c")])
     assert result.exit_code == 0, result.output
     assert "| shuffled | 1 |" in result.output and "undecided" in result.output
+    cell = bench.read_results(tmp_path / "o" / "results.csv")[0]["cell"]
+    trained = json.loads((tmp_path / "c" / cell / "run" / "config.json").read_text())["train"]
+    assert (trained["val_size"], trained["batch_size"]) == (50, 32)
     bad = CliRunner().invoke(cli, [*args[:-1], str(tmp_path / "p"), "--variants", "as-found,flipped"])
     assert bad.exit_code == 2 and "unknown sanity variant 'flipped'; valid: as-found" in bad.output
     with pytest.raises(ValueError, match="unknown sanity variant"):

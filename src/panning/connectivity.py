@@ -134,6 +134,8 @@ def effective_masks(
 ) -> Masks:
     """The kept weights that lie on some input-to-output path of kept weights.
 
+    The input shape comes from ``input_shape``, ``inputs``, or ``masks.metadata["input_shape"]``.
+
     Examples:
         >>> net = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1))
         >>> full = Masks.ones_like(net)
@@ -141,6 +143,8 @@ def effective_masks(
         True
     """
     _check_model_and_masks(model, masks)
+    if input_shape is None and inputs is None:
+        input_shape = getattr(masks, "metadata", {}).get("input_shape")
     shape = _infer_shape(input_shape, inputs)
     model = _without_applied_masks(model)
     weights = prunable_parameters(model, list(masks))
@@ -296,8 +300,6 @@ def connectivity(
         >>> connectivity(net, Masks.ones_like(net), input_shape=(3,)).collapsed
         False
     """
-    if input_shape is None and inputs is None:
-        input_shape = getattr(masks, "metadata", {}).get("input_shape")
     effective = effective_masks(model, masks, input_shape, inputs)
     return Connectivity(
         tuple(

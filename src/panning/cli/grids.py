@@ -192,6 +192,8 @@ def report_command(results: str, out: str | None, no_plots: bool) -> None:
 @click.option("--sparsity", type=float, help="Fraction of weights removed, e.g. 0.99 (with --masks: the file's).")
 @click.option("--seeds", help="Comma-separated seeds (default 0,1,2; with --masks the file's init seed).")
 @click.option("--epochs", default=20, show_default=True, type=int, help="Training epochs of every run.")
+@click.option("--val-size", type=int, help="Training examples held out for validation (default 5,000).")
+@click.option("--batch-size", type=int, help="Training batch size (default 256).")
 @click.option(
     "--variants", default=",".join(VARIANTS), show_default=True, help="Comma-separated: " + ", ".join(VARIANTS) + "."
 )
@@ -209,6 +211,8 @@ def sanity_command(
     sparsity: float | None,
     seeds: str | None,
     epochs: int,
+    val_size: int | None,
+    batch_size: int | None,
     variants: str,
     out: str | None,
     cells_dir: str | None,
@@ -225,6 +229,9 @@ def sanity_command(
     chosen = [v.strip() for v in variants.split(",") if v.strip()]
     options: dict[str, Any] = {}
     training: dict[str, Any] = {"epochs": epochs}
+    training.update(
+        {key: value for key, value in (("val_size", val_size), ("batch_size", batch_size)) if value is not None}
+    )
     if (method is None) == (masks_path is None):
         raise UserError("give either --method (screen, then check) or --masks FILE (check a mask file)")
     if masks_path is not None:

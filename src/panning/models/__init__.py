@@ -99,7 +99,7 @@ def create(name: str, in_channels: int = 1, num_classes: int = 10, image_size: i
 
 def _check_takes(model: nn.Module, name: str, in_channels: int, image_size: int) -> None:
     """Refuse, here rather than at the first batch, an image size the architecture cannot take
-    (VGG's five poolings need at least 32 pixels)."""
+    (VGG's four poolings need at least 16 pixels)."""
     import torch
 
     from panning.errors import first_line

@@ -103,9 +103,18 @@ class BatchSource:
                 raise UserTypeError("targets must be a 1-D tensor of integer class labels")
             if len(self._labels) and int(self._labels.min()) < 0:
                 raise UserError(_negative_label(int(self._labels.min())))
-            self._warn_small(torch.bincount(self._labels.long().cpu()))
+            classes = num_classes if num_classes is not None else getattr(data, "num_classes", None)
+            self._warn_small(torch.bincount(self._labels.long().cpu(), minlength=classes or 0))
 
     def _warn_small(self, counts: torch.Tensor) -> None:
+        absent = (counts == 0).nonzero().flatten().tolist()
+        if absent:
+            listed = ", ".join(str(c) for c in absent[:10]) + (", ..." if len(absent) > 10 else "")
+            warnings.warn(
+                f"{len(absent)} of {len(counts)} classes have no example in the scoring data ({listed}): "
+                "the scores cannot weigh them",
+                stacklevel=3,
+            )
         present = counts[counts > 0]
         if len(present) and int(present.min()) < self.samples_per_class:
             warnings.warn(

@@ -308,7 +308,7 @@ def loss_aware_scores(
         >>> sorted(out.snip), sorted(out.grasp)
         (['weight'], ['weight'])
     """
-    index = "grasp" if want_grasp and not want_snip else "snip"
+    index = "grasp" if want_grasp and not want_snip else "snip" if want_snip and not want_grasp else "snip and grasp"
     _check_batch(model, inputs, targets, index)
     if not temperature > 0:
         raise UserError(f"temperature must be positive, got {temperature}")
