@@ -306,19 +306,10 @@ def test_masks_of_another_registered_model_are_refused_even_where_their_names_fi
     masks = panning.prune(panning.models.create("lenet300"), 0.9, "magnitude", input_shape=(1, 28, 28))
     masks.metadata["model"] = "resnet20"  # as if screened on a smaller relative whose names fit
     panning.masks.save(masks, tmp_path / "m.safetensors")
+    mask_file = str(tmp_path / "m.safetensors")
     for command in (
-        [
-            "train",
-            "--model",
-            "lenet300",
-            "--dataset",
-            "mnist",
-            "--masks",
-            str(tmp_path / "m.safetensors"),
-            "--epochs",
-            "1",
-        ],
-        ["compact", "--model", "lenet300", "--dataset", "mnist", "--masks", str(tmp_path / "m.safetensors")],
+        ["train", *"--model lenet300 --dataset mnist --epochs 1 --masks".split(), mask_file],
+        ["compact", *"--model lenet300 --dataset mnist --masks".split(), mask_file],
     ):
         code, out = invoke(*command, "--out", str(tmp_path / "out"))
         assert code == 2 and "holds masks of resnet20, not lenet300; pass --model resnet20" in out, out

@@ -179,19 +179,7 @@ def test_a_full_disk_under_safetensors_is_one_line_and_leaves_no_file(
     monkeypatch.setattr(panning.masks, "save_file", full_disk)
     out = tmp_path / "masks" / "m.safetensors"
     out.parent.mkdir()
-    prune = [
-        "prune",
-        "--model",
-        "lenet300",
-        "--dataset",
-        "mnist",
-        "--method",
-        "random",
-        "--sparsity",
-        "0.9",
-        "--val-size",
-        "50",
-    ]
+    prune = "prune --model lenet300 --dataset mnist --method random --sparsity 0.9 --val-size 50".split()
     code, output = invoke(*prune, "--out", str(out))
     assert code == 2 and "no space left on its device" in output and "Traceback" not in output
     assert list(out.parent.iterdir()) == []  # neither the file nor a temporary one
