@@ -419,3 +419,17 @@ def test_cli_compact_and_export(data_root: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "dense run" in result.output
     result = runner.invoke(cli, ["train", *common, "--dense", "--compact", *fast, "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "need masks" in result.output
+
+
+def test_export_of_a_sparse_kernel_run_is_compacted_and_computes_the_same(data_root: Path, tmp_path: Path) -> None:
+    masklib.save(_random_masks(_model("lenet300"), 0.05), tmp_path / "m.safetensors")
+    train = "train --model lenet300 --dataset mnist --sparse-kernels --epochs 1 --val-size 50 --quiet".split()
+    result = CliRunner().invoke(cli, [*train, "--masks", str(tmp_path / "m.safetensors"), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, ["export", str(tmp_path / "r"), "--out", str(tmp_path / "e.safetensors")])
+    assert result.exit_code == 0, result.output
+    assert read_sparse_metadata(tmp_path / "e.safetensors")["plan"]  # compacted, not the run's file as it was
+    trained, _ = load_sparse(tmp_path / "r" / "model.safetensors", _model("lenet300"))
+    exported, _ = load_sparse(tmp_path / "e.safetensors", _model("lenet300"))
+    assert sum(p.numel() for p in exported.parameters()) < sum(p.numel() for p in trained.parameters())
+    _outputs_agree(trained, exported, (1, 28, 28))

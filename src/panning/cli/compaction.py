@@ -110,9 +110,14 @@ def export_command(run: str, out: str) -> None:
         info = None
     except UserError as error:
         raise UserError(f"{error}: the run folder is damaged; train the run again") from None
-    if info is not None:
+    if info is not None and info.get("plan"):
         small, _ = load_sparse(weights, model)
         save_sparse(small, out, info.get("plan"), {**info, **origin})
+    elif info is not None:  # sparse kernels without --compact: compacted here, as a masked run is
+        trained, masks = load_sparse(weights, model)
+        small, carried, plan, _ = compact_with_plan(masklib.remove(trained), masks, shape)
+        masklib.apply(small, carried)
+        save_sparse(small, out, plan, {**info, **origin})
     else:
         if not (run_dir / "masks.safetensors").is_file():
             raise UserError(f"{run_dir} is a dense run: there is nothing sparse to export")
