@@ -259,7 +259,7 @@ def test_own_tensors_split_like_a_named_dataset_and_normalise_by_their_own_stati
         ((torch.rand(10, 9, 9), torch.arange(10) % 3), None, {}, ValueError, "N x C x H x W"),
         ((torch.rand(10, 1, 9, 9), torch.rand(10)), None, {}, TypeError, "integer class labels"),
         ((torch.rand(10, 1, 9, 9), torch.arange(9) % 3), None, {}, ValueError, "10 images and 9 labels"),
-        ((torch.randint(0, 9, (10, 1, 9, 9)), torch.arange(10) % 3), None, {}, TypeError, "uint8 or floats"),
+        ((torch.randint(0, 9, (10, 1, 9, 9)), torch.arange(10) % 3), None, {}, TypeError, "uint8 pixels or floats"),
         (
             (torch.rand(10, 1, 9, 9), torch.arange(10) % 3),
             (torch.rand(4, 1, 8, 8), torch.arange(4)),
@@ -283,7 +283,13 @@ def test_own_tensors_split_like_a_named_dataset_and_normalise_by_their_own_stati
         ),
         ((torch.rand(10, 1, 9, 9), torch.arange(10) % 3), None, {"name": "mnist"}, ValueError, "other than a built-in"),
         ((torch.rand(10, 1, 9, 9) * float("nan"), torch.arange(10) % 3), None, {}, ValueError, "NaN or infinite"),
-        ((torch.rand(10, 1, 9, 9) * 255, torch.arange(10) % 3), None, {}, ValueError, r"not \[0, 1\]: give uint8"),
+        (
+            (torch.randint(0, 256, (10, 1, 9, 9), dtype=torch.uint8), torch.arange(10) % 3),
+            (torch.rand(4, 1, 9, 9) * 255, torch.arange(4) % 3),
+            {},
+            ValueError,
+            r"test images are floats in \[.*\] while the other split is uint8 pixels, read as \[0, 1\]",
+        ),
         ((torch.rand(10, 1, 9, 9), torch.arange(10) % 3), None, {"augment": "no"}, TypeError, "augment must be"),
         ((torch.rand(10, 1, 9, 9), torch.arange(10) % 3), None, {"split_seed": "a"}, TypeError, "split_seed must"),
     ],

@@ -481,21 +481,16 @@ def _not_on_disk(folder: Path) -> dict[str, Split]:
 
 
 def _checked_split(role: str, split: Split) -> Split:
-    """``(images, labels)`` of :func:`from_tensors`: N x C x H x W images, uint8 or float in [0, 1]."""
+    """``(images, labels)`` of :func:`from_tensors`: N x C x H x W images, uint8 or float."""
     if not (isinstance(split, (tuple, list)) and len(split) == 2 and all(isinstance(t, torch.Tensor) for t in split)):
         raise UserTypeError(f"{role} must be a pair of tensors (images, labels)")
     images, labels = split
     if images.dim() != 4:
         raise UserError(f"{role} images must be N x C x H x W, got shape {tuple(images.shape)}")
     if images.dtype != torch.uint8 and not images.dtype.is_floating_point:
-        raise UserTypeError(f"{role} images must be uint8 or floats in [0, 1], got {images.dtype}")
+        raise UserTypeError(f"{role} images must be uint8 pixels or floats, got {images.dtype}")
     if images.dtype.is_floating_point and not bool(torch.isfinite(images).all()):
         raise UserError(f"{role} images hold NaN or infinite values")
-    if images.dtype.is_floating_point and len(images) and not 0 <= float(images.min()) <= float(images.max()) <= 1:
-        raise UserError(
-            f"{role} images are floats in [{float(images.min()):g}, {float(images.max()):g}], not [0, 1]: "
-            "give uint8 pixels or floats in [0, 1] (e.g. divide by 255); the library normalises them itself"
-        )
     if images.dim() == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
         warnings.warn(
             f"{role} images of shape {tuple(images.shape)} are read as {images.shape[1]} channels of "
@@ -522,11 +517,12 @@ def from_tensors(
 ) -> Dataset:
     """A dataset of your own images, for :func:`panning.prune` and :func:`panning.training.train`.
 
-    ``train`` and ``test`` are ``(images, labels)``: N x C x H x W images, uint8 or floats in
-    [0, 1], and integer labels from 0. ``val_size`` training examples (by default a tenth, at
-    most 5,000) are held out for validation with a seeded permutation, as for the built-in
-    datasets; ``name`` (not one of the built-in datasets') names it in run records; the per-channel mean and
-    standard deviation of the remaining training images give the ``"standard"`` normalisation.
+    ``train`` and ``test`` are ``(images, labels)``: N x C x H x W images, uint8 pixels (read as
+    [0, 1]) or floats on one scale (in [0, 1] beside uint8 pixels), and integer labels from 0.
+    ``val_size`` training examples (by default a tenth, at most 5,000) are held out for validation
+    with a seeded permutation, as for the built-in datasets; ``name`` (not one of the built-in
+    datasets') names it in run records; the per-channel mean and standard deviation of the
+    remaining training images give the ``"standard"`` normalisation.
     ``augment`` turns on random crops and flips in training by default (as for CIFAR).
 
     Examples:
@@ -544,6 +540,17 @@ def from_tensors(
         raise UserTypeError(f"augment must be True or False, got {augment!r}")
     train = _checked_split("train", train)
     test = _checked_split("test", test)
+    for role, floats, pixels in (("train", train[0], test[0]), ("test", test[0], train[0])):
+        # uint8 pixels are read as [0, 1]; floats as they are: beside pixels they must be on that scale.
+        if (
+            pixels.dtype == torch.uint8
+            and floats.is_floating_point()
+            and not 0 <= float(floats.min()) <= float(floats.max()) <= 1
+        ):
+            raise UserError(
+                f"{role} images are floats in [{float(floats.min()):g}, {float(floats.max()):g}] while the other split "
+                "is uint8 pixels, read as [0, 1]: divide the floats by 255, or give both splits as uint8"
+            )
     val_size = min(DEFAULT_VAL_SIZE, len(train[1]) // 10) if val_size is None else int(val_size)
     if train[0].shape[1:] != test[0].shape[1:]:
         raise UserError(f"train images are {tuple(train[0].shape[1:])} but test images {tuple(test[0].shape[1:])}")
