@@ -329,8 +329,14 @@ def test_numpy_and_other_real_sparsities_are_accepted(lenet5: torch.nn.Module) -
 
 def test_a_method_of_ones_own_that_is_not_one_is_named() -> None:
     net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
-    with pytest.raises(TypeError, match="needs data_driven and default_iterations.*fn.data_driven = False"):
+    with pytest.raises(TypeError, match="has no default_iterations: pass iterations=.*fn.default_iterations = 1"):
         panning.prune(net, 0.5, lambda model, context: {}, input_shape=(1, 2, 2))
+    with pytest.raises(TypeError, match=r"no data_driven attribute\): pass data=.*fn.data_driven = False"):
+        panning.prune(net, 0.5, lambda model, context: {}, input_shape=(1, 2, 2), iterations=1)
+    batch = (torch.rand(8, 1, 2, 2), torch.arange(8) % 2)
+    magnitude = panning.prune(net, 0.5, "magnitude", input_shape=(1, 2, 2))
+    plain = panning.prune(net, 0.5, lambda model, context: panning.scores.magnitude(model), data=batch, iterations=1)
+    assert plain.kept() == magnitude.kept()  # a bare function given what it would be asked for screens
 
     def listing(model: nn.Module, context: object) -> list[int]:
         return [1]

@@ -358,6 +358,12 @@ class ScreeningConfig:
         if self.iterations is not None and self.samples_per_class is not None:
             return self
         chosen = create_method(method, **options) if isinstance(method, str) else method
+        if self.iterations is None and not hasattr(chosen, "default_iterations"):
+            raise UserTypeError(
+                f"method {getattr(chosen, '__name__', type(chosen).__name__)} has no default_iterations: pass "
+                "iterations=..., or give it the attribute "
+                "(a function can carry it: fn.default_iterations = 1)"
+            )
         return ScreeningConfig(
             int(chosen.default_iterations) if self.iterations is None else self.iterations,
             self.schedule,
@@ -783,6 +789,11 @@ def _batches_and_shape(
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
         classes = _output_size(model, data, device, dtype)
         batches = BatchSource(data, samples_per_class, generator, device, classes, dtype)
+    elif not hasattr(chosen, "data_driven"):
+        raise UserTypeError(
+            f"{method} does not say whether it reads data (no data_driven attribute): pass data=..., or give it "
+            "the attribute (a function can carry it: fn.data_driven = False)"
+        )
     elif chosen.data_driven:
         raise UserError(f"{method} is data-driven: pass data=(inputs, targets), a dataset or a DataLoader")
     if input_shape is not None:
@@ -1009,13 +1020,6 @@ def _chosen_method(method: str | Method, options: Mapping[str, Any]) -> tuple[Me
         )
     if options:
         raise UserError("options go to a method given by name; a Method object carries its own")
-    missing = [attribute for attribute in ("data_driven", "default_iterations") if not hasattr(method, attribute)]
-    if missing:
-        raise UserTypeError(
-            f"a method object needs {' and '.join(missing)} besides __call__(model, context) -> scores "
-            "(see panning.screening.pruning.Method); a function can carry them: fn.data_driven = False, "
-            "fn.default_iterations = 1"
-        )
     return method, str(getattr(method, "name", type(method).__name__))
 
 
