@@ -18,6 +18,7 @@ from torch import nn
 
 import panning
 from panning.agent import AgentInfo, PanningEnv, index_weights, load_agent, parse_targets, train_agent
+from panning.agent.learning import RLPanning
 from panning.cli import cli
 
 
@@ -355,3 +356,11 @@ def test_the_agent_says_so_on_a_model_it_was_not_trained_on(lenet5, batch) -> No
     own = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
     with pytest.warns(UserWarning, match=r"trained on lenet5, lenet300 \(mnist\); this Sequential's layers match none"):
         panning.prune(own, 0.9, "rl-panning", data=batch, seed=0, iterations=20)
+
+
+def test_an_agent_trained_on_data_of_its_own_screens_any_model(batch) -> None:
+    method = RLPanning()
+    method.info.dataset = "custom"  # as recorded for an agent trained on from_tensors data
+    own = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
+    masks = panning.prune(own, 0.9, method, data=batch, seed=0, iterations=20)
+    assert masks.kept() == round(0.1 * masks.total())

@@ -254,3 +254,13 @@ def test_select_topk_reads_views_of_one_vector_as_it_reads_separate_scores() -> 
         assert all(torch.equal(chosen[n], select_topk(copies, keep)[n]) for n in views)
         assert select_topk(partial, min(keep, 40_000)).kept() == min(keep, 40_000)
     assert torch.equal(flat, torch.cat([copies["a"].reshape(-1), copies["b"]]))  # the scores stay unchanged
+
+
+def test_a_saved_mask_keeps_the_sparsity_it_was_screened_for_until_it_changes(tmp_path: Path) -> None:
+    net = nn.Sequential(nn.Flatten(), nn.Linear(7, 3), nn.ReLU(), nn.Linear(3, 2))
+    masks = panning.prune(net, 0.5, "magnitude", input_shape=(1, 7))  # 27 weights: 14 kept, 0.4815 reached
+    masklib.save(masks, tmp_path / "m.safetensors")
+    assert masklib.load(tmp_path / "m.safetensors").metadata["sparsity"] == 0.5
+    masks["1.weight"][:] = False  # changed after screening: the file says what it holds now
+    masklib.save(masks, tmp_path / "m.safetensors")
+    assert masklib.load(tmp_path / "m.safetensors").metadata["sparsity"] == masks.sparsity() > 0.5

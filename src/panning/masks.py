@@ -705,7 +705,7 @@ def save(
     The metadata holds ``masks.metadata``, then ``metadata``, plus the kept and total counts,
     per-parameter shapes and the package version; ``sparsity`` stays the one the masks were
     screened for (``kept``/``total`` give the one reached, which rounding to whole weights moves),
-    and is the reached one for masks that name none.
+    and is the reached one for masks changed since (their digest differs) or never screened.
 
     Examples:
         >>> import tempfile, pathlib
@@ -721,7 +721,8 @@ def save(
         raise UserError("there are no masks to save")
     info: dict[str, Any] = dict(masks.metadata)
     info.update(metadata or {})
-    info.setdefault("sparsity", masks.sparsity())
+    if info.get("digest") != masks.digest():  # changed since screening (or never screened): what it is now
+        info["sparsity"] = masks.sparsity()
     info.update(
         kept=masks.kept(),
         total=masks.total(),

@@ -490,9 +490,12 @@ class RLPanning:
     def _warn_if_other_model(self, model: nn.Module, names: Sequence[str] | None) -> None:
         """Say so when the screened weights have the shapes of none of the models the agent was
         trained on (a user's own network, or a registered one at another input size)."""
+        from panning import data as datasets
         from panning import models as registry
         from panning.masks import prunable_parameters
 
+        if self.info.dataset not in datasets.names():
+            return  # trained on data of its own (from_tensors): no registered shapes to compare with
         shapes = sorted(tuple(weight.shape) for weight in prunable_parameters(model, names).values())
         for name in self.info.models:
             if name not in registry.names():
