@@ -30,7 +30,17 @@ class Registry(Generic[T]):
         self._built_in: frozenset[str] = frozenset()
 
     def mark_built_in(self) -> None:
-        """Protect the entries registered so far (the package's own) from :meth:`unregister`."""
+        """Protect the entries registered so far (the package's own) from :meth:`unregister`.
+
+        Examples:
+            >>> shapes = Registry("shape")
+            >>> _ = shapes.register("square")(4)
+            >>> shapes.mark_built_in()
+            >>> shapes.unregister("square")
+            Traceback (most recent call last):
+            ...
+            panning.errors.UserError: shape 'square' is built into panning and cannot be unregistered
+        """
         self._built_in = frozenset(self._entries)
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -40,9 +50,8 @@ class Registry(Generic[T]):
 
         def add(entry: T) -> T:
             if name in self._entries:
-                raise UserError(
-                    f"a {self.kind} named {name!r} is already registered; unregister it first or choose another name"
-                )
+                fix = "choose another name" if name in self._built_in else "unregister it first or choose another name"
+                raise UserError(f"a {self.kind} named {name!r} is already registered; {fix}")
             self._entries[name] = entry
             return entry
 

@@ -775,10 +775,11 @@ def _check_same_learner(folder: Path, agent: Any, asked: Mapping[str, Any]) -> N
     }
     for name, value in asked.items():
         if value is not None and (list(value) if name == "net_arch" else value) != kept[name]:
-            flag = name.replace("_", "-")
+            # Only --learning-starts is a flag of `panning agent train`; the others are train_agent's keywords.
+            given = "--learning-starts" if name == "learning_starts" else f"{name}="
             raise UserError(
-                f"the training in {folder} was started with {flag} {kept[name]!r}, not {value!r}; the checkpoint "
-                f"keeps its own: resume without --{flag} (or with the same value), or remove the folder to start anew"
+                f"the training in {folder} was started with {name} {kept[name]!r}, not {value!r}; the checkpoint "
+                f"keeps its own: resume without {given} (or with the same value), or remove the folder to start anew"
             )
 
 

@@ -207,17 +207,16 @@ def run_grid(
     chosen = _chosen_keys(grid, only)
     out_dir = Path(out)
     store_dir = Path(store) if store is not None else out_dir / "cells"
-    store_dir.mkdir(parents=True, exist_ok=True)
     commit = source_commit()
     unique = list({cell.key: cell for cell in grid.cells}.values())
     pending = [cell for cell in unique if not _is_done(store_dir, cell)]
     reused = len(unique) - len(pending)
     done = 0
-
     to_run = [cell for cell in pending if cell.key in chosen] if run else []
     if executor is None and data_dir is not None:  # else a folder lacking a dataset fails its cells one by one
         for name in sorted({cell.dataset for cell in to_run}):
             datasets.locate(name, data_dir)
+    store_dir.mkdir(parents=True, exist_ok=True)
 
     def report(cell: Cell, row: dict[str, Any]) -> None:
         nonlocal done
