@@ -12,11 +12,12 @@ From Python, :func:`panning.training.train` trains this way whenever a process g
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -139,6 +140,22 @@ def device_for(device: torch.device, workers: Workers) -> torch.device:
     if workers.distributed and device.type == "cuda":
         return torch.device("cuda", workers.local_rank)
     return device
+
+
+def describe(workers: Workers, global_batch: int, lr: float) -> dict[str, Any]:
+    """What a run's ``config.json`` records of its processes under torchrun.
+
+    Examples:
+        >>> describe(Workers(), 256, 0.1)["world_size"]
+        1
+    """
+    return {
+        "world_size": workers.world_size,
+        "backend": str(dist.get_backend()) if workers.distributed else None,
+        "global_batch": global_batch,
+        "batch_per_process": math.ceil(global_batch / workers.world_size),
+        "lr": lr,
+    }
 
 
 def share(value: T | None, workers: Workers) -> T:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from panning import distributed
 from panning import masks as masklib
 from panning.compaction import compact_with_plan
 from panning.compaction.sparse import model_costs, save_sparse, use_sparse_kernels
@@ -155,9 +156,12 @@ class Checkpoints(TrainingCallback):
             config_path = run.run_dir / "config.json"
             saved = read_json(config_path)
             changes = [*saved.get("changes", []), {"from_epoch": run.start_epoch + 1, **self.changed}]
-            write_json(
-                config_path, {**saved, "train": json.loads(json.dumps(run.config.as_dict())), "changes": changes}
-            )
+            updated = {**saved, "train": json.loads(json.dumps(run.config.as_dict())), "changes": changes}
+            if "processes" in self.changed:  # the processes' record and its change in one write
+                updated.pop("distributed", None)
+                if run.workers.distributed:
+                    updated["distributed"] = distributed.describe(run.workers, run.config.batch_size, run.config.lr)
+            write_json(config_path, updated)
 
     def on_epoch_end(self, run: Run, entry: EpochRecord) -> None:
         assert run.optimizer is not None and run.scheduler is not None and run.generator is not None

@@ -215,13 +215,7 @@ def _open_run(
         "masks": dict(masks.metadata) if masks is not None else None,
     }
     if workers.distributed:
-        record["distributed"] = {
-            "world_size": workers.world_size,
-            "backend": str(torch.distributed.get_backend()),
-            "global_batch": config.batch_size,
-            "batch_per_process": math.ceil(config.batch_size / workers.world_size),
-            "lr": config.lr,
-        }
+        record["distributed"] = distributed.describe(workers, config.batch_size, config.lr)
     config_path = run_dir / "config.json"
     changed: dict[str, list[Any]] = {}
     if resume and config_path.is_file():
@@ -236,7 +230,7 @@ def _open_run(
                 return cast(RunResult, finished)
         if workers.main and not os.access(run_dir, os.W_OK):
             raise UserError(f"cannot write into {run_dir}, so no epoch could be saved; make it writable to resume")
-        changed.update(_resumed_on_other_processes(config_path, saved, record, workers))
+        changed.update(_processes_change(saved, workers))
     elif workers.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(config_path, record)
@@ -246,19 +240,12 @@ def _open_run(
     return Run(config, run_dir, model, dataset, device, masks, resume, facts, workers=workers), changed
 
 
-def _resumed_on_other_processes(
-    config_path: Path, saved: dict[str, Any], record: dict[str, Any], workers: Workers
-) -> dict[str, list[Any]]:
-    """A resume on another number of processes (the global batch stays): config.json describes the
-    processes from now on, and the change is returned to be recorded with the epoch it starts at."""
+def _processes_change(saved: dict[str, Any], workers: Workers) -> dict[str, list[Any]]:
+    """A resume on another number of processes (the global batch stays), as a change for
+    config.json: written with the processes' new record once the checkpoint is restored."""
     before = saved.get("distributed")
     processes = int(before.get("world_size", 1)) if isinstance(before, dict) else 1
-    if processes == workers.world_size:
-        return {}
-    if workers.main:
-        now = {key: value for key, value in saved.items() if key != "distributed"}
-        write_json(config_path, {**now, **({"distributed": record["distributed"]} if "distributed" in record else {})})
-    return {"processes": [processes, workers.world_size]}
+    return {} if processes == workers.world_size else {"processes": [processes, workers.world_size]}
 
 
 def check_single_process_options(config: TrainConfig, workers: Workers) -> None:
