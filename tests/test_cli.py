@@ -338,7 +338,7 @@ def test_masks_from_other_data_or_missing_a_layer_are_flagged(data_root: Path, t
         *FAST,
     )
     assert code == 0, out
-    assert "warning: the masks were screened on fashion-mnist, training is on mnist" in out
+    assert "warning: the masks were screened on fashion-mnist, not mnist: pass --dataset fashion-mnist" in out
     assert "warning: the masks leave fc3.weight out: it trains dense" in out
 
 

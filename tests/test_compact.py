@@ -391,7 +391,7 @@ def test_cli_compact_and_export(data_root: Path, tmp_path: Path) -> None:
     masklib.save(fashion, tmp_path / "f.safetensors")
     args = ["compact", "--model", "lenet5", "--dataset", "mnist", "--masks", str(tmp_path / "f.safetensors")]
     result = runner.invoke(cli, [*args, "--out", str(tmp_path / "fc")])
-    assert result.exit_code == 0 and "screened on fashion-mnist, not mnist; pass --dataset" in result.output
+    assert result.exit_code == 0 and "screened on fashion-mnist, not mnist: pass --dataset" in result.output
     fast = ["--val-size", "50", "--batch-size", "64", "--quiet", "--device", "cpu", "--epochs", "1"]
     common = ["--model", "lenet5", "--dataset", "mnist"]
     assert (

@@ -29,7 +29,7 @@ from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
 
 from panning import masks as masklib
-from panning.errors import UserError, UserTypeError, check_module, first_line
+from panning.errors import UserError, UserTypeError, check_count, check_module, first_line
 from panning.masks import Masks, prunable_parameters
 from panning.screening.scores import _NORM_TYPES, _check_masks, _check_plain, preserved_modes, unclamped
 
@@ -365,8 +365,7 @@ def input_signal(
     _check_model_and_masks(model, masks)
     if not isinstance(inputs, torch.Tensor) or inputs.dim() < 1 or len(inputs) < 2:
         raise UserError("input_signal needs a tensor of at least two inputs along its first dimension")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = check_count("batch_size", batch_size)
     model = _without_applied_masks(model)
     weights = prunable_parameters(model, list(masks))
     _check_masks(weights, masks)

@@ -107,6 +107,18 @@ def check_positive(name: str, value: object) -> float:
     return float(value)
 
 
+def check_count(name: str, value: object) -> int:
+    """Return ``value`` as an int after checking that it is a positive whole number (numpy ints too).
+
+    Examples:
+        >>> check_count("batch_size", 256)
+        256
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise UserError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def check_seed(value: object, name: str = "seed") -> int:
     """Return ``value`` after checking that it is an integer a torch generator accepts (0 to 2**63 - 1).
 

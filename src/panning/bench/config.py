@@ -274,7 +274,9 @@ def parse_grid(config: Mapping[str, Any], quick: bool = False, name: str = "grid
     """
     _check_keys(config, CONFIG_KEYS, "the config")
     if not quick and "quick" in config:
-        parse_grid(config, quick=True, name=name, source=source)  # a typo in [quick] is found now, not on --quick
+        with warnings.catch_warnings():  # the full grid says its warnings itself, once
+            warnings.simplefilter("ignore")
+            parse_grid(config, quick=True, name=name, source=source)  # a typo in [quick] is found now, not on --quick
     merged = {key: config[key] for key in GRID_KEYS if key in config}
     if quick:
         if "quick" not in config:

@@ -20,7 +20,6 @@ import torch
 
 from panning import __version__, models
 from panning import data as datasets
-from panning import masks as masklib
 from panning.compaction.sparse import Costs
 from panning.errors import UserError
 from panning.io import os_fault
@@ -360,22 +359,6 @@ def parse_option(text: str) -> tuple[str, Any]:
     except tomllib.TOMLDecodeError:
         value = raw.strip()
     return name.strip(), value
-
-
-def refuse_other_model(masks: masklib.Masks, model_name: str, path: str) -> None:
-    """Refuse masks screened on another registered model: their names can fit it (resnet20's are a
-    prefix of resnet32's), and its other layers would then train dense under a sparsity that counts
-    only the masked ones.
-
-    Examples:
-        >>> refuse_other_model(masklib.Masks(metadata={"model": "lenet5"}), "lenet5", "m.safetensors")
-    """
-    screened = masks.metadata.get("model")
-    if screened is not None and screened != model_name:
-        raise UserError(
-            f"{path} holds masks of {screened}, not {model_name}; pass --model {screened} or screen "
-            f"{model_name} with `panning prune`"
-        )
 
 
 def architecture(model_name: str, dataset: str) -> tuple[torch.nn.Module, tuple[int, ...]]:

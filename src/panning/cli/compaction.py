@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from panning import data as datasets
 from panning import masks as masklib
 from panning import models
-from panning.cli.base import architecture, cli, cost_lines, refuse_other_model, user_errors
+from panning.cli.base import architecture, cli, cost_lines, user_errors
+from panning.cli.checks import refuse_other_model, warn_other_dataset
 from panning.compaction import compact_with_plan
 from panning.compaction.inference import fastest_inference
 from panning.compaction.sparse import NotSparseFile, load_sparse, model_costs, read_sparse_metadata, save_sparse
@@ -52,11 +53,7 @@ def compact_command(
             f"{seed}'s; leave --seed out to use theirs",
             stacklevel=1,
         )
-    screened_on = masks.metadata.get("dataset")
-    if screened_on is not None and screened_on != dataset:
-        warnings.warn(
-            f"the masks were screened on {screened_on}, not {dataset}; pass --dataset {screened_on}", stacklevel=1
-        )
+    warn_other_dataset(masks, dataset)
     torch.manual_seed(check_seed(seed))
     model, shape = architecture(model_name, dataset)
     models.initialize(model, masks.metadata.get("init", "pytorch"))  # the weights the masks were screened on

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,8 @@ from click.core import ParameterSource
 from panning import data as datasets
 from panning import masks as masklib
 from panning import models, report
-from panning.cli.base import cli, refuse_other_model, user_errors
+from panning.cli.base import cli, user_errors
+from panning.cli.checks import refuse_other_model, warn_other_dataset
 from panning.errors import UserError, check_sparsity
 from panning.executors import RayExecutor, executor_names
 from panning.io import write_atomic
@@ -289,9 +289,7 @@ def _check_mask_file(path: str, model_name: str, dataset: str, sparsity: float |
     """The masks of a file; refused, before any cell runs, if they do not fit the model or the asked sparsity."""
     masks = masklib.load(path)
     refuse_other_model(masks, model_name, path)
-    screened_on = masks.metadata.get("dataset")
-    if screened_on is not None and screened_on != dataset:
-        warnings.warn(f"{path} was screened on {screened_on}, the sanity runs train on {dataset}", stacklevel=1)
+    warn_other_dataset(masks, dataset)
     info = datasets.spec(dataset)
     masks.check_fits(models.create(model_name, info.in_channels, info.num_classes, info.image_size))
     if sparsity is not None:

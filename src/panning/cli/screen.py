@@ -20,11 +20,11 @@ from panning.cli.base import (
     common_options,
     method_options,
     prune_options,
-    refuse_other_model,
     train_config,
     train_options,
     user_errors,
 )
+from panning.cli.checks import refuse_other_model, warn_other_dataset
 from panning.connectivity import connectivity
 from panning.errors import UserError, check_sparsity
 from panning.io import changed_settings, check_new_file
@@ -230,9 +230,7 @@ def _warn_about_mask_origin(masks: masklib.Masks, model: torch.nn.Module, datase
             f"pass --init {screened_init}",
             stacklevel=1,
         )
-    screened_on = masks.metadata.get("dataset")
-    if screened_on is not None and screened_on != dataset:
-        warnings.warn(f"the masks were screened on {screened_on}, training is on {dataset}", stacklevel=1)
+    warn_other_dataset(masks, dataset)
     uncovered = [name for name in masklib.prunable_parameters(model) if name not in masks]
     if uncovered:
         warnings.warn(

@@ -37,7 +37,7 @@ from torch import nn
 
 from panning import masks as masklib
 from panning.compaction.sparse import _time_ms
-from panning.errors import UserError, check_module
+from panning.errors import UserError, check_count, check_module
 
 MODES = ("eager", "channels-last", "compiled")
 
@@ -159,8 +159,7 @@ def fastest_inference(
         (['channels-last', 'eager'], True)
     """
     check_module(model)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = check_count("batch_size", batch_size)
     if isinstance(modes, str):
         modes = (modes,)
     unknown = [mode for mode in modes if mode not in MODES]

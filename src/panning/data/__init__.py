@@ -26,7 +26,7 @@ import torch
 
 from panning.data import formats
 from panning.data.download import DownloadError, RemoteFile, extract, fetch
-from panning.errors import UserError, UserTypeError
+from panning.errors import UserError, UserTypeError, check_count
 from panning.io import os_fault
 
 Split = tuple[torch.Tensor, torch.Tensor]
@@ -373,8 +373,7 @@ class Dataset:
         Augmentation (random crop with 4-pixel zero padding and horizontal flip) draws from
         ``generator`` too, so a saved generator state replays the same epoch.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = check_count("batch_size", batch_size)
         images, labels = self.split(split)
         count = len(labels)
         order = torch.randperm(count, generator=generator) if generator is not None else torch.arange(count)
