@@ -104,6 +104,15 @@ def test_corrupt_files_are_named(data_root: Path, damage: str) -> None:
         datasets.load("mnist", val_size=10)
 
 
+def test_a_label_file_of_the_other_split_names_both_files(data_root: Path) -> None:
+    folder = data_root / "mnist"
+    (folder / "train-labels-idx1-ubyte.gz").write_bytes((folder / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    with pytest.raises(
+        ValueError, match="train-images-idx3-ubyte.gz holds 300 images but train-labels-idx1-ubyte.gz 100"
+    ):
+        datasets.load("mnist", val_size=10)
+
+
 def _write_cifar(folder: Path, name: str, per_file: int = 20) -> None:
     layout = datasets.formats.CIFAR_LAYOUT[name]
     sub, train, test, key = layout

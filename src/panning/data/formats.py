@@ -97,8 +97,15 @@ def read_mnist(folder: Path) -> dict[str, Arrays]:
         image_path, label_path = _find(folder, image_stem), _find(folder, label_stem)
         assert image_path is not None and label_path is not None
         images, labels = read_idx(image_path), read_idx(label_path)
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise _corrupt(image_path, f"{len(images)} images but {len(labels)} labels")
+        if images.ndim != 3:
+            raise _corrupt(image_path, f"an IDX file of {images.ndim} dimensions, not images")
+        if labels.ndim != 1:
+            raise _corrupt(label_path, f"an IDX file of {labels.ndim} dimensions, not labels")
+        if len(images) != len(labels):
+            raise UserError(
+                f"{image_path.name} holds {len(images)} images but {label_path.name} {len(labels)} labels in "
+                f"{folder}: one of them is another split's or damaged; fetch the dataset again"
+            )
         out[split] = (torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
     return out
 
