@@ -58,6 +58,11 @@ def _rank(rank: int, world: int, port: int, folder: str) -> None:
             train(model, data, _config(compact=True), out / "compact", masks=_masks(model), progress=False)
         except ValueError as error:
             report["compact"] = str(error)
+        own = panning.prune(model, 0.9, "random", input_shape=(1, 28, 28), seed=rank)  # each rank screened its own
+        try:
+            train(model, data, config, out / "mixed", masks=own, progress=False)
+        except ValueError as error:
+            report["mixed"] = str(error)
 
         def stop_after_first(end: panning.training.EpochEnd) -> None:
             if end.epoch == 1:
@@ -90,9 +95,10 @@ def test_two_gloo_processes_train_like_one_and_resume(data_root: Path, tmp_path:
     reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     for report in reports:
         assert "not supported on several processes" in report["compact"] and report["interrupted"]
+        assert "rank(s) 1 hold other masks than rank 0" in report["mixed"]
         assert report["resumed"]["test_accuracy"] == report["whole"]["test_accuracy"]
         assert max(report["training_batches"]) == 16  # each rank takes half of every global batch of 32
-    assert not (tmp_path / "compact").exists()
+    assert not (tmp_path / "compact").exists() and not (tmp_path / "mixed").exists()
 
     config = _config()
     model, data = build(config)

@@ -200,6 +200,20 @@ def sum_across(values: list[float], workers: Workers, device: torch.device) -> l
     return tensor.tolist()
 
 
+def differing_ranks(value: object, workers: Workers) -> list[int]:
+    """The ranks whose ``value`` differs from rank 0's (every rank gets the same answer).
+
+    Examples:
+        >>> differing_ranks("masks digest", Workers())
+        []
+    """
+    if not workers.distributed:
+        return []
+    values: list[object] = [None] * workers.world_size
+    dist.all_gather_object(values, value)
+    return [rank for rank, other in enumerate(values) if other != values[0]]
+
+
 def barrier(workers: Workers) -> None:
     """Wait until every rank gets here (rank 0 has written what the others read)."""
     if workers.distributed:
@@ -210,7 +224,9 @@ __all__ = [
     "Workers",
     "barrier",
     "current",
+    "describe",
     "device_for",
+    "differing_ranks",
     "from_environment",
     "joined",
     "shard",

@@ -198,6 +198,13 @@ def _open_run(
     facts: dict[str, Any] = {"kept": None, "total": None, "nominal_sparsity": 0.0, "effective_sparsity": None}
     if masks is not None:
         masks.check_fits(model)
+        # DDP broadcasts rank 0's weights and checks only shapes: other masks would train unmasked weights.
+        others = distributed.differing_ranks(masks.digest(), workers)
+        if others:
+            raise UserError(
+                f"rank(s) {', '.join(map(str, others))} hold other masks than rank 0: screen on rank 0 and hand "
+                "them to every rank with panning.distributed.share"
+            )
         # prune() already analysed its masks; masks from elsewhere (or changed since) are analysed here.
         screened = masks.screening
         if screened is not None and screened.input_shape == tuple(dataset.input_shape):
