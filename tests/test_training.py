@@ -433,3 +433,33 @@ def test_a_user_callback_sees_every_hook_in_order_and_the_compacted_model(data_r
     with pytest.raises(TypeError, match="a callback is a TrainingCallback or a function of EpochEnd"):
         train(*build(config), config, tmp_path / "other", masks=masks, progress=False, callbacks=[3])  # type: ignore[list-item]
     assert not (tmp_path / "other").exists()
+
+
+def test_own_model_calls_that_used_to_go_wrong_silently(tmp_path: Path) -> None:
+    images, labels = torch.rand(96, 1, 8, 8), torch.arange(96) % 4
+    data = panning.data.from_tensors((images, labels), (images[:16], labels[:16]), val_size=16)
+
+    def bn_net() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 4))
+
+    config = TrainConfig(model="mine", dataset="custom", epochs=3, batch_size=16, device="cpu")
+    net = bn_net()
+    # A callback leaving the model in eval mode: the next epochs still train (BatchNorm counts 5 batches each).
+    train(net, data, config, tmp_path / "eval", progress=False, callbacks=lambda end: end.model.eval())
+    assert int(net[2].num_batches_tracked) == 15
+    # compact and sparse kernels train a copy: the caller's model keeps its initial weights.
+    for option in ("compact", "sparse_kernels"):
+        net = bn_net()
+        before = {name: value.clone() for name, value in net.state_dict().items()}
+        masks = panning.prune(net, 0.5, "magnitude", input_shape=(1, 8, 8))
+        train(net, data, dataclasses.replace(config, **{option: True}), tmp_path / option, masks=masks, progress=False)
+        assert all(torch.equal(before[name], value) for name, value in net.state_dict().items()), option
+    # Masks applied beforehand (or given as a plain dict) train and are recorded as the run's masks.
+    net = bn_net()
+    masks = panning.prune(net, 0.5, "magnitude", input_shape=(1, 8, 8))
+    panning.masks.apply(net, masks)
+    applied = train(net, data, config, tmp_path / "applied", progress=False)
+    as_dict = train(bn_net(), data, config, tmp_path / "dict", masks=dict(masks.items()), progress=False)
+    assert applied["kept"] == as_dict["kept"] == masks.kept()
+    assert applied["nominal_sparsity"] == pytest.approx(masks.sparsity())

@@ -9,7 +9,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -72,7 +72,8 @@ def train(
     Returns the final metrics (:class:`RunResult`), also written to ``out/metrics.json``. ``resume=True`` continues
     from ``out/checkpoint.pt`` (the config must match). In an initialised process group (``torchrun``) it
     trains with DistributedDataParallel: each global batch is split between the ranks, and only
-    rank 0 writes ``out``. ``callbacks`` are
+    rank 0 writes ``out``. ``masks`` may also be a mapping of name -> bool tensor; without them,
+    masks already applied to ``model`` are the run's. ``callbacks`` (one or several) are
     :class:`TrainingCallback` objects or functions called with an :class:`EpochEnd` after
     every epoch; they run after the library's own (cost counting, compaction, sparse kernels,
     validation, checkpoints, export).
@@ -87,7 +88,16 @@ def train(
         >>> len(metrics["epochs"]), 0 <= metrics["test_accuracy"] <= 1
         (2, True)
     """
-    own = [as_callback(callback) for callback in callbacks]
+    own = [as_callback(callback) for callback in _as_sequence(callbacks)]
+    _check_arguments(model, dataset, config)
+    if masks is None and masklib.applied(model):
+        # Masks applied beforehand: train with them as if passed (else the run records itself dense).
+        masks = masklib.applied(model)
+        masklib.remove(model)
+    elif masks is not None and not isinstance(masks, Masks):
+        masks = Masks(masks) if isinstance(masks, Mapping) else masks
+    if config.compact or config.sparse_kernels:
+        model = masklib.copy_model(model)  # a compacted or sparse copy trains; the caller's model stays
     opened = _open_run(model, dataset, config, Path(out), masks, resume, distributed.current())
     if isinstance(opened, dict):
         return opened  # a finished run
@@ -110,8 +120,8 @@ def train(
     run.generator = torch.Generator().manual_seed(config.seed)
     for hook in hooks:
         hook.on_start(run)
-    run.model.train()
     for epoch in range(run.start_epoch + 1, config.epochs + 1):
+        run.model.train()  # every epoch: a callback may have left the model in eval mode
         entry = _train_epoch(run, epoch, steps_per_epoch, progress)
         run.history.append(entry)
         for hook in hooks:
@@ -120,6 +130,11 @@ def train(
     for hook in hooks:
         hook.on_end(run, metrics)
     return metrics
+
+
+def _as_sequence(callbacks: Any) -> Sequence[Any]:
+    """One callback or several."""
+    return [callbacks] if callable(callbacks) or isinstance(callbacks, TrainingCallback) else list(callbacks)
 
 
 def _train_epoch(run: Run, epoch: int, steps_per_epoch: int, progress: bool) -> EpochRecord:
