@@ -15,6 +15,11 @@ from panning.errors import UserError
 from panning.executors import RayExecutor
 
 
+class _NeverCalled:
+    def submit(self, *args: object) -> None:
+        raise AssertionError("a finished cell was submitted")
+
+
 @pytest.fixture
 def one_thread() -> object:
     before = torch.get_num_threads()
@@ -47,7 +52,7 @@ def test_a_grid_on_a_local_ray_cluster_gives_the_cells_of_jobs_1(
     assert remote.ran == 4 and remote.failed == 0
     fields = ("cell", "nominal_sparsity", "effective_sparsity", "layer_density", "test_accuracy", "val_accuracy")
     assert [[r[f] for f in fields] for r in remote.rows] == [[r[f] for f in fields] for r in serial.rows]
-    rerun = bench.run_grid(grid, tmp_path / "ray", data_dir=str(data_root), executor=object())
+    rerun = bench.run_grid(grid, tmp_path / "ray", data_dir=str(data_root), executor=_NeverCalled())
     assert rerun.ran == 0 and rerun.reused == 4  # finished cells are never submitted again
 
 
@@ -97,3 +102,16 @@ def test_an_option_the_executor_would_ignore_is_refused(tmp_path: Path, options:
     result = CliRunner().invoke(cli, ["bench", str(config), "--out", str(tmp_path / "o"), *options])
     assert result.exit_code == 2 and message in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_threads_and_things_that_are_no_executor_are_refused(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    grid = bench.parse_grid(SMALL_GRID)
+    with ThreadPoolExecutor(2) as threads, pytest.raises(UserError, match="cells cannot run in threads"):
+        bench.run_grid(grid, tmp_path / "t", executor=threads)
+    with pytest.raises(TypeError, match="executor must have submit"):
+        bench.run_grid(grid, tmp_path / "o", executor=object())
+    with pytest.raises(TypeError, match="from load_grid or parse_grid"):
+        bench.run_grid(SMALL_GRID, tmp_path / "d")  # type: ignore[arg-type]
+    assert not list(tmp_path.iterdir())

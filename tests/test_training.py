@@ -463,3 +463,15 @@ def test_own_model_calls_that_used_to_go_wrong_silently(tmp_path: Path) -> None:
     as_dict = train(bn_net(), data, config, tmp_path / "dict", masks=dict(masks.items()), progress=False)
     assert applied["kept"] == as_dict["kept"] == masks.kept()
     assert applied["nominal_sparsity"] == pytest.approx(masks.sparsity())
+
+
+def test_batch_norm_with_a_last_batch_of_one_and_a_float64_model_are_refused_up_front(tmp_path: Path) -> None:
+    images, labels = torch.rand(57, 1, 8, 8), torch.arange(57) % 4
+    data = panning.data.from_tensors((images, labels), (images[:8], labels[:8]), val_size=8)  # 49 = 3 * 16 + 1
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 4))
+    config = TrainConfig(model="mine", dataset="custom", epochs=1, batch_size=16, device="cpu")
+    with pytest.raises(ValueError, match="the last training batch would hold one example"):
+        train(net, data, config, tmp_path / "bn", progress=False)
+    with pytest.raises(ValueError, match=r"training takes a float32 model, got torch.float64: train model.float\(\)"):
+        train(net.double(), data, dataclasses.replace(config, batch_size=8), tmp_path / "f64", progress=False)
+    assert not list(tmp_path.iterdir())

@@ -11,7 +11,7 @@ import shutil
 import traceback
 import warnings
 from collections.abc import Callable, Collection, Mapping
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from panning import __version__, models
 from panning import data as datasets
 from panning.bench.config import Cell, Grid
 from panning.bench.results import RUN_COLUMNS, ResultRow, write_results
-from panning.errors import UserError, UserTypeError
+from panning.errors import UserError, UserTypeError, check_count
 from panning.io import read_json, source_commit, write_atomic, write_json
 from panning.masks import Masks
 from panning.sanity import REINIT_SEED_OFFSET, inverted, shuffle_within_layers
@@ -172,6 +172,24 @@ def _is_done(store: Path, cell: Cell) -> bool:
     return saved is not None and saved["status"] == "ok"
 
 
+def _check_run_arguments(grid: Any, jobs: Any, executor: Any, threads_per_cell: Any) -> None:
+    check_count("jobs", jobs)
+    if not isinstance(grid, Grid):
+        raise UserTypeError(
+            f"grid must be a panning.bench.Grid (from load_grid or parse_grid), got {type(grid).__name__}"
+        )
+    if isinstance(executor, ThreadPoolExecutor):
+        # Each cell seeds torch's process-wide generator: cells in threads of one process draw from each other's.
+        raise UserError(
+            "cells cannot run in threads (they seed torch's process-wide generator): use jobs=N, a "
+            "ProcessPoolExecutor, Ray or submitit"
+        )
+    if executor is not None and not callable(getattr(executor, "submit", None)):
+        raise UserTypeError(f"executor must have submit(fn, *args) (a concurrent.futures executor), got {executor!r}")
+    if threads_per_cell is not None:
+        check_count("threads_per_cell", threads_per_cell)
+
+
 def run_grid(
     grid: Grid,
     out: str | os.PathLike[str],
@@ -202,8 +220,7 @@ def run_grid(
         >>> grid = load_grid("benchmarks/smoke/lenet5-mnist.toml", quick=True)  # doctest: +SKIP
         >>> summary = run_grid(grid, "runs/bench/x")  # doctest: +SKIP
     """
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise UserError(f"jobs must be a positive integer, got {jobs!r}")
+    _check_run_arguments(grid, jobs, executor, threads_per_cell)
     chosen = _chosen_keys(grid, only)
     out_dir = Path(out)
     store_dir = Path(store) if store is not None else out_dir / "cells"

@@ -295,10 +295,22 @@ def _check_arguments(model: nn.Module, dataset: datasets.Dataset, config: TrainC
             f"got {type(dataset).__name__}"
         )
     _check_output(model, dataset)
+    examples = (
+        len(dataset.train[1]) if config.train_examples is None else min(config.train_examples, len(dataset.train[1]))
+    )
+    batch_norms = any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules())
+    if batch_norms and examples % config.batch_size == 1:
+        raise UserError(
+            f"the last training batch would hold one example ({examples} examples in batches of "
+            f"{config.batch_size}), on which batch norm cannot train: choose another batch size or validation size"
+        )
 
 
 def _check_output(model: nn.Module, dataset: datasets.Dataset) -> None:
     """Refuse, before the run folder exists, a model whose output is not one logit per class."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    if dtype != torch.float32:  # the batches are float32; screening casts them, training does not
+        raise UserError(f"training takes a float32 model, got {dtype}: train model.float() (masks carry over)")
     device = next(model.parameters(), torch.empty(0)).device
     images = dataset.train[0][:2]
     what = f"the model fails on {dataset.name}'s inputs of shape {tuple(dataset.input_shape)}"
