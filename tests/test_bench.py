@@ -6,6 +6,7 @@ import csv
 import json
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -624,3 +625,27 @@ def test_a_cell_pinned_to_float64_screens_in_float64(data_root: Path, tmp_path: 
         assert bench.run_cell(cell, tmp_path)["status"] == "ok"
         masks = panning.masks.load(tmp_path / cell.key / "run" / "masks.safetensors")
         assert masks.metadata["options"]["precision"] == precision, cell.label
+
+
+def test_a_cell_finished_by_another_grid_while_waiting_is_reused(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contextlib
+
+    from panning.bench import cells
+
+    cell = bench.parse_grid(SMALL).cells[0]
+    finished = bench.run_cell(cell, tmp_path / "first")
+    real_lock = cells._cell_lock
+
+    @contextlib.contextmanager
+    def other_grid_finishes_first(store: Path, key: str) -> Iterator[None]:
+        with real_lock(store, key):  # the other grid held the cell and wrote its result meanwhile
+            shutil.copy(tmp_path / "first" / key / "result.json", store / key / "result.json")
+            yield
+
+    monkeypatch.setattr(cells, "_cell_lock", other_grid_finishes_first)
+    monkeypatch.setattr(cells, "train", lambda *args, **kwargs: pytest.fail("the cell was trained twice"))
+    assert bench.run_cell(cell, tmp_path / "second") == finished
+    assert (tmp_path / "second" / ".locks" / f"{cell.key}.lock").is_file()
+    assert not (tmp_path / "second" / cell.key / "run").exists()

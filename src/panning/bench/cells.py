@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -10,11 +11,16 @@ import os
 import shutil
 import traceback
 import warnings
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # POSIX only: on Windows, grids sharing a cell store are not kept apart
+    fcntl = None  # type: ignore[assignment]
 
 import torch
 
@@ -96,6 +102,31 @@ def run_cell(
     if saved is not None and saved["status"] == "ok":
         return saved
     folder.mkdir(parents=True, exist_ok=True)
+    with _cell_lock(Path(store), cell.key):
+        saved = _saved_result(folder / "result.json")  # another grid on this store may have run it meanwhile
+        if saved is not None and saved["status"] == "ok":
+            return saved
+        return _screen_and_train(cell, folder, commit, data_dir, device)
+
+
+@contextlib.contextmanager
+def _cell_lock(store: Path, key: str) -> Iterator[None]:
+    """Hold a cell alone: a second grid sharing the store waits for it, then reuses its result.
+    An OS lock (released if its process dies), kept beside the cells so that cell folders stay clean."""
+    locks = store / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{key}.lock", "a") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _screen_and_train(cell: Cell, folder: Path, commit: str, data_dir: str | None, device: str) -> dict[str, Any]:
+    """Run a cell in its folder (resuming what is there); its row, saved as ``result.json``."""
     write_json(folder / "cell.json", {"key": cell.key, "label": cell.label, **cell.canonical()})
     run_dir = folder / "run"
     try:
@@ -115,6 +146,7 @@ def run_cell(
             model = models.initialize(models.for_dataset(cell.model, dataset.spec), config.init)
         metrics = train(model, dataset, config, run_dir, masks=masks, resume=resume, progress=False)
         row = _row(cell, commit, metrics, None, resolve_device(config.device).type)  # where it ran
+        (folder / "error.txt").unlink(missing_ok=True)  # an earlier attempt's
     except KeyboardInterrupt:
         raise
     except Exception as error:  # a failing cell is recorded and the grid goes on
