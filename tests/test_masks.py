@@ -264,3 +264,15 @@ def test_a_saved_mask_keeps_the_sparsity_it_was_screened_for_until_it_changes(tm
     masks["1.weight"][:] = False  # changed after screening: the file says what it holds now
     masklib.save(masks, tmp_path / "m.safetensors")
     assert masklib.load(tmp_path / "m.safetensors").metadata["sparsity"] == masks.sparsity() > 0.5
+
+
+def test_mask_metadata_of_numpy_values_and_clones_stay_what_they_were(tmp_path: Path) -> None:
+    import numpy as np
+
+    masks = Masks({"w": torch.tensor([True, False])}, metadata={"n": np.int64(3), "x": np.float32(0.5), "o": {"k": 1}})
+    twin = masks.clone()
+    twin.metadata["o"]["k"] = 2
+    assert masks.metadata["o"] == {"k": 1}  # a deep copy, metadata too
+    masklib.save(masks, tmp_path / "m.safetensors")
+    loaded = masklib.load(tmp_path / "m.safetensors").metadata
+    assert (loaded["n"], loaded["x"]) == (3, 0.5)  # numbers, not the text '3' and '0.5'

@@ -475,3 +475,13 @@ def test_batch_norm_with_a_last_batch_of_one_and_a_float64_model_are_refused_up_
     with pytest.raises(ValueError, match=r"training takes a float32 model, got torch.float64: train model.float\(\)"):
         train(net.double(), data, dataclasses.replace(config, batch_size=8), tmp_path / "f64", progress=False)
     assert not list(tmp_path.iterdir())
+
+
+def test_empty_masks_are_refused(tmp_path: Path) -> None:
+    images, labels = torch.rand(40, 1, 8, 8), torch.arange(40) % 2
+    data = panning.data.from_tensors((images, labels), (images[:8], labels[:8]), val_size=8)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+    config = TrainConfig(model="mine", dataset="custom", epochs=1, batch_size=16, device="cpu")
+    with pytest.raises(ValueError, match="the masks hold no layer"):
+        train(net, data, config, tmp_path / "run", masks=panning.Masks(), progress=False)
+    assert not (tmp_path / "run").exists()

@@ -124,8 +124,35 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
         >>> read_json(target)
         {'a': 1}
     """
-    text = json.dumps(_finite(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    text = json_text(data, indent=2) + "\n"
     write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def json_text(data: Any, indent: int | None = None) -> str:
+    """``data`` as strict JSON with sorted keys: NaN and infinities become ``null``, numpy and torch
+    values numbers or lists (:func:`json_value`).
+
+    Examples:
+        >>> json_text({"b": float("nan"), "a": 1})
+        '{"a": 1, "b": null}'
+    """
+    return json.dumps(_finite(data), indent=indent, sort_keys=True, allow_nan=False, default=json_value)
+
+
+def json_value(value: Any) -> Any:
+    """A value JSON has no type for, as the nearest it has: numpy and torch scalars as numbers,
+    arrays as lists, anything else (a path, a set) as its text.
+
+    Examples:
+        >>> import numpy as np
+        >>> json_value(np.int64(3)), json_value(np.float32(0.5)), json_value(Path("a/b"))
+        (3, 0.5, 'a/b')
+    """
+    if hasattr(value, "tolist") and callable(value.tolist):  # numpy and torch: scalars and arrays
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    return str(value)
 
 
 def changed_settings(

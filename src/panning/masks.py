@@ -30,7 +30,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils import prune as torch_prune
 
 from panning.errors import UserError, UserTypeError, check_module, check_sparsity
-from panning.io import write_atomic
+from panning.io import json_text, write_atomic
 
 if TYPE_CHECKING:
     from panning.screening.pruning import ScreeningRecord
@@ -295,8 +295,8 @@ class Masks(MutableMapping[str, torch.Tensor]):
         return Masks({n: m.to(device) for n, m in self._masks.items()}, self.metadata)
 
     def clone(self) -> Masks:
-        """A deep copy."""
-        return Masks({n: m.clone() for n, m in self._masks.items()}, self.metadata)
+        """A deep copy (metadata too)."""
+        return Masks({n: m.clone() for n, m in self._masks.items()}, copy.deepcopy(self.metadata))
 
     def digest(self) -> str:
         """A SHA-256 over the masks' names, shapes and bits: equal digests, equal masks.
@@ -583,7 +583,9 @@ def apply(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
 
     Uses ``torch.nn.utils.prune.custom_from_mask``; pruned entries of ``<name>_orig`` are set to
     zero too, so plain SGD with momentum and weight decay keeps them at zero. Applying again
-    replaces the mask. Returns ``model``.
+    replaces the mask, but the weights the first mask pruned stay zero (their values are gone):
+    to try another mask on the same initial weights, apply it to a copy taken before. Returns
+    ``model``.
 
     Examples:
         >>> net = nn.Linear(2, 1)
@@ -692,7 +694,7 @@ def dense_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _metadata_text(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
+    return json_text(value)
 
 
 def save(

@@ -96,6 +96,8 @@ def train(
         masklib.remove(model)
     elif masks is not None and not isinstance(masks, Masks):
         masks = Masks(masks) if isinstance(masks, Mapping) else masks
+    if isinstance(masks, Masks) and not masks:
+        raise UserError("the masks hold no layer: pass the masks of a screening, or train dense (masks=None)")
     if config.compact or config.sparse_kernels:
         model = masklib.copy_model(model)  # a compacted or sparse copy trains; the caller's model stays
     opened = _open_run(model, dataset, config, Path(out), masks, resume, distributed.current())
