@@ -485,3 +485,14 @@ def test_empty_masks_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="the masks hold no layer"):
         train(net, data, config, tmp_path / "run", masks=panning.Masks(), progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_run_records_the_data_it_trained_on(tmp_path: Path) -> None:
+    images, labels = torch.rand(40, 1, 8, 8), torch.arange(40) % 2
+    data = panning.data.from_tensors((images, labels), (images[:8], labels[:8]), val_size=8, name="mine")
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+    config = TrainConfig(model="mlp", epochs=1, batch_size=16, device="cpu", normalization="half")
+    with pytest.warns(UserWarning, match="TrainConfig.normalization = 'half' has no effect on the data passed"):
+        train(net, data, config, tmp_path / "run", progress=False)
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
+    assert (recorded["dataset"], recorded["val_size"], recorded["normalization"]) == ("mine", 8, "standard")

@@ -90,6 +90,7 @@ def train(
     """
     own = [as_callback(callback) for callback in _as_sequence(callbacks)]
     _check_arguments(model, dataset, config)
+    config = _as_trained(config, dataset)
     if masks is None and masklib.applied(model):
         # Masks applied beforehand: train with them as if passed (else the run records itself dense).
         masks = masklib.applied(model)
@@ -132,6 +133,25 @@ def train(
     for hook in hooks:
         hook.on_end(run, metrics)
     return metrics
+
+
+def _as_trained(config: TrainConfig, dataset: datasets.Dataset) -> TrainConfig:
+    """The config as the run trains it: the data passed decides the dataset's name, its validation
+    split and its input scaling, whatever the config says (the run's records must say what ran)."""
+    actual: dict[str, Any] = {
+        "dataset": dataset.name,
+        "val_size": len(dataset.val[1]),
+        "normalization": dataset.normalization,
+    }
+    for field, value in actual.items():
+        asked = getattr(config, field)
+        if field != "dataset" and asked != value and asked != TrainConfig.__dataclass_fields__[field].default:
+            warnings.warn(
+                f"TrainConfig.{field} = {asked!r} has no effect on the data passed ({field} {value!r}, recorded); "
+                f"set it where the data is made (panning.data.load or from_tensors)",
+                stacklevel=3,
+            )
+    return dataclasses.replace(config, **actual)
 
 
 def _as_sequence(callbacks: Any) -> Sequence[Any]:
