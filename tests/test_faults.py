@@ -110,7 +110,12 @@ def test_a_damaged_checkpoint_or_a_json_file_that_is_no_object_is_one_line_and_l
     (run / "checkpoint.pt").write_bytes(b"garbage")
     before = _files(run)
     code, out = invoke(*TRAIN, "--epochs", "3", "--out", str(run), "--resume")
-    assert code == 2 and out.count("\n") == 1 and "checkpoint.pt is damaged or belongs to another run" in out, out
+    assert code == 2 and out.count("\n") == 1 and "checkpoint.pt is damaged (" in out, out
+    assert _files(run) == before
+    torch.save({"model": {"other.weight": torch.zeros(1)}}, run / "checkpoint.pt")  # readable, another network's
+    before = _files(run)
+    code, out = invoke(*TRAIN, "--epochs", "3", "--out", str(run), "--resume")
+    assert code == 2 and "does not fit this model" in out and "delete the file only if it is damaged" in out, out
     assert _files(run) == before
     (run / "metrics.json").write_text("[]")
     code, out = invoke(*TRAIN, "--epochs", "3", "--out", str(run), "--resume")

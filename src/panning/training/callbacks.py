@@ -185,19 +185,24 @@ def _restore(run: Run, path: Path) -> None:
     assert run.optimizer is not None and run.scheduler is not None and run.generator is not None
     try:
         state = torch.load(path, map_location=run.device, weights_only=False)
+    except OSError as error:
+        raise os_fault(path, error, "read") from None
+    except Exception as error:  # torch.load raises many kinds on a damaged file
+        raise UserError(
+            f"{path} is damaged ({first_line(error)}); delete it to restart the run from epoch 1, or choose "
+            "another --out"
+        ) from None
+    try:
         run.model.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
         run.scheduler.load_state_dict(state["scheduler"])
         run.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         run.history, run.start_epoch = state["history"], int(state["epoch"])
-    except OSError as error:
-        raise os_fault(path, error, "read") from None
-    except Exception as error:  # torch.load and load_state_dict raise many kinds on a damaged file
-        first = first_line(error)
+    except Exception as error:  # a readable checkpoint of another network (or a damaged one)
         raise UserError(
-            f"{path} is damaged or belongs to another run ({first}); delete it to restart the run from "
-            "epoch 1, or choose another --out"
+            f"{path} does not fit this model ({first_line(error)}): resume with the model the run started "
+            "with; delete the file only if it is damaged (the run then restarts from epoch 1)"
         ) from None
 
 
