@@ -236,6 +236,9 @@ def test_only_runs_the_cells_of_the_labels_asked_for_and_leaves_the_rest_pending
     assert code == 2 and "has no method labelled 'snip'; its labels: magnitude, random" in text
     code, text = invoke("bench", str(config), "--cells", store, "--out", out, "--only", ",")
     assert code == 2 and "needs at least one label to run" in text
+    grid = bench.load_grid(config)
+    again = bench.run_grid(grid, out, store=store, only=(label for label in ["random"]))  # a generator
+    assert again.ran == 2 and {r["status"] for r in again.rows} == {"ok"}
 
 
 def test_any_executor_with_submit_and_result_runs_the_cells(data_root: Path, tmp_path: Path) -> None:

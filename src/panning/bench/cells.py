@@ -308,6 +308,7 @@ def _chosen_keys(grid: Grid, only: Collection[str] | None) -> set[str]:
         return {cell.key for cell in grid.cells}
     if isinstance(only, str):
         raise UserTypeError("only must be a list of method labels, not one string")
+    only = set(only)  # once: a generator would be used up by the check below
     labels = {cell.label for cell in grid.cells}
     unknown = sorted(set(only) - labels)
     if not only or unknown:
