@@ -114,4 +114,7 @@ def test_threads_and_things_that_are_no_executor_are_refused(tmp_path: Path) -> 
         bench.run_grid(grid, tmp_path / "o", executor=object())
     with pytest.raises(TypeError, match="from load_grid or parse_grid"):
         bench.run_grid(SMALL_GRID, tmp_path / "d")  # type: ignore[arg-type]
+    if not torch.cuda.is_available():  # here, a device the machine lacks is refused before any cell
+        with pytest.raises(UserError, match="no CUDA GPU is available"):
+            bench.run_grid(grid, tmp_path / "c", device="cuda")
     assert not list(tmp_path.iterdir())

@@ -204,8 +204,10 @@ def _is_done(store: Path, cell: Cell) -> bool:
     return saved is not None and saved["status"] == "ok"
 
 
-def _check_run_arguments(grid: Any, jobs: Any, executor: Any, threads_per_cell: Any) -> None:
+def _check_run_arguments(grid: Any, jobs: Any, executor: Any, threads_per_cell: Any, device: str) -> None:
     check_count("jobs", jobs)
+    if executor is None:
+        resolve_device(device)  # here, a device this machine lacks would fail every cell one by one
     if not isinstance(grid, Grid):
         raise UserTypeError(
             f"grid must be a panning.bench.Grid (from load_grid or parse_grid), got {type(grid).__name__}"
@@ -252,7 +254,7 @@ def run_grid(
         >>> grid = load_grid("benchmarks/smoke/lenet5-mnist.toml", quick=True)  # doctest: +SKIP
         >>> summary = run_grid(grid, "runs/bench/x")  # doctest: +SKIP
     """
-    _check_run_arguments(grid, jobs, executor, threads_per_cell)
+    _check_run_arguments(grid, jobs, executor, threads_per_cell, device)
     chosen = _chosen_keys(grid, only)
     out_dir = Path(out)
     store_dir = Path(store) if store is not None else out_dir / "cells"
