@@ -29,7 +29,7 @@ from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
 
 from panning import masks as masklib
-from panning.errors import UserError, UserTypeError, check_count, check_module, first_line
+from panning.errors import UserError, check_count, check_module, first_line
 from panning.masks import Masks, prunable_parameters
 from panning.screening.scores import _NORM_TYPES, _check_masks, _check_plain, preserved_modes, unclamped
 
@@ -100,10 +100,7 @@ def _without_applied_masks(model: nn.Module) -> nn.Module:
 
 def _check_model_and_masks(model: Any, masks: Any) -> None:
     check_module(model)
-    if not isinstance(masks, Mapping):
-        raise UserTypeError(
-            f"masks must be a panning.Masks (or a mapping of parameter name -> bool tensor), got {type(masks).__name__}"
-        )
+    masklib.as_masks(masks)
 
 
 def _forward(model: nn.Module, substitutes: Mapping[str, torch.Tensor], inputs: torch.Tensor) -> Any:

@@ -578,6 +578,24 @@ def _pruned_tensors(model: nn.Module) -> Iterable[tuple[str, nn.Module, str]]:
                 yield (f"{module_name}.{tensor_name}" if module_name else tensor_name), module, tensor_name
 
 
+def as_masks(masks: Any) -> Masks:
+    """``masks`` as :class:`Masks` (a mapping of parameter name -> bool tensor is wrapped); anything
+    else, a file path included, is a one-line ``TypeError``.
+
+    Examples:
+        >>> as_masks({"w": torch.tensor([True, False])}).kept()
+        1
+    """
+    if isinstance(masks, Masks):
+        return masks
+    if not isinstance(masks, Mapping):
+        raise UserTypeError(
+            f"masks must be a panning.Masks or a mapping of parameter name -> bool tensor, got {type(masks).__name__}"
+            + ("; read a file with panning.masks.load(path)" if isinstance(masks, (str, os.PathLike)) else "")
+        )
+    return Masks(masks)
+
+
 def apply(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
     """Apply ``masks`` to ``model`` in place; a pruned weight is exactly zero from now on.
 
@@ -594,12 +612,7 @@ def apply(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
         True
     """
     check_module(model)
-    if not isinstance(masks, Mapping):
-        raise UserTypeError(
-            f"masks must be a panning.Masks or a mapping of parameter name -> bool tensor, got {type(masks).__name__}"
-            + ("; read a file with panning.masks.load(path)" if isinstance(masks, (str, os.PathLike)) else "")
-        )
-    masks = masks if isinstance(masks, Masks) else Masks(masks)
+    masks = as_masks(masks)
     masks.check_fits(model)
     _refuse_attention_output(model, masks)
     for name, mask in masks.items():

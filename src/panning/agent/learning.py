@@ -617,8 +617,13 @@ def _new_td3(
     from stable_baselines3 import TD3
     from stable_baselines3.common.noise import NormalActionNoise
 
-    defaults = {"learning_starts": min(2000, timesteps // 4), "net_arch": (64, 64), "learning_rate": 2e-4}
-    learner = {**defaults, "batch_size": 256, **{name: value for name, value in asked.items() if value is not None}}
+    defaults = {
+        "learning_starts": min(2000, timesteps // 4),
+        "net_arch": (64, 64),
+        "learning_rate": 2e-4,
+        "batch_size": 256,
+    }
+    learner = {**defaults, **{name: value for name, value in asked.items() if value is not None}}
     return TD3(
         "MlpPolicy",
         env,
@@ -679,8 +684,7 @@ def train_agent(
     from stable_baselines3.common.monitor import Monitor
 
     _check_steps(learning_starts, timesteps, checkpoint_every)
-    asked: dict[str, Any] = {"learning_starts": learning_starts, "learning_rate": learning_rate}
-    asked.update(batch_size=batch_size, net_arch=net_arch)
+    asked = dict(learning_starts=learning_starts, learning_rate=learning_rate, batch_size=batch_size, net_arch=net_arch)
     folder, latest = _agent_folder(out, timesteps, resume, tensorboard)
     out_path = Path(out)
     folder.mkdir(parents=True, exist_ok=True)

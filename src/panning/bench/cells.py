@@ -312,7 +312,7 @@ def _chosen_keys(grid: Grid, only: Collection[str] | None) -> set[str]:
         raise UserTypeError("only must be a list of method labels, not one string")
     only = set(only)  # once: a generator would be used up by the check below
     labels = {cell.label for cell in grid.cells}
-    unknown = sorted(set(only) - labels)
+    unknown = sorted(only - labels)
     if not only or unknown:
         wrong = f"has no method labelled {unknown[0]!r}" if unknown else "needs at least one label to run"
         raise UserError(f"grid {grid.name} {wrong}; its labels: {', '.join(sorted(labels))}")

@@ -109,29 +109,34 @@ def export_command(run: str, out: str) -> None:
         raise UserError(f"{error}: the run folder is damaged; train the run again") from None
     if info is not None and info.get("plan"):
         small, _ = load_sparse(weights, model)
-        save_sparse(small, out, info.get("plan"), {**info, **origin})
-    elif info is not None:  # sparse kernels without --compact: compacted here, as a masked run is
-        trained, masks = load_sparse(weights, model)
-        small, carried, plan, _ = compact_with_plan(masklib.remove(trained), masks, shape)
+        save_sparse(small, out, info["plan"], {**info, **origin})
+    else:  # a masked run, or sparse kernels without --compact: compacted here
+        trained, masks = _trained_and_masks(run_dir, model, info is not None, saved_training["model"])
+        small, carried, plan, _ = compact_with_plan(trained, masks, shape)
         masklib.apply(small, carried)
-        save_sparse(small, out, plan, {**info, **origin})
-    else:
-        if not (run_dir / "masks.safetensors").is_file():
-            raise UserError(f"{run_dir} is a dense run: there is nothing sparse to export")
-        masks = masklib.load(run_dir / "masks.safetensors")
-        state = load_file(str(weights))
-        try:
-            model.load_state_dict(state)
-        except RuntimeError:
-            raise UserError(
-                f"{weights} does not fit model {saved_training['model']}; the run folder is damaged"
-            ) from None
-        small, carried, plan, _ = compact_with_plan(model, masks, shape)
-        masklib.apply(small, carried)
-        save_sparse(small, out, plan, origin)
+        save_sparse(small, out, plan, {**(info or {}), **origin})
     dense_bytes = 4 * sum(p.numel() for p in model.parameters())
     size = Path(out).stat().st_size
     click.echo(
         f"wrote {out}: {size} bytes, {dense_bytes / size:.1f}x smaller than the dense float32 weights "
         f"({dense_bytes} bytes); load it with panning.compaction.load_sparse(path, model)"
     )
+
+
+def _trained_and_masks(
+    run_dir: Path, model: torch.nn.Module, sparse_file: bool, model_name: str
+) -> tuple[torch.nn.Module, masklib.Masks]:
+    """A finished run's trained network (on a fresh ``model`` of its architecture, masks not
+    applied) and its masks: from its sparse-kernel file, or its weights and mask file."""
+    weights = run_dir / "model.safetensors"
+    if sparse_file:
+        trained, masks = load_sparse(weights, model)
+        return masklib.remove(trained), masks
+    if not (run_dir / "masks.safetensors").is_file():
+        raise UserError(f"{run_dir} is a dense run: there is nothing sparse to export")
+    masks = masklib.load(run_dir / "masks.safetensors")
+    try:
+        model.load_state_dict(load_file(str(weights)))
+    except RuntimeError:
+        raise UserError(f"{weights} does not fit model {model_name}; the run folder is damaged") from None
+    return model, masks

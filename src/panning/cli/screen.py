@@ -259,9 +259,8 @@ def _check_same_screening(
     }
     if kw["iterations"] is not None:
         asked["iterations"] = kw["iterations"]
-    if (
-        masklib.kept_count(masks.total(), kw["sparsity"]) != masks.kept()
-    ):  # files before 2026-12-04 hold the reached one
+    # Kept counts, not the recorded float: files before 2026-12-04 record the sparsity they reached.
+    if masklib.kept_count(masks.total(), kw["sparsity"]) != masks.kept():
         raise UserError(
             f"{run_dir} was screened to keep {masks.kept()} of {masks.total()} weights (sparsity "
             f"{masks.metadata.get('sparsity')}), not at --sparsity {kw['sparsity']}; resume with the same --sparsity "

@@ -102,19 +102,10 @@ def _check_takes(model: nn.Module, name: str, in_channels: int, image_size: int)
     (VGG's four poolings need at least 16 pixels)."""
     import torch
 
-    from panning.errors import first_line
+    from panning.screening.pruning import probe_model
 
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, in_channels, image_size, image_size))
-    except RuntimeError as error:
-        raise UserError(
-            f"{name} cannot take {in_channels} x {image_size} x {image_size} images ({first_line(error)}); "
-            "choose a model made for that size"
-        ) from None
-    finally:
-        model.train(was_training)
+    images = f"{in_channels} x {image_size} x {image_size} images"
+    probe_model(model, torch.zeros(1, in_channels, image_size, image_size), f"{name} cannot take {images}")
 
 
 # The initialisations a registered model can be drawn with (see initialize).

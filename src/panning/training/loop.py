@@ -9,7 +9,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -91,14 +91,7 @@ def train(
     own = [as_callback(callback) for callback in _as_sequence(callbacks)]
     _check_arguments(model, dataset, config)
     config = _as_trained(config, dataset)
-    if masks is None and masklib.applied(model):
-        # Masks applied beforehand: train with them as if passed (else the run records itself dense).
-        masks = masklib.applied(model)
-        masklib.remove(model)
-    elif masks is not None and not isinstance(masks, Masks):
-        masks = Masks(masks) if isinstance(masks, Mapping) else masks
-    if isinstance(masks, Masks) and not masks:
-        raise UserError("the masks hold no layer: pass the masks of a screening, or train dense (masks=None)")
+    masks = _run_masks(model, masks)
     if config.compact or config.sparse_kernels:
         model = masklib.copy_model(model)  # a compacted or sparse copy trains; the caller's model stays
     opened = _open_run(model, dataset, config, Path(out), masks, resume, distributed.current())
@@ -133,6 +126,21 @@ def train(
     for hook in hooks:
         hook.on_end(run, metrics)
     return metrics
+
+
+def _run_masks(model: nn.Module, masks: Any) -> Masks | None:
+    """The masks a run trains with: those given (a mapping too), else any applied to ``model``
+    beforehand (taken off it, to be applied again; else the run would record itself dense)."""
+    if masks is None:
+        applied = masklib.applied(model)
+        if not applied:
+            return None
+        masklib.remove(model)
+        return applied
+    masks = masklib.as_masks(masks)
+    if not masks:
+        raise UserError("the masks hold no layer: pass the masks of a screening, or train dense (masks=None)")
+    return masks
 
 
 def _as_trained(config: TrainConfig, dataset: datasets.Dataset) -> TrainConfig:
@@ -225,7 +233,6 @@ def _open_run(
 
     Returns the run and the settings changed on resume, or the metrics of a finished run.
     """
-    _check_arguments(model, dataset, config)
     if (config.compact or config.sparse_kernels) and masks is None:
         raise UserError("compact and sparse kernels need masks: pass the masks of a screening, or train dense")
     check_single_process_options(config, workers)
